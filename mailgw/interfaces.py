@@ -1,0 +1,325 @@
+"""Every zope.interface seam of mailgw: store, auth, relay, sessions, TLS.
+
+Protocol packages (imap, smtp, publish, admin) meet storage and authentication only
+through these interfaces; `assemble.py` wires concrete implementations to them.
+Values crossing a seam are the frozen dataclasses defined here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Optional
+
+from zope.interface import Attribute, Interface
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who is talking to us: handed to the auth service for policy, throttling and logs."""
+
+    protocol: str  # "imap" | "smtp" | "manhole"
+    listener: str  # config name of the virtual server, e.g. "secure"
+    peer_host: str  # textual IP of the client (after PROXY protocol, if any)
+    peer_port: int = 0
+    tls: bool = False
+    tls_version: str = ""  # e.g. "TLSv1.3"
+    tls_cipher: str = ""  # e.g. "TLS_AES_256_GCM_SHA384"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated (or looked-up) account: the canonical id names the mailbox."""
+
+    user: str  # canonical id, e.g. the directory entry's uid ("alice")
+    addresses: tuple[str, ...] = ()  # addresses the user may send as (lower-case)
+    backend: str = ""  # which backend vouched for it, e.g. "ldap.corp" or "local"
+
+
+@dataclass(frozen=True)
+class SASLChallenge:
+    """A SASL step that needs another client response; `data` is raw (not base64)."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class SASLSuccess:
+    """The exchange finished and the client is authenticated."""
+
+    identity: Identity
+    data: Optional[bytes] = None  # final server data, if the mechanism has any
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """One folder as LIST shows it (names are Unicode, '/' separated; INBOX is 'INBOX')."""
+
+    name: str
+    special_use: Optional[str] = None  # "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive"
+    has_children: bool = False
+    selectable: bool = True
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """STATUS data for one folder."""
+
+    messages: int
+    recent: int
+    uid_next: int
+    uid_validity: int
+    unseen: int
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the index knows of one message, without opening its file."""
+
+    uid: int
+    flags: frozenset[str]  # system flags with backslash ("\\Seen") and keywords
+    size: int  # RFC822.SIZE in octets (CRLF line ends)
+    internal_date: datetime  # timezone-aware
+
+
+@dataclass(frozen=True)
+class FolderChanges:
+    """What changed in a folder since the previous refresh, for untagged responses."""
+
+    added: tuple[int, ...] = ()  # new uids, ascending
+    expunged: tuple[int, ...] = ()  # removed uids
+    flags: dict[int, frozenset[str]] = field(default_factory=dict)  # uid -> new flags
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """UIDPLUS data for COPY/MOVE (RFC 4315 COPYUID)."""
+
+    uid_validity: int
+    pairs: tuple[tuple[int, int], ...]  # (source uid, destination uid)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """UIDPLUS data for APPEND and for a local delivery (RFC 4315 APPENDUID)."""
+
+    uid_validity: int
+    uid: int
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """Storage use against an optional quota (None = unlimited)."""
+
+    bytes_used: int
+    bytes_limit: Optional[int]
+    messages_used: int
+    messages_limit: Optional[int]
+
+
+# --------------------------------------------------------------------------- store
+
+
+class IMessageStore(Interface):
+    """All users' mail. IMAP serves it; SMTP delivers into it."""
+
+    def open_account(user: str) -> "Deferred[IAccount]":  # type: ignore[empty-body]
+        """Open (creating on first use, with SPECIAL-USE folders) the account of canonical user id."""
+
+    def deliver(user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":  # type: ignore[empty-body]
+        """Durably deliver a message (tmp -> fsync -> new/ -> dir fsync) before the Deferred fires."""
+
+
+class IAccount(Interface):
+    """One user's folders. Every name is Unicode with '/' as separator; bad names raise InvalidMailboxName."""
+
+    user = Attribute("canonical user id")
+
+    def list_folders() -> "Deferred[list[FolderInfo]]":  # type: ignore[empty-body]
+        """All folders, INBOX first."""
+
+    def create_folder(name: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Create a folder (and missing parents). Raises MailboxExists."""
+
+    def delete_folder(name: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Delete a folder and its messages (not INBOX). Raises NoSuchMailbox."""
+
+    def rename_folder(old: str, new: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Rename a folder and its children; renaming INBOX moves its messages to a new folder (RFC 3501 §6.3.5)."""
+
+    def subscriptions() -> "Deferred[list[str]]":  # type: ignore[empty-body]
+        """Subscribed folder names."""
+
+    def subscribe(name: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Add a name to the subscriptions."""
+
+    def unsubscribe(name: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Remove a name from the subscriptions."""
+
+    def status(name: str) -> "Deferred[FolderStatus]":  # type: ignore[empty-body]
+        """STATUS counts of a folder, from its index."""
+
+    def open_folder(name: str, readonly: bool = False) -> "Deferred[IFolder]":  # type: ignore[empty-body]
+        """Open a session view of a folder (SELECT/EXAMINE). Raises NoSuchMailbox."""
+
+    def append(name: str, message: bytes, flags: frozenset[str] = frozenset(), internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":  # type: ignore[empty-body]
+        """APPEND: durable before the Deferred fires. Raises NoSuchMailbox (-> TRYCREATE), QuotaExceeded."""
+
+    def quota() -> QuotaUsage:  # type: ignore[empty-body]
+        """Current use against the quota."""
+
+
+class IFolder(Interface):
+    """A session's view of one open folder. Message lists come from the index, not the files."""
+
+    name = Attribute("folder name")
+    uid_validity = Attribute("UIDVALIDITY (int)")
+    uid_next = Attribute("UIDNEXT (int)")
+    readonly = Attribute("True for EXAMINE")
+
+    def messages() -> "list[MessageInfo]":  # type: ignore[empty-body]
+        """This view's messages in ascending UID order (position + 1 = sequence number)."""
+
+    def recent_uids() -> "frozenset[int]":  # type: ignore[empty-body]
+        """UIDs that are \\Recent for this session (RFC 3501 §2.3.2)."""
+
+    def refresh() -> "Deferred[FolderChanges]":  # type: ignore[empty-body]
+        """Pick up changes by other sessions and other programs; apply them to this view."""
+
+    def store_flags(uids: "list[int]", flags: "frozenset[str]", mode: str) -> "Deferred[dict[int, frozenset[str]]]":  # type: ignore[empty-body]
+        """mode: "set" | "add" | "remove". Returns the new flags of each existing uid."""
+
+    def copy(uids: "list[int]", destination: str) -> "Deferred[CopyResult]":  # type: ignore[empty-body]
+        """Copy messages into another folder (hard links where possible). Raises NoSuchMailbox."""
+
+    def move(uids: "list[int]", destination: str) -> "Deferred[CopyResult]":  # type: ignore[empty-body]
+        """Move messages (RFC 6851): copy result, and the sources are expunged."""
+
+    def expunge(uids: "Optional[list[int]]" = None) -> "Deferred[list[int]]":  # type: ignore[empty-body]
+        """Remove \\Deleted messages (restricted to `uids` if given); returns the expunged uids."""
+
+    def open_message(uid: int):  # type: ignore[no-untyped-def]
+        """A binary file object positioned at the start of the message, as stored (CRLF)."""
+
+    def header_bytes(uid: int) -> bytes:  # type: ignore[empty-body]
+        """The raw header block (up to and including the blank line), from the index cache when possible."""
+
+    def add_listener(listener: "IFolderListener") -> None:
+        """Be told of changes made through other views of the same folder."""
+
+    def remove_listener(listener: "IFolderListener") -> None:
+        """Stop being told."""
+
+    def close() -> None:
+        """Release the view (CLOSE, UNSELECT, logout)."""
+
+
+class IFolderListener(Interface):
+    """Change notifications for an open folder (IMAP turns them into untagged responses)."""
+
+    def folder_changed(folder: IFolder) -> None:
+        """Something changed; call `folder.refresh()` at a point the protocol allows."""
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class IDirectory(Interface):
+    """A credential backend (local users file, an LDAP directory)."""
+
+    name = Attribute("config name, e.g. 'local' or 'ldap.corp'")
+
+    def verify_password(login: str, password: str) -> "Deferred[Optional[Identity]]":  # type: ignore[empty-body]
+        """Identity on success, None for unknown user or wrong password; raises AuthUnavailable on outage."""
+
+    def lookup(login: str) -> "Deferred[Optional[Identity]]":  # type: ignore[empty-body]
+        """Identity of a login name or address, without a password (recipient resolution, send-as)."""
+
+    def nt_hash(login: str) -> "Deferred[Optional[tuple[Identity, bytes]]]":  # type: ignore[empty-body]
+        """(identity, 16-byte NT hash) for NTLM, or None if the backend holds none for that login."""
+
+
+class INTLMVerifier(Interface):
+    """Checks an NTLMv2 response (from directory NT hashes, or Samba's ntlm_auth helper)."""
+
+    def verify(user: str, domain: str, server_challenge: bytes, nt_response: bytes) -> "Deferred[Optional[Identity]]":  # type: ignore[empty-body]
+        """Identity if the response proves the password; None otherwise; AuthUnavailable on outage."""
+
+
+class ISASLExchange(Interface):
+    """One running SASL exchange (PLAIN, LOGIN, NTLM): driven by IMAP AUTHENTICATE and SMTP AUTH alike."""
+
+    mechanism = Attribute("upper-case mechanism name")
+
+    def step(response: "Optional[bytes]") -> "Deferred[SASLChallenge | SASLSuccess]":  # type: ignore[empty-body]
+        """Feed the client's decoded response (None when there was no initial response).
+
+        Fails with AuthFailed (wrong credentials, malformed data), AuthUnavailable (backend down),
+        or AuthThrottled.
+        """
+
+
+class IAuthService(Interface):
+    """The one pre-auth policy and credential checker that every protocol asks."""
+
+    def mechanisms(client: ClientInfo, allowed: "tuple[str, ...]", require_tls: bool) -> "tuple[str, ...]":  # type: ignore[empty-body]
+        """Mechanisms to advertise now (upper-case): none of the plaintext ones before TLS when TLS is required."""
+
+    def start(mechanism: str, client: ClientInfo) -> ISASLExchange:  # type: ignore[empty-body]
+        """Begin an exchange; raises AuthFailed for an unknown mechanism."""
+
+    def login(username: str, password: str, client: ClientInfo) -> "Deferred[Identity]":  # type: ignore[empty-body]
+        """IMAP LOGIN: fails with AuthFailed / AuthUnavailable / AuthThrottled after the failure delay."""
+
+    def lookup(address: str) -> "Deferred[Optional[Identity]]":  # type: ignore[empty-body]
+        """Resolve a login name or address to an identity (local delivery, send-as); None if unknown."""
+
+
+# --------------------------------------------------------------------------- relay
+
+
+class IRelayQueue(Interface):
+    """The durable outbound queue for non-local recipients."""
+
+    def enqueue(sender: str, recipients: "list[str]", message: bytes) -> "Deferred[str]":  # type: ignore[empty-body]
+        """Write and fsync the message; the Deferred fires with the queue id only once it is durable."""
+
+    def entries() -> "list[dict]":  # type: ignore[empty-body]
+        """Queued messages: id, sender, recipients, size, age, attempts, last error."""
+
+    def flush() -> None:
+        """Attempt delivery of everything now."""
+
+    def delete(queue_id: str) -> bool:  # type: ignore[empty-body]
+        """Remove a queued message; False if unknown."""
+
+
+# --------------------------------------------------------------------------- sessions and TLS
+
+
+class ISessionRegistry(Interface):
+    """Open client sessions by listener, for the manhole (list, kick) and metrics."""
+
+    def add(listener: str, protocol: str, session: object) -> None:
+        """Register a session (an object with `peer`, `user` and `kick()`)."""
+
+    def remove(session: object) -> None:
+        """Forget a session."""
+
+    def sessions(listener: "Optional[str]" = None) -> "list[object]":  # type: ignore[empty-body]
+        """Sessions, optionally for one listener."""
+
+
+class IServerTLS(Interface):
+    """A named server certificate with mailgw's TLS policy; reloadable."""
+
+    name = Attribute("config name of the certificate")
+
+    def context_factory():  # type: ignore[no-untyped-def]
+        """An IOpenSSLServerConnectionCreator for startTLS and implicit-TLS listeners (always current)."""
+
+    def reload() -> None:
+        """Re-read the certificate and key; raises ConfigError and keeps the old one if they are bad."""
