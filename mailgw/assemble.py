@@ -9,20 +9,28 @@ configuration; packages receive plain values and objects.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
+from mailgw.admin import reload as reload_plan
+from mailgw.admin.http import HealthReport, MetricsResource, admin_site
+from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile, ensure_host_key, manhole_factory
+from mailgw.admin.shell import Shell
 from mailgw.config.schema import Config
 from mailgw.errors import ConfigError
 from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
+from mailgw.observe import metrics
 from mailgw.observe.log import make_observer
+from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
 
 log = Logger()
 
@@ -62,6 +70,14 @@ class MailgwService(MultiService):
         """Fires once every listener is bound."""
         return defer.gatherResults([svc.listening for svc in self.listeners], consumeErrors=True)
 
+    def startService(self) -> None:
+        super().startService()
+        install_sighup(self.gateway)
+
+    def stopService(self) -> Any:
+        uninstall_sighup(self.gateway)
+        return super().stopService()
+
 
 @dataclass
 class Gateway:
@@ -77,6 +93,13 @@ class Gateway:
     auth: Any = None
     queue: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Operations hooks (docs/operations.md): backend checks for /health, and live-reload handlers as
+    # (dotted key patterns they apply, callable(new_config) -> None | Deferred; ConfigError refuses).
+    health_checks: list[Callable[[], Any]] = field(default_factory=list)
+    reload_hooks: list[tuple[tuple[str, ...], Callable[[Config], Any]]] = field(default_factory=list)
+    config_source: Optional[Callable[[], Config]] = None  # re-reads the config file (SIGHUP, manhole reload())
+    notifier: Notifier = field(default_factory=lambda: Notifier(None))
+    reload_lock: defer.DeferredLock = field(default_factory=defer.DeferredLock)
 
     def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "") -> ListenerService:
         assert self.root is not None
@@ -106,12 +129,193 @@ def check(config: Config) -> None:
     build_tls(config)
 
 
-def build(config: Config, reactor: Any) -> MailgwService:
-    """The whole service tree of one mailgw process."""
+def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] = None,
+          environ: Optional[dict[str, str]] = None) -> MailgwService:
+    """The whole service tree of one mailgw process; `source` re-reads the config for reloads."""
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
     gateway = Gateway(config=config, reactor=reactor, tls=build_tls(config), sessions=SessionRegistry(), disk_pool=disk_pool)
+    gateway.config_source = source
     root = MailgwService(gateway)
     gateway.root = root
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
+    build_admin(gateway, dict(os.environ) if environ is None else environ)
     return root
+
+
+# --------------------------------------------------------------------------- operations (admin, systemd, reload)
+
+
+def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
+    """sd_notify readiness and watchdog, the HTTP health/metrics endpoint and the SSH manhole."""
+    assert gateway.root is not None
+    gateway.notifier = Notifier.from_environ(environ)
+    SystemdNotifyService(gateway.notifier, gateway.root.ready, gateway.reactor,
+                         watchdog_interval(environ)).setServiceParent(gateway.root)
+    health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
+                          lambda: [*_builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
+    admin = gateway.config.admin
+    if admin.http is not None:
+        site = admin_site(health, MetricsResource(metrics.REGISTRY, lambda: refresh_metrics(gateway)))
+        gateway.listen(admin.http.listen, site, label="admin.http.listen")
+    if admin.manhole is not None:
+        host_key = ensure_host_key(os.path.join(gateway.config.server.state_dir, HOST_KEY_NAME))
+        shell = Shell(gateway, lambda: reload_from_source(gateway), health.report)
+        factory = manhole_factory(shell.namespace(), host_key, AuthorizedKeysFile(admin.manhole.authorized_keys_file))
+        gateway.listen(admin.manhole.listen, factory, label="admin.manhole.listen")
+
+
+def _builtin_health_checks(gateway: Gateway) -> list[Callable[[], Any]]:
+    checks: list[Callable[[], Any]] = []
+    if gateway.queue is not None and hasattr(gateway.queue, "entries"):
+        checks.append(lambda: _queue_health(gateway))
+    return checks
+
+
+def _queue_health(gateway: Gateway) -> tuple[str, bool, dict[str, Any]]:
+    entries = gateway.queue.entries()
+    oldest = max((float(e.get("age", 0) or 0) for e in entries), default=0.0)
+    limits = [s.max_queue_age for s in gateway.config.submission.values()]
+    limit = min(limits) if limits else 5 * 86400.0
+    return "relay_queue", oldest < limit, {"messages": len(entries), "oldest_age_seconds": round(oldest, 1)}
+
+
+_seen_connection_labels: set[tuple[str, str]] = set()
+
+
+def refresh_metrics(gateway: Gateway) -> None:
+    """Scrape-time gauges: open sessions per (listener, protocol), relay queue size and age."""
+    counts = gateway.sessions.counts()
+    for key in _seen_connection_labels - set(counts):
+        metrics.connections_active.labels(listener=key[0], protocol=key[1]).set(0)
+    for (listener, protocol), count in counts.items():
+        metrics.connections_active.labels(listener=listener, protocol=protocol).set(count)
+    _seen_connection_labels.update(counts)
+    if gateway.queue is not None and hasattr(gateway.queue, "entries"):
+        entries = gateway.queue.entries()
+        metrics.relay_queue_messages.set(len(entries))
+        metrics.relay_queue_oldest_age_seconds.set(max((float(e.get("age", 0) or 0) for e in entries), default=0.0))
+
+
+def install_sighup(gateway: Gateway) -> None:
+    """SIGHUP reloads (Twisted's reactor leaves SIGHUP at its default, which kills the process)."""
+    def handler(signum: int, frame: Any) -> None:
+        gateway.reactor.callFromThread(reload_from_source, gateway)
+
+    try:
+        gateway.extras["_previous_sighup"] = signal.signal(signal.SIGHUP, handler)
+    except ValueError:  # not the main thread (an embedded gateway): no signal handling
+        log.warn("SIGHUP reload not available outside the main thread", event="config_reload.no_signal")
+
+
+def uninstall_sighup(gateway: Gateway) -> None:
+    previous = gateway.extras.pop("_previous_sighup", None)
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGHUP, previous)
+        except ValueError:
+            pass
+
+
+def reload_from_source(gateway: Gateway) -> defer.Deferred:
+    """Re-read the configuration file and reload; an unreadable or invalid file leaves the running one in force."""
+    if gateway.config_source is None:
+        source: Callable[[], Config] = lambda: gateway.config
+    else:
+        source = gateway.config_source
+
+    def attempt() -> defer.Deferred:
+        gateway.notifier.reloading()
+        try:
+            new_config = source()
+        except ConfigError as exc:
+            return defer.succeed(_reload_done(gateway, "invalid", problems=exc.problems))
+        return reload(gateway, new_config, _locked=True)
+
+    return gateway.reload_lock.run(attempt)
+
+
+def _reload_hooks(gateway: Gateway) -> list[tuple[tuple[str, ...], Callable[[Config], Any]]]:
+    hooks = list(gateway.reload_hooks)
+    registered = {id(getattr(fn, "__self__", None)) for _, fn in hooks}
+    if gateway.auth is not None and callable(getattr(gateway.auth, "reconfigure", None)) and id(gateway.auth) not in registered:
+        hooks.append((("auth",), gateway.auth.reconfigure))
+    publish = gateway.extras.get("publish")
+    if publish is not None and callable(getattr(publish, "reconfigure", None)) and id(publish) not in registered:
+        hooks.append((("publish.*.clients", "client_sets"), publish.reconfigure))
+    return hooks
+
+
+def reload(gateway: Gateway, new_config: Config, _locked: bool = False) -> defer.Deferred:
+    """Apply `new_config` live: certificates (re-read even when unchanged), then components' hooks.
+
+    Refused as a whole, with the running configuration kept, when a changed key needs a restart
+    or a certificate does not load. The Deferred fires with "ok", "refused", "invalid" or "failed".
+    """
+    if not _locked:
+        return gateway.reload_lock.run(lambda: (gateway.notifier.reloading(), reload(gateway, new_config, True))[1])
+    hooks = _reload_hooks(gateway)
+    plan = reload_plan.plan(gateway.config, new_config, [p for patterns, _ in hooks for p in patterns])
+    if plan.restart:
+        return defer.succeed(_reload_done(gateway, "refused", restart=plan.restart))
+    try:
+        installs = _prepare_tls(gateway.tls, new_config)
+    except ConfigError as exc:
+        return defer.succeed(_reload_done(gateway, "invalid", problems=exc.problems))
+
+    @defer.inlineCallbacks
+    def apply() -> Any:
+        for patterns, hook in hooks:
+            if plan.live_under(patterns):
+                try:
+                    yield defer.maybeDeferred(hook, new_config)
+                except ConfigError as exc:
+                    return _reload_done(gateway, "failed", problems=exc.problems)
+                except Exception as exc:
+                    log.failure("reload hook failed", event="config_reload.hook_error")
+                    return _reload_done(gateway, "failed", problems=[f"{'/'.join(patterns)}: {type(exc).__name__}"])
+        for install in installs:
+            install()
+        gateway.config = new_config
+        return _reload_done(gateway, "ok", changed=plan.live)
+
+    return apply()
+
+
+def _prepare_tls(registry: TLSRegistry, config: Config) -> list[Callable[[], None]]:
+    """Load every certificate of `config` (new paths too) before installing any; ConfigError lists the bad ones."""
+    installs: list[Callable[[], None]] = []
+    problems: list[str] = []
+    for name, cert in config.tls.items():
+        names = (config.server.hostname, *cert.server_names)
+        current = registry.get(name)
+        try:
+            if current is not None:
+                installs.append(current.prepare(cert.cert_file, cert.key_file, cert.min_version, names))
+            else:
+                fresh = ServerTLS(name, cert.cert_file, cert.key_file, cert.min_version, names, registry)
+                installs.append(lambda fresh=fresh: registry.add(fresh))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    for name in set(registry.certificates) - set(config.tls):
+        installs.append(lambda name=name: registry.certificates.pop(name, None))
+    return installs
+
+
+def _reload_done(gateway: Gateway, result: str, changed: Optional[list[str]] = None,
+                 restart: Optional[list[str]] = None, problems: Optional[list[str]] = None) -> str:
+    metrics.config_reloads_total.labels(result=result).inc()
+    if result == "ok":
+        metrics.config_last_reload_success.set(time.time())
+        log.info("config reload: ok; certificates re-read; changed: {changed}", changed=", ".join(changed or ()) or "nothing",
+                 event="config_reload", result=result)
+    elif result == "refused":
+        log.warn("config reload refused: {keys} changed, which needs a restart; the running configuration stays in force",
+                 keys=", ".join(restart or ()), event="config_reload", result=result)
+    else:
+        log.error("config reload {result}: {problems}; the running configuration stays in force",
+                  result=result, problems="; ".join(problems or ()), event="config_reload")
+    gateway.notifier.ready("serving")
+    return result

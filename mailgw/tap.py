@@ -33,7 +33,18 @@ def prepare_development_state(state_dir: str = DEFAULT_STATE_DIR, out: Any = Non
     if ensure_self_signed(os.path.join(tls_dir, "localhost.pem"), os.path.join(tls_dir, "localhost.key"), ["localhost", "127.0.0.1"]):
         out.write(f"mailgw: generated a self-signed certificate in {tls_dir}/ (localhost, 127.0.0.1)\n")
     _ensure_first_user(state_dir, out)
+    _ensure_authorized_keys(state_dir, out)
     return load_config_text(development_config(state_dir))
+
+
+def _ensure_authorized_keys(state_dir: str, out: Any) -> None:
+    """Create the manhole's empty authorized_keys (mode 0600) and say where to add a key."""
+    path = os.path.join(state_dir, "authorized_keys")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        out.write(f"mailgw: SSH manhole on 127.0.0.1:2222 accepts the public keys in {os.path.abspath(path)} "
+                  "(empty now): add yours, e.g. `cat ~/.ssh/id_ed25519.pub >> " + path + "`, then `ssh -p 2222 admin@127.0.0.1`\n")
 
 
 def _ensure_first_user(state_dir: str, out: Any) -> None:
@@ -50,13 +61,21 @@ def load(options: Options) -> Config:
     return load_config(options["config"])
 
 
+def config_source(options: Options):
+    """What a reload re-reads: the --config file, or the development default."""
+    path = options["config"]
+    if path is None:
+        return lambda: load_config_text(development_config(DEFAULT_STATE_DIR))
+    return lambda: load_config(path)
+
+
 def makeService(options: Options):  # noqa: N802 (twistd's name)
     from twisted.internet import reactor
 
     from mailgw import assemble
 
     try:
-        return assemble.build(load(options), reactor)
+        return assemble.build(load(options), reactor, source=config_source(options))
     except ConfigError as exc:
         for line in exc.problems:
             sys.stderr.write(f"config error: {line}\n")

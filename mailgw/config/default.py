@@ -48,4 +48,5 @@ local_domains = ["localhost"]
 
 [admin]
 http = {{ listen = "tcp:8025:interface=127.0.0.1" }}
+manhole = {{ listen = "tcp:2222:interface=127.0.0.1", authorized_keys_file = "{state_dir}/authorized_keys" }}
 """

@@ -12,7 +12,7 @@ import datetime
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -141,9 +141,32 @@ class ServerTLS:
         self.reload()
 
     def reload(self) -> None:
-        chain = load_chain(self.cert_file, self.key_file, self.names, key=f"tls.{self.name}")
-        options = certificate_options(chain, self.min_version, self._sni if self.registry else None)
-        self.chain, self._options = chain, options
+        self.prepare()()
+
+    def prepare(self, cert_file: Optional[str] = None, key_file: Optional[str] = None,
+                min_version: Optional[str] = None, names: Optional[Iterable[str]] = None) -> Callable[[], None]:
+        """Load and check the certificate (from new paths, if given) without using it yet.
+
+        Raises ConfigError and changes nothing if it is bad; otherwise returns a function that
+        installs it, so a configuration reload can check every certificate before swapping any.
+        Handshakes after the swap see the new certificate; open connections keep theirs.
+        """
+        cert_file = cert_file or self.cert_file
+        key_file = key_file or self.key_file
+        min_version = min_version or self.min_version
+        names = tuple(self.names if names is None else names)
+        chain = load_chain(cert_file, key_file, names, key=f"tls.{self.name}")
+        options = certificate_options(chain, min_version, self._sni if self.registry else None)
+
+        def install() -> None:
+            self.cert_file, self.key_file, self.min_version, self.names = cert_file, key_file, min_version, names
+            self.chain, self._options = chain, options
+            self._log_loaded()
+
+        return install
+
+    def _log_loaded(self) -> None:
+        chain = self.chain
         log.info("certificate {name} loaded: {subject}, valid until {until}", name=self.name,
                  subject=chain.leaf.subject.rfc4514_string(), until=chain.leaf.not_valid_after_utc.isoformat(),
                  event="tls.loaded")

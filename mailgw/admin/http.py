@@ -1,0 +1,141 @@
+"""The loopback HTTP admin endpoint: `/health` (JSON, 200 or 503) and `/metrics` (Prometheus text).
+
+Security (security.md G37): GET and HEAD only (anything else is 405 from twisted.web's
+`UnsupportedMethod`), no tracebacks, no secrets (listener labels, addresses and backend
+names only), header limits from `HTTPChannel` (a header block over 16 KiB or a line over
+16 KiB is answered 400 and the connection closed), and a 60 s idle timeout against slow headers.
+
+Health checks are zero-argument callables returning `(name, ok, detail)` or a Deferred of it
+(the `gateway.health_checks` hook); a check that raises or takes longer than `check_timeout`
+counts as down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable, Optional
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+log = Logger()
+
+HealthCheck = Callable[[], Any]  # -> (name, ok, detail) | Deferred[(name, ok, detail)]
+
+
+class HealthReport:
+    """Collects listener states and backend checks into one JSON-able report."""
+
+    def __init__(self, listeners: Callable[[], Iterable[Any]], checks: Callable[[], Iterable[HealthCheck]],
+                 reactor: Any, check_timeout: float = 5.0) -> None:
+        self._listeners = listeners
+        self._checks = checks
+        self.reactor = reactor
+        self.check_timeout = check_timeout
+
+    def _listener_states(self) -> list[dict[str, Any]]:
+        out = []
+        for svc in self._listeners():
+            port = getattr(svc, "port", None)
+            bound = port is not None and getattr(svc, "running", True)
+            entry: dict[str, Any] = {"name": svc.label, "ok": bool(bound)}
+            if port is not None:
+                host = port.getHost()
+                entry["address"] = f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}"
+            else:
+                entry["detail"] = "not bound"
+            out.append(entry)
+        return out
+
+    def _run(self, check: HealthCheck) -> "defer.Deferred[dict[str, Any]]":
+        d = defer.maybeDeferred(check)
+        d.addTimeout(self.check_timeout, self.reactor)
+
+        def done(result: tuple[str, bool, Any]) -> dict[str, Any]:
+            name, ok, detail = result
+            return {"name": str(name), "ok": bool(ok), "detail": detail}
+
+        def failed(failure: Any) -> dict[str, Any]:
+            name = getattr(check, "health_name", getattr(check, "__name__", "check"))
+            reason = "timeout" if failure.check(defer.TimeoutError) else type(failure.value).__name__
+            log.warn("health check {name} failed: {reason}", name=name, reason=reason, event="health.check_failed")
+            return {"name": str(name), "ok": False, "detail": reason}
+
+        return d.addCallbacks(done, failed)
+
+    def report(self) -> "defer.Deferred[dict[str, Any]]":
+        listeners = self._listener_states()
+        d = defer.gatherResults([self._run(c) for c in self._checks()])
+
+        def assemble(backends: list[dict[str, Any]]) -> dict[str, Any]:
+            ok = all(x["ok"] for x in listeners) and all(x["ok"] for x in backends)
+            return {"status": "ok" if ok else "down", "listeners": listeners, "backends": backends}
+
+        return d.addCallback(assemble)
+
+
+class HealthResource(Resource):
+    isLeaf = True
+
+    def __init__(self, health: HealthReport) -> None:
+        super().__init__()
+        self.health = health
+
+    def render_GET(self, request: Request) -> Any:  # noqa: N802
+        def respond(report: dict[str, Any]) -> None:
+            if request.finished or request._disconnected:  # type: ignore[attr-defined]
+                return
+            request.setResponseCode(200 if report["status"] == "ok" else 503)
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(json.dumps(report, sort_keys=True, default=str).encode() + b"\n")
+            request.finish()
+
+        self.health.report().addCallback(respond).addErrback(
+            lambda f: log.failure("health report failed", f, event="health.error"))
+        return NOT_DONE_YET
+
+
+class MetricsResource(Resource):
+    """Prometheus text exposition of `registry`; `refresh()` runs first to set scrape-time gauges."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry, refresh: Optional[Callable[[], None]] = None) -> None:
+        super().__init__()
+        self.registry = registry
+        self.refresh = refresh
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        if self.refresh is not None:
+            try:
+                self.refresh()
+            except Exception:
+                log.failure("metrics refresh failed", event="metrics.refresh_failed")
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+
+class AdminRoot(Resource):
+    def __init__(self, health: HealthReport, metrics: MetricsResource) -> None:
+        super().__init__()
+        self.putChild(b"health", HealthResource(health))
+        self.putChild(b"metrics", metrics)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        return NoResource() if path else self
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"mailgw admin: /health /metrics\n"
+
+
+def admin_site(health: HealthReport, metrics: MetricsResource, timeout: float = 60.0) -> Site:
+    site = Site(AdminRoot(health, metrics), timeout=timeout)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

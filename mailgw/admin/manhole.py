@@ -1,0 +1,96 @@
+"""The SSH manhole: a Python shell in the gateway process, public-key only, with a persisted ed25519 host key.
+
+Built from Conch's pieces rather than `manhole_tap` (notes/twisted.md §1 "Key-only SSH manhole";
+security.md T9, G36): manhole_tap falls back to the system's accounts and writes a world-readable
+host key. Here the portal holds exactly one checker, `SSHPublicKeyChecker`, so the server offers
+`publickey` and nothing else (no password, no keyboard-interactive, never /etc/passwd); exec
+requests are refused by `TerminalSession`. The authorized_keys file is read at each login, so
+adding or removing a key needs no restart. Every login is logged with its key fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.conch import manhole_ssh
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
+from twisted.conch.manhole_tap import chainedProtocolFactory
+from twisted.conch.ssh import keys
+from twisted.cred.portal import Portal
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailgw.observe import events
+
+log = Logger()
+
+HOST_KEY_NAME = "manhole_host_ed25519_key"
+
+
+def ensure_host_key(path: str) -> keys.Key:
+    """Load the ed25519 host key at `path`, creating it (mode 0600, never readable by others) if missing."""
+    if not os.path.exists(path):
+        key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.toString("openssh"))
+        log.info("generated manhole host key {path} ({fingerprint})", path=path,
+                 fingerprint=key.fingerprint(keys.FingerprintFormats.SHA256_BASE64), event="manhole.host_key")
+        return key
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        # A host key others can read lets them impersonate the manhole: tighten it rather than trust it.
+        os.chmod(path, 0o600)
+        log.warn("manhole host key {path} was readable by others; mode set to 0600", path=path, event="manhole.host_key_mode")
+    with open(path, "rb") as handle:
+        return keys.Key.fromString(handle.read())
+
+
+@implementer(IAuthorizedKeysDB)
+class AuthorizedKeysFile:
+    """OpenSSH authorized_keys lines (`type base64 [comment]`); any SSH user name maps to the same keys.
+
+    Lines with options (`from=...`, `command=...`) are skipped: mailgw cannot honour them.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def getAuthorizedKeys(self, avatarId: bytes) -> Iterable[keys.Key]:  # noqa: N802 (Conch's name)
+        try:
+            with open(self.path, "rb") as handle:
+                return list(readAuthorizedKeyFile(handle))
+        except OSError as exc:
+            log.error("cannot read manhole authorized keys {path}: {error}", path=self.path, error=exc.strerror,
+                      event="manhole.keys_unreadable")
+            return []
+
+
+class LoggingKeyChecker(SSHPublicKeyChecker):
+    """SSHPublicKeyChecker that logs each successful login with the key's SHA256 fingerprint."""
+
+    def requestAvatarId(self, credentials: Any) -> Any:  # noqa: N802
+        d = super().requestAvatarId(credentials)
+
+        def logged(avatar_id: bytes) -> bytes:
+            if credentials.signature is not None:
+                fingerprint = keys.Key.fromString(credentials.blob).fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+                events.emit(log, events.MANHOLE_LOGIN, "info", user=avatar_id.decode("utf-8", "replace"),
+                            key=fingerprint)
+            return avatar_id
+
+        return d.addCallback(logged)
+
+
+def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_keys: IAuthorizedKeysDB) -> manhole_ssh.ConchFactory:
+    """A ConchFactory serving a Python REPL over `namespace` to holders of an authorized key."""
+    realm = manhole_ssh.TerminalRealm()
+    realm.chainedProtocolFactory = chainedProtocolFactory(namespace)
+    factory = manhole_ssh.ConchFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))
+    # Instance attributes: ConchFactory's class-level dicts are shared by every factory (manhole_ssh.py:142).
+    factory.publicKeys = {host_key.sshType(): host_key.public()}
+    factory.privateKeys = {host_key.sshType(): host_key}
+    return factory

@@ -1,0 +1,143 @@
+"""The manhole's namespace: the assembled gateway plus helpers for sessions, the relay queue, throttling and reload.
+
+The gateway is used by duck typing (admin meets the rest through interfaces): `gateway.sessions`
+is an ISessionRegistry, `gateway.queue` an IRelayQueue when submission is configured,
+`gateway.auth` may expose `throttled()`, and `gateway.extras` holds anything else a component
+registered. Helpers print tables and return None, so the REPL shows no quoted strings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+HELP = """mailgw manhole: a Python shell inside the running gateway. Names:
+  gateway            the assembled Gateway (config, tls, sessions, store, auth, queue, extras, root)
+  config             the configuration in force
+  sessions()         open client sessions, numbered, per listener; sessions("name") for one listener
+  kick(n)            close session number n of the last sessions() listing (or pass the session object)
+  queue()            the relay queue; flush() attempts delivery of everything now
+  throttled()        client addresses and accounts over their authentication failure budget
+  listeners()        every listener and the address it is bound to
+  health()           what /health reports
+  reload()           re-read and apply the configuration file (as SIGHUP does)
+"""
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header] + rows]
+    return "\n".join(lines)
+
+
+def _entries(registry: Any) -> list[tuple[str, str, object]]:
+    if hasattr(registry, "entries"):
+        return list(registry.entries())
+    return [("?", "?", s) for s in registry.sessions()]
+
+
+def _age(seconds: Any) -> str:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return str(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}s"
+
+
+class Shell:
+    """The helpers bound to one gateway; `namespace()` is what the manhole REPL sees."""
+
+    def __init__(self, gateway: Any, reload: Callable[[], Any], health: Optional[Callable[[], Any]] = None,
+                 out: Callable[[str], None] = print) -> None:
+        self.gateway = gateway
+        self._reload = reload
+        self._health = health
+        self._out = out
+        self._listed: list[object] = []
+
+    def namespace(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "config": self.gateway.config,
+            "sessions": self.sessions,
+            "kick": self.kick,
+            "queue": self.queue,
+            "flush": self.flush,
+            "throttled": self.throttled,
+            "listeners": self.listeners,
+            "health": self.health,
+            "reload": self.reload,
+            "mailgw_help": lambda: self._out(HELP),
+            "__doc__": HELP,
+        }
+
+    def sessions(self, listener: Optional[str] = None) -> None:
+        entries = [e for e in _entries(self.gateway.sessions) if listener is None or e[0] == listener]
+        entries.sort(key=lambda e: (e[0], e[1]))
+        self._listed = [session for _, _, session in entries]
+        rows = [[str(i), name, protocol, str(getattr(s, "peer", "?")), str(getattr(s, "user", None) or "-")]
+                for i, (name, protocol, s) in enumerate(entries)]
+        self._out(_table(rows, ["#", "listener", "protocol", "peer", "user"]) + f"\n{len(rows)} session(s)")
+
+    def kick(self, target: Any) -> None:
+        session = target
+        if isinstance(target, int):
+            if not 0 <= target < len(self._listed):
+                self._out(f"no session #{target} in the last sessions() listing")
+                return
+            session = self._listed[target]
+        if session not in self.gateway.sessions.sessions():
+            self._out("that session is no longer open")
+            return
+        session.kick()  # type: ignore[attr-defined]
+        self._out(f"kicked {getattr(session, 'peer', '?')} ({getattr(session, 'user', None) or '-'})")
+
+    def queue(self) -> None:
+        relay_queue = self.gateway.queue
+        if relay_queue is None:
+            self._out("no relay queue (no [submission] with a smarthost is running)")
+            return
+        rows = [[str(e.get("id", "?")), str(e.get("sender", "")), ",".join(e.get("recipients", ()) or ()),
+                 str(e.get("size", "")), _age(e.get("age", "")), str(e.get("attempts", "")), str(e.get("last_error", "") or "")]
+                for e in relay_queue.entries()]
+        self._out(_table(rows, ["id", "sender", "recipients", "size", "age", "attempts", "last error"]) + f"\n{len(rows)} message(s)")
+
+    def flush(self) -> None:
+        if self.gateway.queue is None:
+            self._out("no relay queue")
+            return
+        self.gateway.queue.flush()
+        self._out("flush started: every queued message is being attempted now")
+
+    def throttled(self) -> None:
+        auth = self.gateway.auth
+        if auth is None or not hasattr(auth, "throttled"):
+            self._out("the credential checker does not expose throttled peers")
+            return
+        rows = []
+        now = time.time()
+        for entry in auth.throttled():
+            until = entry.get("until")
+            rows.append([str(entry.get("ip", "")), str(entry.get("user", "") or "*"), str(entry.get("failures", "")),
+                         _age(until - now) if isinstance(until, (int, float)) else str(until or "")])
+        self._out(_table(rows, ["client", "account", "failures", "for"]) + f"\n{len(rows)} throttled")
+
+    def listeners(self) -> None:
+        rows = []
+        for svc in getattr(self.gateway.root, "listeners", []):
+            port = getattr(svc, "port", None)
+            rows.append([svc.label, str(port.getHost()) if port is not None else "not bound", svc.description])
+        self._out(_table(rows, ["listener", "bound to", "endpoint"]))
+
+    def health(self) -> Any:
+        if self._health is None:
+            self._out("no health report configured")
+            return None
+        return self._health()
+
+    def reload(self) -> Any:
+        """Returns the reload Deferred; the REPL prints its result when it fires."""
+        return self._reload()
