@@ -1,9 +1,9 @@
 """The loopback HTTP admin endpoint: `/health` (JSON, 200 or 503) and `/metrics` (Prometheus text).
 
-Security (security.md G37): GET and HEAD only (anything else is 405 from twisted.web's
-`UnsupportedMethod`), no tracebacks, no secrets (listener labels, addresses and backend
-names only), header limits from `HTTPChannel` (a header block over 16 KiB or a line over
-16 KiB is answered 400 and the connection closed), and a 60 s idle timeout against slow headers.
+Security (security.md G37): GET and HEAD only (any other method is 405, also those twisted.web
+would answer 501), no tracebacks, no secrets (listener labels, addresses and backend
+names only), header limits from `HTTPChannel` (a header block over 16 KiB: 400; a line over
+16 KiB: 431; the connection is closed either way), and a 60 s idle timeout against slow headers.
 
 Health checks are zero-argument callables returning `(name, ok, detail)` or a Deferred of it
 (the `gateway.health_checks` hook); a check that raises or takes longer than `check_timeout`
@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Optional
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 log = Logger()
@@ -78,7 +80,19 @@ class HealthReport:
         return d.addCallback(assemble)
 
 
-class HealthResource(Resource):
+class ReadOnlyResource(Resource):
+    """GET and HEAD only: every other method, known to twisted.web or not, is 405 with an Allow header."""
+
+    def render(self, request: Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"method not allowed\n"
+        return super().render(request)
+
+
+class HealthResource(ReadOnlyResource):
     isLeaf = True
 
     def __init__(self, health: HealthReport) -> None:
@@ -100,7 +114,7 @@ class HealthResource(Resource):
         return NOT_DONE_YET
 
 
-class MetricsResource(Resource):
+class MetricsResource(ReadOnlyResource):
     """Prometheus text exposition of `registry`; `refresh()` runs first to set scrape-time gauges."""
 
     isLeaf = True
@@ -116,26 +130,37 @@ class MetricsResource(Resource):
                 self.refresh()
             except Exception:
                 log.failure("metrics refresh failed", event="metrics.refresh_failed")
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
+        # Classic text format (0.0.4) unless the scraper asks for OpenMetrics.
+        encoder, content_type = choose_encoder((request.getHeader(b"accept") or b"").decode("latin-1"))
+        request.setHeader(b"content-type", content_type.encode())
+        return encoder(self.registry)
 
 
-class AdminRoot(Resource):
+class AdminRoot(ReadOnlyResource):
     def __init__(self, health: HealthReport, metrics: MetricsResource) -> None:
         super().__init__()
         self.putChild(b"health", HealthResource(health))
         self.putChild(b"metrics", metrics)
 
     def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
-        return NoResource() if path else self
+        return notFound() if path else self
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"mailgw admin: /health /metrics\n"
 
 
+class AdminChannel(HTTPChannel):
+    """HTTP/1.1 only; a request or header line over 16 KiB gets 431 and a close, not a silent drop."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 (LineReceiver's name)
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n")
+        self.transport.loseConnection()
+
+
 def admin_site(health: HealthReport, metrics: MetricsResource, timeout: float = 60.0) -> Site:
     site = Site(AdminRoot(health, metrics), timeout=timeout)
+    site.protocol = AdminChannel
     site.displayTracebacks = False
     site.noisy = False
     return site

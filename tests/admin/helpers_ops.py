@@ -1,0 +1,52 @@
+"""In-process gateways for the admin and observe tests: build the real service tree from TOML and start it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from mailgw import assemble
+from mailgw.config import load_config
+
+
+class FakeSession:
+    """A registered client session as protocol code registers them: `peer`, `user`, `kick()`."""
+
+    def __init__(self, registry: Any, peer: str, user: Optional[str] = None) -> None:
+        self.registry, self.peer, self.user = registry, peer, user
+        self.kicked = False
+
+    def kick(self) -> None:
+        self.kicked = True
+        self.registry.remove(self)
+
+
+def write_config(case: TestCase, body: str, state_dir: Optional[str] = None) -> tuple[str, str]:
+    """(config path, state dir) of a config file holding `body` after config_version and [server]."""
+    directory = os.path.abspath(case.mktemp())
+    os.makedirs(directory)
+    state_dir = state_dir or os.path.join(directory, "state")
+    path = os.path.join(directory, "mailgw.toml")
+    with open(path, "w") as handle:
+        handle.write(f'config_version = 1\n[server]\nstate_dir = "{state_dir}"\n{body}')
+    return path, state_dir
+
+
+def start_gateway(case: TestCase, path: str, environ: Optional[dict[str, str]] = None) -> assemble.Gateway:
+    """Build and start the root service from `path` (reloads re-read it); stopped at cleanup."""
+    root = assemble.build(load_config(path), reactor, source=lambda: load_config(path), environ=environ or {})
+    root.privilegedStartService()
+    root.startService()
+    case.addCleanup(root.stopService)
+    return root.gateway
+
+
+def port_of(gateway: assemble.Gateway, label: str) -> int:
+    assert gateway.root is not None
+    for svc in gateway.root.listeners:
+        if svc.label == label and svc.port is not None:
+            return svc.port.getHost().port
+    raise KeyError(label)
