@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
 from twisted.conch.manhole_tap import chainedProtocolFactory
-from twisted.conch.ssh import keys
+from twisted.conch.ssh import keys, session
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -29,6 +29,11 @@ log = Logger()
 HOST_KEY_NAME = "manhole_host_ed25519_key"
 
 
+def openssh_fingerprint(key: keys.Key) -> str:
+    """`SHA256:...` exactly as `ssh-keygen -l` and sshd's logs print it."""
+    return "SHA256:" + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("=")
+
+
 def ensure_host_key(path: str) -> keys.Key:
     """Load the ed25519 host key at `path`, creating it (mode 0600, never readable by others) if missing."""
     if not os.path.exists(path):
@@ -38,7 +43,7 @@ def ensure_host_key(path: str) -> keys.Key:
         with os.fdopen(fd, "wb") as handle:
             handle.write(key.toString("openssh"))
         log.info("generated manhole host key {path} ({fingerprint})", path=path,
-                 fingerprint=key.fingerprint(keys.FingerprintFormats.SHA256_BASE64), event="manhole.host_key")
+                 fingerprint=openssh_fingerprint(key), event="manhole.host_key")
         return key
     mode = os.stat(path).st_mode
     if mode & 0o077:
@@ -77,7 +82,7 @@ class LoggingKeyChecker(SSHPublicKeyChecker):
 
         def logged(avatar_id: bytes) -> bytes:
             if credentials.signature is not None:
-                fingerprint = keys.Key.fromString(credentials.blob).fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+                fingerprint = openssh_fingerprint(keys.Key.fromString(credentials.blob))
                 events.emit(log, events.MANHOLE_LOGIN, "info", user=avatar_id.decode("utf-8", "replace"),
                             key=fingerprint)
             return avatar_id
@@ -85,9 +90,28 @@ class LoggingKeyChecker(SSHPublicKeyChecker):
         return d.addCallback(logged)
 
 
+class ShellOnlySession(session.SSHSession):
+    """Refuses exec and subsystem requests with a one-line log instead of Conch's logged traceback."""
+
+    def request_exec(self, data: bytes) -> int:
+        log.warn("manhole: command execution refused", event="manhole.exec_refused")
+        return 0
+
+    def request_subsystem(self, data: bytes) -> int:
+        log.warn("manhole: subsystem refused", event="manhole.subsystem_refused")
+        return 0
+
+
+class ManholeUser(manhole_ssh.TerminalUser):
+    def __init__(self, original: Any, avatarId: bytes) -> None:  # noqa: N803
+        super().__init__(original, avatarId)
+        self.channelLookup[b"session"] = ShellOnlySession
+
+
 def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_keys: IAuthorizedKeysDB) -> manhole_ssh.ConchFactory:
     """A ConchFactory serving a Python REPL over `namespace` to holders of an authorized key."""
     realm = manhole_ssh.TerminalRealm()
+    realm.userFactory = ManholeUser
     realm.chainedProtocolFactory = chainedProtocolFactory(namespace)
     factory = manhole_ssh.ConchFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))
     # Instance attributes: ConchFactory's class-level dicts are shared by every factory (manhole_ssh.py:142).

@@ -25,6 +25,10 @@ class SessionRegistry:
     def sessions(self, listener: Optional[str] = None) -> list[object]:
         return [s for (name, _, s) in self._sessions.values() if listener is None or name == listener]
 
+    def entries(self) -> list[tuple[str, str, object]]:
+        """(listener, protocol, session) of every open session (the manhole's listing)."""
+        return list(self._sessions.values())
+
     def counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
         for name, protocol, _ in self._sessions.values():
