@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any, Optional
 
 from twisted.internet import reactor
@@ -24,10 +26,16 @@ class FakeSession:
         self.registry.remove(self)
 
 
+def tempdir(case: Any) -> str:
+    """A fresh directory outside the worktree, removed after the test."""
+    path = tempfile.mkdtemp(prefix="mailgw-ops-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
 def write_config(case: TestCase, body: str, state_dir: Optional[str] = None) -> tuple[str, str]:
     """(config path, state dir) of a config file holding `body` after config_version and [server]."""
-    directory = os.path.abspath(case.mktemp())
-    os.makedirs(directory)
+    directory = tempdir(case)
     state_dir = state_dir or os.path.join(directory, "state")
     path = os.path.join(directory, "mailgw.toml")
     with open(path, "w") as handle:

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailgw.admin.manhole import HOST_KEY_NAME
 from mailgw.config import load_config_text
 from mailgw.errors import ConfigError
-from tests.admin.helpers_ops import FakeSession, port_of, start_gateway, write_config
+from tests.admin.helpers_ops import tempdir, FakeSession, port_of, start_gateway, write_config
 
 
 def keygen(directory: str, name: str) -> str:
@@ -59,8 +59,7 @@ class ManholeTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        self.keys = os.path.abspath(self.mktemp())
-        os.makedirs(self.keys)
+        self.keys = tempdir(self)
         self.admin_key = keygen(self.keys, "admin")
         self.other_key = keygen(self.keys, "intruder")
         self.authorized = os.path.join(self.keys, "authorized_keys")
@@ -147,7 +146,7 @@ class ManholeTests(TestCase):
 
 class ManholeConfigTests(SynchronousTestCase):
     def config(self, listen: str) -> str:
-        keys = self.mktemp()
+        keys = os.path.join(tempdir(self), "authorized_keys")
         open(keys, "w").close()
         return f'config_version = 1\n[admin]\nmanhole = {{ listen = "{listen}", authorized_keys_file = "{keys}" }}\n'
 
