@@ -71,8 +71,8 @@ class MailgwService(MultiService):
         return defer.gatherResults([svc.listening for svc in self.listeners], consumeErrors=True)
 
     def startService(self) -> None:
+        install_sighup(self.gateway)  # before the children: READY=1 is sent from one, and a reload may follow at once
         super().startService()
-        install_sighup(self.gateway)
 
     def stopService(self) -> Any:
         uninstall_sighup(self.gateway)
