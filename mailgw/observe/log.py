@@ -21,13 +21,14 @@ _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn
 _PRIORITY = {"critical": 2, "error": 3, "warn": 4, "info": 6, "debug": 7}
 
 
-def make_observer(fmt: str, level: str = "info", stream: IO[str] | None = None) -> ILogObserver:
+def make_observer(fmt: str, level: str = "info", stream: IO[str] | None = None,
+                  journal_path: str = "/run/systemd/journal/socket") -> ILogObserver:
     """The observer for a configured format, filtered at `level`."""
     stream = stream or sys.stdout
     if fmt == "json":
         inner: ILogObserver = jsonFileLogObserver(stream)
     elif fmt == "journald":
-        inner = JournaldObserver()
+        inner = JournaldObserver(journal_path, fallback=textFileLogObserver(stream))
     else:
         inner = textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
@@ -49,7 +50,7 @@ class JournaldObserver:
             "PRIORITY": str(_PRIORITY.get(getattr(event.get("log_level"), "name", "info"), 6)),
             "SYSLOG_IDENTIFIER": "mailgw",
         }
-        for key in ("event", "peer", "user", "listener", "protocol"):
+        for key in ("event", "peer", "rip", "user", "listener", "protocol", "proto", "mech", "reason"):
             if key in event:
                 fields[f"MAILGW_{key.upper()}"] = str(event[key])
         try:
