@@ -107,7 +107,7 @@ class FolderBackend(FolderState):
     def copy(self, uids: list[int], destination: str) -> "Deferred[CopyResult]":
         raise NotImplementedError
 
-    def move(self, uids: list[int], destination: str, origin: "FolderView") -> "Deferred[CopyResult]":
+    def move(self, uids: list[int], destination: str, origin: "Optional[FolderView]") -> "Deferred[CopyResult]":
         raise NotImplementedError
 
     def expunge(self, uids: list[int], origin: "FolderView") -> "Deferred[list[int]]":
