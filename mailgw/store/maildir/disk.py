@@ -431,7 +431,13 @@ class FolderDisk:
         try:
             if self.headers.needs_compact(self.state):
                 self.headers.compact(self.path, self.state)
-            idx.save(self.path, self.state)
+            # A directory scanned within the racy window is saved as unscanned: rescanned after a restart.
+            saved_dirs = dict(self.state.dirs)
+            self.state.dirs = {s: (0 if s in self.dirty else m) for s, m in saved_dirs.items()}
+            try:
+                idx.save(self.path, self.state)
+            finally:
+                self.state.dirs = saved_dirs
         except OSError as e:
             log.warn("index of {folder} not saved: {why}", folder=self.path, why=os.strerror(e.errno or 0),
                      event="store.index_save_failed")
