@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
@@ -12,7 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailgw.errors import InvalidMailboxName, MailboxExists, NoSuchMailbox, QuotaExceeded
+from mailgw.errors import InvalidMailboxName, MailboxExists, NoSuchMailbox, QuotaExceeded, StoreError
 from mailgw.interfaces import AppendResult, FolderInfo, FolderStatus, IAccount, IMessageStore, QuotaUsage
 from mailgw.store import names
 from mailgw.store.flags import SEEN, keyword_part, normalize_flags, to_crlf, to_letters
@@ -44,6 +45,9 @@ class MaildirAccount:
                 layout.make_maildir(layout.folder_path(self.root, name), subfolder=True)
             self._write_subscriptions([names.INBOX, *names.SPECIAL_USE])
             log.info("created mailbox for {user}", user=self.user, event="store.account_created")
+        for entry in os.listdir(self.root):
+            if entry.startswith("mailgw-deleted-"):  # a folder deletion interrupted by a crash
+                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
         self.usage.load()
 
     # -- helpers
@@ -260,8 +264,16 @@ class MaildirStore:
         self._opening: dict[str, Deferred[MaildirAccount]] = {}
 
     def run(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
-        """Run blocking work in the store's thread pool."""
-        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+        """Run blocking work in the store's thread pool; an OSError becomes StorageUnavailable (temporary)."""
+        def guarded() -> T:
+            try:
+                return f(*args)
+            except StoreError:
+                raise
+            except OSError as e:
+                raise layout.storage_error(getattr(f, "__name__", "store"), e) from e
+
+        return deferToThreadPool(self.reactor, self.threadpool, guarded)
 
     def open_account(self, user: str) -> "Deferred[MaildirAccount]":
         return ensureDeferred(self._open(user))

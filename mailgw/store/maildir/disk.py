@@ -57,6 +57,7 @@ class FolderDisk:
         self.dirty: set[str] = set()
         self.unsaved = 0
         self.last_save = time.monotonic()
+        self._flag_sets: dict[tuple[str, Optional[frozenset[str]]], frozenset[str]] = {}
 
     @property
     def loaded(self) -> bool:
@@ -67,7 +68,11 @@ class FolderDisk:
     def info(self, uid: int) -> MessageInfo:
         assert self.state is not None
         r = self.state.recs[uid]
-        flags = from_letters(FileName.parse(r.name).letters) | self.keywords.get(uid)
+        _, sep, letters = r.name.rpartition(":2,")
+        key = (letters if sep else "", self.keywords.by_uid.get(uid))
+        flags = self._flag_sets.get(key)
+        if flags is None:  # few distinct flag sets exist: share one frozenset per combination
+            flags = self._flag_sets[key] = from_letters(key[0]) | (key[1] or frozenset())
         return MessageInfo(uid=uid, flags=flags, size=r.size,
                            internal_date=datetime.fromtimestamp(r.mtime, tz=timezone.utc))
 
@@ -306,8 +311,13 @@ class FolderDisk:
         assert self.state is not None and self.headers is not None
         r = self.state.recs[uid]
         if r.hoff >= 0:
-            block = self.headers.read(r.hoff, r.hlen)
-            if len(block) == r.hlen and not block.startswith(b"\x00"):
+            try:
+                block = self.headers.read(r.hoff, r.hlen)
+            except OSError:
+                block = b""
+            # Trust a cached block only if it looks like one (the cache is never fsynced).
+            if len(block) == r.hlen and block[:1] not in (b"", b"\x00") and (
+                    block.endswith(b"\r\n\r\n") or block == b"\r\n" or r.hlen == r.size):
                 return block
         with self.open_message(uid) as fh:
             data = fh.read(self.header_cap + 4)

@@ -100,9 +100,10 @@ class HeaderCache:
         self.length = valid_len
 
     def add(self, block: bytes) -> tuple[int, int]:
-        offset = self.length
+        # The file's real end, not our count: blocks are immutable once written, whoever wrote them.
+        offset = max(self.length, os.fstat(self._fd).st_size)
         os.pwrite(self._fd, block, offset)
-        self.length += len(block)
+        self.length = offset + len(block)
         return offset, len(block)
 
     def read(self, offset: int, length: int) -> bytes:
