@@ -12,6 +12,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from mailgw.errors import ConfigError
+
 log = Logger()
 
 
@@ -24,7 +26,12 @@ class ListenerService(StreamServerEndpointService):
     """
 
     def __init__(self, reactor, description: str, factory: Factory, implicit_tls=None, label: str = "") -> None:
-        endpoint = serverFromString(reactor, description)
+        try:
+            endpoint = serverFromString(reactor, description)
+        except (KeyError, IndexError):
+            # Twisted looks systemd sockets up when the string is parsed (LISTEN_FDNAMES / LISTEN_FDS).
+            raise ConfigError(f"{label or description}: {description!r}: systemd passed no such socket "
+                              "(check the .socket unit's FileDescriptorName and that it is enabled)") from None
         if implicit_tls is not None:
             factory = TLSMemoryBIOFactory(implicit_tls, False, factory)
         super().__init__(endpoint, factory)

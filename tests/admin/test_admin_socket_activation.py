@@ -79,6 +79,18 @@ class SocketActivationTests(SynchronousTestCase):
             plain.sendall(b"a CAPABILITY\r\n")
             self.assertNotIn(b"* OK", plain.recv(100))
 
+    def test_missing_socket_is_config_error(self) -> None:
+        """A systemd: name that systemd did not pass is a ConfigError naming the listener (exit 78), not a traceback."""
+        from twisted.internet import reactor
+
+        from mailgw.errors import ConfigError
+        from mailgw.net.listen import ListenerService
+
+        with self.assertRaises(ConfigError) as caught:
+            ListenerService(reactor, "systemd:domain=INET:name=no-such-socket", None, None, "imap.s.bind_tls[0]")
+        self.assertTrue(caught.exception.problems[0].startswith("imap.s.bind_tls[0]: "), caught.exception.problems)
+        self.assertIn("systemd passed no such socket", caught.exception.problems[0])
+
     def _stop(self, child: subprocess.Popen) -> None:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
