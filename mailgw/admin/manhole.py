@@ -20,6 +20,7 @@ from twisted.conch.manhole_tap import chainedProtocolFactory
 from twisted.conch.ssh import keys, session
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutFactory
 from zope.interface import implementer
 
 from mailgw.observe import events
@@ -27,6 +28,7 @@ from mailgw.observe import events
 log = Logger()
 
 HOST_KEY_NAME = "manhole_host_ed25519_key"
+IDLE_TIMEOUT = 900.0  # security.md G36: an abandoned admin shell is closed after 15 minutes without traffic
 
 
 def openssh_fingerprint(key: keys.Key) -> str:
@@ -108,8 +110,9 @@ class ManholeUser(manhole_ssh.TerminalUser):
         self.channelLookup[b"session"] = ShellOnlySession
 
 
-def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_keys: IAuthorizedKeysDB) -> manhole_ssh.ConchFactory:
-    """A ConchFactory serving a Python REPL over `namespace` to holders of an authorized key."""
+def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_keys: IAuthorizedKeysDB,
+                    idle_timeout: float = IDLE_TIMEOUT) -> TimeoutFactory:
+    """A ConchFactory serving a Python REPL over `namespace` to holders of an authorized key, closed when idle."""
     realm = manhole_ssh.TerminalRealm()
     realm.userFactory = ManholeUser
     realm.chainedProtocolFactory = chainedProtocolFactory(namespace)
@@ -117,4 +120,4 @@ def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_ke
     # Instance attributes: ConchFactory's class-level dicts are shared by every factory (manhole_ssh.py:142).
     factory.publicKeys = {host_key.sshType(): host_key.public()}
     factory.privateKeys = {host_key.sshType(): host_key}
-    return factory
+    return TimeoutFactory(factory, timeoutPeriod=idle_timeout)

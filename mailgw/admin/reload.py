@@ -15,10 +15,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from twisted.logger import Logger
-
-log = Logger()
-
 _ALWAYS_LIVE = ("tls",)
 
 

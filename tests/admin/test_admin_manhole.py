@@ -135,6 +135,20 @@ class ManholeTests(TestCase):
         self.assertNotEqual(code, 0, output)
         self.assertNotIn("uid=", output)
 
+    @defer.inlineCallbacks
+    def test_idle_timeout(self):
+        """A logged-in shell with no traffic is closed after the idle timeout."""
+        from mailgw.admin.manhole import AuthorizedKeysFile, ensure_host_key, manhole_factory
+        factory = manhole_factory({}, ensure_host_key(os.path.join(self.state, HOST_KEY_NAME)),
+                                  AuthorizedKeysFile(self.authorized), idle_timeout=1.0)
+        svc = self.gateway.listen("tcp:0:interface=127.0.0.1", factory, label="test.manhole")
+        self.port = svc.port.getHost().port
+        started = reactor.seconds()
+        code, output = yield self.ssh(identity=self.admin_key, script=((b">>> ", b"1 + 1\r"),))
+        self.assertIn("2", output)
+        self.assertIn("closed", output)
+        self.assertLess(reactor.seconds() - started, 20)
+
     def test_host_key(self) -> None:
         """The host key is ed25519, in state_dir, mode 0600, and the same key is served after a restart."""
         path = os.path.join(self.state, HOST_KEY_NAME)
