@@ -8,6 +8,7 @@ configuration; packages receive plain values and objects.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -304,14 +305,18 @@ def _prepare_tls(registry: TLSRegistry, config: Config) -> list[Callable[[], Non
                 installs.append(current.prepare(cert.cert_file, cert.key_file, cert.min_version, names))
             else:
                 fresh = ServerTLS(name, cert.cert_file, cert.key_file, cert.min_version, names, registry)
-                installs.append(lambda fresh=fresh: registry.add(fresh))
+                installs.append(functools.partial(registry.add, fresh))
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
-    for name in set(registry.certificates) - set(config.tls):
-        installs.append(lambda name=name: registry.certificates.pop(name, None))
+    for gone in set(registry.certificates) - set(config.tls):
+        installs.append(functools.partial(_forget_certificate, registry, gone))
     return installs
+
+
+def _forget_certificate(registry: TLSRegistry, name: str) -> None:
+    registry.certificates.pop(name, None)
 
 
 def _reload_done(gateway: Gateway, result: str, changed: Optional[list[str]] = None,

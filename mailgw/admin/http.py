@@ -142,7 +142,7 @@ class AdminRoot(ReadOnlyResource):
         self.putChild(b"health", HealthResource(health))
         self.putChild(b"metrics", metrics)
 
-    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+    def getChild(self, path: bytes, request: Request) -> Any:  # noqa: N802
         return notFound() if path else self
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
@@ -154,13 +154,14 @@ class AdminChannel(HTTPChannel):
     """HTTP/1.1 only; a request or header line over 16 KiB gets 431 and a close, not a silent drop."""
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 (LineReceiver's name)
+        assert self.transport is not None
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n")
         self.transport.loseConnection()
 
 
 def admin_site(health: HealthReport, metrics: MetricsResource, timeout: float = 60.0) -> Site:
     site = Site(AdminRoot(health, metrics), timeout=timeout)
-    site.protocol = AdminChannel
+    site.protocol = AdminChannel  # type: ignore[method-assign,assignment]  # HTTP/1.1 only, our line limit
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -115,9 +115,9 @@ def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_ke
     """A ConchFactory serving a Python REPL over `namespace` to holders of an authorized key, closed when idle."""
     realm = manhole_ssh.TerminalRealm()
     realm.userFactory = ManholeUser
-    realm.chainedProtocolFactory = chainedProtocolFactory(namespace)
-    factory = manhole_ssh.ConchFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))
+    realm.chainedProtocolFactory = chainedProtocolFactory(namespace)  # type: ignore[assignment]
+    factory = manhole_ssh.ConchFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))  # type: ignore[arg-type]
     # Instance attributes: ConchFactory's class-level dicts are shared by every factory (manhole_ssh.py:142).
-    factory.publicKeys = {host_key.sshType(): host_key.public()}
-    factory.privateKeys = {host_key.sshType(): host_key}
+    factory.publicKeys = {host_key.sshType(): host_key.public()}  # type: ignore[dict-item]  # Conch accepts Key objects
+    factory.privateKeys = {host_key.sshType(): host_key}  # type: ignore[dict-item]
     return TimeoutFactory(factory, timeoutPeriod=idle_timeout)

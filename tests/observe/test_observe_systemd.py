@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import time
+import urllib.request
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
@@ -105,7 +107,7 @@ class NotifierTests(SynchronousTestCase):
 
 class TwistdNotifyTests(SynchronousTestCase):
     def test_twistd_sequence(self) -> None:
-        """The real twistd sends READY after binding, RELOADING+READY around SIGHUP (and survives it), STOPPING at SIGTERM."""
+        """The real twistd sends READY after binding (and serves /health), RELOADING+READY around SIGHUP (and survives it), STOPPING at SIGTERM."""
         sink = NotifySocket(self)
         path, _ = write_config(self, '[admin]\nhttp = { listen = "tcp:0:interface=127.0.0.1" }\n')
         gateway = Gateway(path, tempdir(self), env={"NOTIFY_SOCKET": sink.address, "WATCHDOG_USEC": "400000"})
@@ -122,7 +124,9 @@ class TwistdNotifyTests(SynchronousTestCase):
 
         self.assertEqual(next_non_watchdog(), "READY=1\nSTATUS=serving")
         port = gateway.port("admin.http.listen")
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+            self.assertEqual(response.status, 200)
+            self.assertEqual(json.loads(response.read())["listeners"][0]["name"], "admin.http.listen")
         gateway.process.send_signal(signal.SIGHUP)
         reloading = next_non_watchdog().split("\n")
         self.assertEqual(reloading[0], "RELOADING=1")
