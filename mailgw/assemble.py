@@ -223,15 +223,60 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
                          watchdog_interval(environ)).setServiceParent(gateway.root)
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
                           lambda: [*_builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
+    if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):
+        gateway.reload_hooks.append((("auth",), functools.partial(_reconfigure_auth, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
         site = admin_site(health, MetricsResource(metrics.REGISTRY, lambda: refresh_metrics(gateway)))
         gateway.listen(admin.http.listen, site, label="admin.http.listen")
     if admin.manhole is not None:
         host_key = ensure_host_key(os.path.join(gateway.config.server.state_dir, HOST_KEY_NAME))
-        shell = Shell(gateway, lambda: reload_from_source(gateway), health.report)
+        shell = Shell(gateway, lambda: reload_from_source(gateway), health.report, lambda: throttled_peers(gateway))
         factory = manhole_factory(shell.namespace(), host_key, AuthorizedKeysFile(admin.manhole.authorized_keys_file))
         gateway.listen(admin.manhole.listen, factory, label="admin.manhole.listen")
+
+
+_AUTH_DIRECTORY_KEYS = ("auth.backends", "auth.local", "auth.ldap", "auth.ntlm")
+
+
+def _reconfigure_auth(gateway: Gateway, new_config: Config) -> None:
+    """Reload hook for the credential checker: limits, delay and policies in place; directories rebuilt.
+
+    Failure windows survive (a reload must not reset an attacker's budget). A fresh checker is built
+    from the new config first (reading bind password files: ConfigError refuses), then its
+    configured parts replace the running one's, so protocols keep the object they hold.
+    """
+    auth = gateway.auth
+    fresh = build_auth(new_config, gateway.reactor)
+    changed = reload_plan.changed_keys(gateway.config.auth, new_config.auth, "auth")
+    if any(reload_plan.matches(key, p) for key in changed for p in _AUTH_DIRECTORY_KEYS):
+        auth.backends, auth.ntlm = fresh.backends, fresh.ntlm
+    auth.failure_delay, auth.listeners, auth.proxy_users = fresh.failure_delay, fresh.listeners, fresh.proxy_users
+    auth.limits = fresh.limits
+    limiter = getattr(auth, "_limiter", None)
+    if limiter is not None:
+        limiter.limits = fresh.limits
+
+
+def throttled_peers(gateway: Gateway) -> list[dict[str, Any]]:
+    """Client networks and (network, account) pairs over their failure budget now, for the manhole."""
+    auth = gateway.auth
+    if auth is None:
+        return []
+    if callable(getattr(auth, "throttled", None)):
+        return list(auth.throttled())
+    limiter = getattr(auth, "_limiter", None)
+    if limiter is None:
+        return []
+    now, wall = gateway.reactor.seconds(), time.time()
+    out: list[dict[str, Any]] = []
+    for table, rate, split in ((limiter._ip, limiter.limits.per_ip, False), (limiter._user_ip, limiter.limits.per_user_ip, True)):
+        for key, window in list(table.items()):
+            used = window.used(now, rate.window)
+            if used >= rate.count and window.times:
+                ip, user = key if split else (key, None)
+                out.append({"ip": ip, "user": user, "failures": used, "until": wall + (window.times[0] + rate.window - now)})
+    return out
 
 
 def _builtin_health_checks(gateway: Gateway) -> list[Callable[[], Any]]:

@@ -51,10 +51,11 @@ class Shell:
     """The helpers bound to one gateway; `namespace()` is what the manhole REPL sees."""
 
     def __init__(self, gateway: Any, reload: Callable[[], Any], health: Optional[Callable[[], Any]] = None,
-                 out: Callable[[str], None] = print) -> None:
+                 throttled: Optional[Callable[[], list[dict[str, Any]]]] = None, out: Callable[[str], None] = print) -> None:
         self.gateway = gateway
         self._reload = reload
         self._health = health
+        self._throttled = throttled
         self._out = out
         self._listed: list[object] = []
 
@@ -114,12 +115,16 @@ class Shell:
 
     def throttled(self) -> None:
         auth = self.gateway.auth
-        if auth is None or not hasattr(auth, "throttled"):
+        if self._throttled is not None:
+            entries = self._throttled()
+        elif auth is not None and hasattr(auth, "throttled"):
+            entries = auth.throttled()
+        else:
             self._out("the credential checker does not expose throttled peers")
             return
         rows = []
         now = time.time()
-        for entry in auth.throttled():
+        for entry in entries:
             until = entry.get("until")
             rows.append([str(entry.get("ip", "")), str(entry.get("user", "") or "*"), str(entry.get("failures", "")),
                          _age(until - now) if isinstance(until, (int, float)) else str(until or "")])

@@ -49,7 +49,16 @@ def start_gateway(case: TestCase, path: str, environ: Optional[dict[str, str]] =
     root.privilegedStartService()
     root.startService()
     case.addCleanup(root.stopService)
+    case.addCleanup(close_runners, root.gateway.auth)
     return root.gateway
+
+
+def close_runners(auth: Any) -> None:
+    """Stop the auth backends' thread pools (twistd stops them at reactor shutdown; trial never shuts down)."""
+    for backend in getattr(auth, "backends", ()):
+        runner = getattr(backend, "_runner", None)
+        if runner is not None:
+            runner.close()
 
 
 def port_of(gateway: assemble.Gateway, label: str) -> int:
