@@ -205,7 +205,8 @@ class ReloadTests(TestCase):
 
     @defer.inlineCallbacks
     def test_auth_hook(self):
-        """Changed auth settings reach gateway.auth.reconfigure; without that hook they need a restart."""
+        """Changed auth settings reach gateway.auth.reconfigure; without any auth hook they need a restart."""
+        self.gateway.reload_hooks.clear()  # as if no credential checker were running
         self.rewrite(self.old.cert_file, self.old.key_file, extra='[auth]\nlimits = { per_ip = "7/1m" }\n')
         event = yield self.sighup()
         self.assertEqual(event["result"], "refused")
@@ -219,6 +220,7 @@ class ReloadTests(TestCase):
     @defer.inlineCallbacks
     def test_hook_refusal(self):
         """A hook raising ConfigError fails the reload; the running configuration and certificate stay."""
+        self.gateway.reload_hooks.clear()
         self.gateway.auth = RecordingAuth(refuse=True)
         self.rewrite(self.new.cert_file, self.new.key_file, extra='[auth]\nlimits = { per_ip = "7/1m" }\n')
         result = yield assemble.reload_from_source(self.gateway)
