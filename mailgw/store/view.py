@@ -72,9 +72,14 @@ class FolderState:
             self._mutable().pop(uid)
             self._log.append(uid)
 
-    def replace_all(self, infos: Iterable[MessageInfo]) -> None:
-        new = {i.uid: i for i in sorted(infos, key=lambda i: i.uid)}
-        self._log.extend(set(self._infos) | set(new))
+    def replace_all(self, infos: list[MessageInfo]) -> None:
+        if any(a.uid >= b.uid for a, b in zip(infos, infos[1:])):
+            infos = sorted(infos, key=lambda i: i.uid)
+        new = {i.uid: i for i in infos}
+        if self._infos:
+            self._log.extend(self._infos.keys() | new.keys())
+        else:
+            self._log.extend(new)
         self._infos = new
         self._shared = False
 

@@ -90,13 +90,16 @@ class FolderDisk:
 
     def _load(self) -> Delta:
         clean_tmp(self.path)
-        try:
-            ul = UidList.load(self.path)
-            corrupt = False
-        except Corrupt as e:
-            ul, corrupt = None, True
-            log.warn("uid list of {folder} corrupt ({why})", folder=self.path, why=str(e), event="store.uidlist_corrupt")
         state = idx.load(self.path)
+        ul = self._uidlist_from_index(state)
+        corrupt = False
+        if ul is None:
+            try:
+                ul = UidList.load(self.path)
+            except Corrupt as e:
+                ul, corrupt = None, True
+                log.warn("uid list of {folder} corrupt ({why})", folder=self.path, why=str(e),
+                         event="store.uidlist_corrupt")
         if ul is None:
             previous = state.uid_validity if state is not None else 0
             ul = UidList.fresh(self.path, previous)
@@ -128,6 +131,19 @@ class FolderDisk:
             state.recent_floor = min(in_new + [ul.uid_next])
             self._save()
         return self._delta(list(state.recs), [], reset=True)
+
+    def _uidlist_from_index(self, state: Optional[idx.IndexState]) -> Optional[UidList]:
+        if state is None or state.uidlist_count != len(state.recs) or state.uidlist_identity == (0, 0, 0):
+            return None
+        probe = UidList(self.path, state.uid_validity, state.uid_next)
+        if probe.stat_identity() != state.uidlist_identity:
+            return None
+        try:
+            return UidList.from_index(self.path, state.uid_validity, state.uid_next,
+                                      {u: r.name.partition(":")[0] for u, r in state.recs.items()},
+                                      state.uidlist_identity)
+        except Corrupt:
+            return None
 
     def sync(self) -> Delta:
         """Pick up changes made by other programs (cheap when nothing changed: a few stats)."""
@@ -442,6 +458,10 @@ class FolderDisk:
             if self.headers.needs_compact(self.state):
                 self.headers.compact(self.path, self.state)
             # A directory scanned within the racy window is saved as unscanned: rescanned after a restart.
+            assert self.ul is not None
+            self.state.uidlist_identity = self.ul.identity
+            self.state.uid_next = self.ul.uid_next
+            self.state.uidlist_count = len(self.ul.by_uid)
             saved_dirs = dict(self.state.dirs)
             self.state.dirs = {s: (0 if s in self.dirty else m) for s, m in saved_dirs.items()}
             try:

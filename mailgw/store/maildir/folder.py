@@ -49,13 +49,14 @@ class MaildirFolder(FolderBackend):
         """Publish a disk job's result to the views (and count it for the quota)."""
         current = self._infos  # read-only here; put/drop do the copy-on-write
         if delta.reset:
-            new = {i.uid: i for i in delta.put}
-            nbytes = sum(i.size for u, i in new.items() if u not in current) - sum(
-                i.size for u, i in current.items() if u not in new)
-            nmsgs = len(new.keys() - current.keys()) - len(current.keys() - new.keys())
-            changed = new != current
-            if changed:
-                self.replace_all(delta.put)
+            nbytes = nmsgs = 0
+            if self.loaded:  # a reload (UIDVALIDITY changed or the UID list was replaced)
+                new = {i.uid: i for i in delta.put}
+                nbytes = sum(i.size for u, i in new.items() if u not in current) - sum(
+                    i.size for u, i in current.items() if u not in new)
+                nmsgs = len(new.keys() - current.keys()) - len(current.keys() - new.keys())
+            changed = bool(current) or bool(delta.put)
+            self.replace_all(delta.put)
         else:
             nbytes = sum(i.size for i in delta.put if i.uid not in current)
             nmsgs = sum(1 for i in delta.put if i.uid not in current)
