@@ -362,3 +362,25 @@ class MaildirFaultTests(MaildirFixture, TestCase):
         f.close()
         yield store.close()
         self.assertEqual(on_reactor, [])
+
+
+class MaildirMemoryTests(MaildirFixture, TestCase):
+    """Idle folders are unloaded so memory stays bounded."""
+
+    @inlineCallbacks
+    def test_idle_folders_unloaded_and_reloaded(self) -> Any:
+        """evict_idle saves and drops folders no session holds; they reload with the same UIDs and flags."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        held = yield acct.open_folder("Sent")
+        f = yield acct.open_folder("INBOX")
+        yield f.store_flags([1], frozenset({"\\Flagged"}), "add")
+        f.close()
+        evicted = yield store.evict_idle(0)
+        self.assertEqual(evicted, 1)  # INBOX; Sent is still selected
+        self.assertTrue(os.path.exists(os.path.join(self.root, "alice", "mailgw-index")))
+        again = yield acct.open_folder("INBOX")
+        self.assertEqual([(m.uid, m.flags) for m in again.messages()], [(1, frozenset({"\\Flagged"}))])
+        again.close()
+        held.close()

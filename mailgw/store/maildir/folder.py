@@ -73,10 +73,12 @@ class MaildirFolder(FolderBackend):
         if self.loaded:
             self.account.count(nbytes, nmsgs)  # the first load is already in the account's usage
         self.loaded = True
+        self.last_used = self.account.store.reactor.seconds()
         if changed and self.views:
             notify_views(self, origin)
 
     loaded = False  # the first delta (the whole folder) has been applied
+    last_used = 0.0  # reactor.seconds() of the last applied job
 
     def _check_exists(self) -> None:
         if not is_maildir(self.path):
