@@ -234,12 +234,13 @@ class FolderDisk(ScanMixin):
         with FolderLock(self.path):
             assert self.ul is not None and self.state is not None
             floor = self.state.recent_floor
-            claimed = [u for u in self.state.recs if u >= floor]
+            claimed = [u for u in range(floor, self.ul.uid_next) if u in self.state.recs]  # O(new uids)
             for uid in claimed:
                 if self.state.recs[uid].sub == "new":
                     self._rename_for(uid, to_letters(self.info(uid).flags))
-            self.state.recent_floor = self.ul.uid_next
-            self.unsaved += 1
+            if self.state.recent_floor != self.ul.uid_next:
+                self.state.recent_floor = self.ul.uid_next
+                self.unsaved += 1
             return self._delta([], []), frozenset(claimed)
 
     def expunge(self, uids: list[int]) -> Delta:
