@@ -384,3 +384,31 @@ class MaildirMemoryTests(MaildirFixture, TestCase):
         self.assertEqual([(m.uid, m.flags) for m in again.messages()], [(1, frozenset({"\\Flagged"}))])
         again.close()
         held.close()
+
+
+class MaildirTwoWritersTests(MaildirFixture, TestCase):
+    """Two store instances on one Maildir (e.g. a second mailgw process) agree on UIDs."""
+
+    @inlineCallbacks
+    def test_second_store_sees_first_stores_uids(self) -> Any:
+        """Deliveries and expunges through one store show up in the other's session with the same UIDs."""
+        one, two = self.make_store(), self.make_store()
+        acct1 = yield one.open_account("alice")
+        yield one.deliver("alice", msg(1))
+        acct2 = yield two.open_account("alice")
+        view = yield acct2.open_folder("INBOX")
+        self.assertEqual([m.uid for m in view.messages()], [1])
+        r = yield one.deliver("alice", msg(2))
+        r3 = yield two.deliver("alice", msg(3))
+        self.assertEqual((r.uid, r3.uid), (2, 3))
+        changes = yield view.refresh()
+        self.assertEqual(changes.added, (2, 3))
+        f1 = yield acct1.open_folder("INBOX")
+        self.assertEqual([m.uid for m in f1.messages()], [1, 2, 3])
+        yield f1.store_flags([1], frozenset({"\\Deleted"}), "add")
+        yield f1.expunge()
+        changes = yield view.refresh()
+        self.assertEqual(changes.expunged, (1,))
+        self.assertEqual(view.open_message(3).read(), msg(3))
+        f1.close()
+        view.close()

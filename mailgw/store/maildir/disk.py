@@ -39,6 +39,18 @@ class Delta:
     recent_floor: int = 0
 
 
+def merge(first: Delta, then: Delta) -> Delta:
+    """One delta for two consecutive ones (the second's counters win)."""
+    if not first.reset:
+        return Delta(first.put + then.put, first.drop + then.drop, False,
+                     then.uid_validity, then.uid_next, then.recent_floor)
+    infos = {i.uid: i for i in first.put}
+    infos.update((i.uid, i) for i in then.put)
+    for uid in then.drop:
+        infos.pop(uid, None)
+    return Delta(list(infos.values()), [], True, then.uid_validity, then.uid_next, then.recent_floor)
+
+
 class FolderDisk(ScanMixin):
     def __init__(self, path: str, name: str, hostname: str, writer: FileWriter, header_cap: int) -> None:
         self.path = path
@@ -145,34 +157,43 @@ class FolderDisk(ScanMixin):
     def sync(self) -> Delta:
         """Pick up changes made by other programs (cheap when nothing changed: a few stats)."""
         with FolderLock(self.path):
-            if not self.loaded:
+            return self._sync_locked()
+
+    def _catch_up(self) -> Delta:
+        """Before writing the UID list (lock held): take in what another process wrote to it first."""
+        if self.ul is None or self.ul.changed_on_disk():
+            return self._sync_locked()
+        return self._delta([], [])
+
+    def _sync_locked(self) -> Delta:
+        if not self.loaded:
+            return self._load()
+        assert self.ul is not None and self.state is not None
+        if self.ul.changed_on_disk():
+            try:
+                fresh = UidList.load(self.path)
+            except Corrupt:
+                fresh = None
+            if fresh is None or fresh.uid_validity != self.ul.uid_validity:
+                self.ul = None
                 return self._load()
-            assert self.ul is not None and self.state is not None
-            if self.ul.changed_on_disk():
-                try:
-                    fresh = UidList.load(self.path)
-                except Corrupt:
-                    fresh = None
-                if fresh is None or fresh.uid_validity != self.ul.uid_validity:
-                    self.ul = None
-                    return self._load()
-                gone = [u for u in self.state.recs if u not in fresh.by_uid]
-                self.ul = fresh
-                for uid in gone:
-                    self._forget(uid)
-                self.state.dirs = {"new": 0, "cur": 0}
-                put, drop = self._scan()
-                return self._delta(put, drop + gone)
+            gone = [u for u in self.state.recs if u not in fresh.by_uid]
+            self.ul = fresh
+            for uid in gone:
+                self._forget(uid)
+            self.state.dirs = {"new": 0, "cur": 0}
             put, drop = self._scan()
-            return self._delta(put, drop)
+            return self._delta(put, drop + gone)
+        put, drop = self._scan()
+        return self._delta(put, drop)
 
     # -- changing (pool thread, folder lock held by the caller's serialisation)
+
     def deliver(self, data: bytes, letters: Optional[str], mtime: Optional[float],
                 keywords: frozenset[str] = frozenset()) -> Delta:
         """Durable delivery: tmp, fsync, link, dir fsync, UID appended and fsynced; then acknowledged."""
         with FolderLock(self.path):
-            if not self.loaded:
-                self._load()
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             sub, name = place_message(self.path, data, self.hostname, self.writer, letters, mtime)
             try:
@@ -191,11 +212,12 @@ class FolderDisk(ScanMixin):
             self.unsaved += 1
             if keywords:
                 self.keywords.update({uid: keywords})
-            return self._delta([uid], [])
+            return merge(pre, self._delta([uid], []))
 
     def store(self, uids: list[int], flags: frozenset[str], mode: str) -> tuple[Delta, dict[int, frozenset[str]]]:
         """STORE: rename files for system flags (into cur/), append keyword changes."""
         with FolderLock(self.path):
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             result: dict[int, frozenset[str]] = {}
             changed, kw_changes = [], {}
@@ -211,7 +233,7 @@ class FolderDisk(ScanMixin):
                 kw_changes[uid] = keyword_part(new)
                 self._rename_for(uid, to_letters(new))
             self.keywords.update(kw_changes)
-            return self._delta(changed, []), result
+            return merge(pre, self._delta(changed, [])), result
 
     def _rename_for(self, uid: int, letters: str) -> None:
         assert self.state is not None
@@ -232,6 +254,7 @@ class FolderDisk(ScanMixin):
     def claim_recent(self) -> tuple[Delta, frozenset[int]]:
         """A read-write session claims \\Recent: floor moves to UIDNEXT, new/ files move to cur/."""
         with FolderLock(self.path):
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             floor = self.state.recent_floor
             claimed = [u for u in range(floor, self.ul.uid_next) if u in self.state.recs]  # O(new uids)
@@ -241,10 +264,11 @@ class FolderDisk(ScanMixin):
             if self.state.recent_floor != self.ul.uid_next:
                 self.state.recent_floor = self.ul.uid_next
                 self.unsaved += 1
-            return self._delta([], []), frozenset(claimed)
+            return merge(pre, self._delta([], [])), frozenset(claimed)
 
     def expunge(self, uids: list[int]) -> Delta:
         with FolderLock(self.path):
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             gone = []
             for uid in uids:
@@ -261,7 +285,7 @@ class FolderDisk(ScanMixin):
                     fsync_dir(os.path.join(self.path, sub))
                 self.ul.remove(gone)
                 self.keywords.forget(gone)
-            return self._delta([], gone)
+            return merge(pre, self._delta([], gone))
 
     # -- index persistence
 
