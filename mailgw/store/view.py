@@ -127,6 +127,9 @@ class FolderBackend(FolderState):
     def view_closed(self, view: "FolderView") -> None:
         """Hook: the last view closing may let the backend flush caches."""
 
+    def view_listening(self, view: "FolderView") -> None:
+        """Hook: a view has a listener now (the backend may start watching for other programs)."""
+
 
 def notify_views(backend: FolderState, origin: "Optional[FolderView]") -> None:
     """Tell every view but `origin` that the folder changed."""
@@ -317,6 +320,7 @@ class FolderView:
     def add_listener(self, listener: IFolderListener) -> None:
         if listener not in self._listeners:
             self._listeners.append(listener)
+            self._backend.view_listening(self)
 
     def remove_listener(self, listener: IFolderListener) -> None:
         if listener in self._listeners:

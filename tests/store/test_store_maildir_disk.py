@@ -153,8 +153,7 @@ class MaildirExternalTests(MaildirFixture, TestCase):
                 if not heard.called:
                     heard.callback(folder)
 
-        f.add_listener(L())
-        yield f.refresh()  # starts polling now that a listener exists
+        f.add_listener(L())  # starts polling: no refresh() call is needed
         root = os.path.join(self.root, "alice")
         with open(os.path.join(root, "new", "100.X2.other"), "wb") as fh:
             fh.write(EXTERNAL)

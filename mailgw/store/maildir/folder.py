@@ -192,6 +192,9 @@ class MaildirFolder(FolderBackend):
             self.locked(self.disk.flush, True).addErrback(
                 lambda f: log.failure("index flush failed", f, event="store.index_save_failed"))
 
+    def view_listening(self, view: FolderView) -> None:
+        self._start_polling()
+
     def _start_polling(self) -> None:
         interval = self.account.store.poll_interval
         if self._poll is None and interval and any(v._listeners for v in self.views):
