@@ -411,3 +411,32 @@ class MaildirTwoWritersTests(MaildirFixture, TestCase):
         self.assertEqual(view.open_message(3).read(), msg(3))
         f1.close()
         view.close()
+
+
+class MaildirUnfinishedFileTests(MaildirFixture, TestCase):
+    """A file copied straight into new/ is not given a UID while it is still being written."""
+
+    @inlineCallbacks
+    def test_half_written_file_waits(self) -> Any:
+        """An empty (or ,S=-mismatched) fresh file in new/ gets no UID until it is complete."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        f = yield acct.open_folder("INBOX")
+        new = os.path.join(self.root, "alice", "new")
+        complete = msg(7)
+        path = os.path.join(new, f"200.X3.other,S={len(complete)}")
+        with open(path, "wb") as fh:
+            fh.write(complete[:10])
+        open(os.path.join(new, "201.X4.other"), "wb").close()
+        changes = yield f.refresh()
+        self.assertEqual(changes.added, ())
+        with open(path, "ab") as fh:
+            fh.write(complete[10:])
+        changes = yield f.refresh()  # new/ is rescanned although its mtime did not move
+        self.assertEqual(changes.added, (1,))
+        self.assertEqual(f.open_message(1).read(), complete)
+        past = time.time() - 60
+        os.utime(os.path.join(new, "201.X4.other"), (past, past))
+        changes = yield f.refresh()
+        self.assertEqual(changes.added, (2,))  # an old empty file is a (strange) message after all
+        f.close()

@@ -64,6 +64,7 @@ class FolderDisk(ScanMixin):
         self.keywords = Keywords(path)
         self.names: dict[str, dict[str, int]] = {"new": {}, "cur": {}}
         self.dirty: set[str] = set()
+        self.deferred: set[str] = set()
         self.unsaved = 0
         self.last_save = time.monotonic()
         self._flag_sets: dict[tuple[str, Optional[frozenset[str]]], frozenset[str]] = {}

@@ -23,6 +23,7 @@ log = Logger()
 
 SUBS = ("new", "cur")  # new/ first: a new -> cur rename during the scan is then seen, not lost
 _RACY_NS = 1_000_000_000  # a directory modified within this much of a scan is scanned again
+_YOUNG_NS = 10_000_000_000  # an unfinished-looking file younger than this is not indexed yet
 
 
 class ScanMixin:
@@ -35,6 +36,7 @@ class ScanMixin:
     names: dict[str, dict[str, int]]
     dirty: set[str]
     unsaved: int
+    deferred: set[str]  # sub-directories holding files left for a later scan
 
     def _listdir(self, sub: str) -> list[str]:
         try:
@@ -70,6 +72,8 @@ class ScanMixin:
             self.unsaved += 1
         expunged = self._settle_missing(missing, changed)
         changed |= self._index_new(fresh)
+        self.dirty |= self.deferred
+        self.deferred = set()
         return sorted(changed), expunged
 
     def _relocate(self, uid: int, sub: str, name: str) -> bool:
@@ -139,11 +143,20 @@ class ScanMixin:
         return set(uids)
 
     def _read_file(self, sub: str, name: str) -> Optional[idx.Rec]:
-        """Index one message file: CRLF size, internal date (mtime), cached header block."""
+        """Index one message file: CRLF size, internal date (mtime), cached header block.
+
+        A file that looks unfinished (its ,S= disagrees with its size, or it is empty) and was
+        modified in the last few seconds is left for a later scan: a plain `cp` into new/
+        must not give a UID to half a message. Older ones are indexed as they are.
+        """
         try:
             with open(os.path.join(self.path, sub, name), "rb") as fh:
                 st = os.fstat(fh.fileno())
                 s, w = FileName.parse(name).sizes()
+                if ((s is not None and s != st.st_size) or st.st_size == 0) and \
+                        time.time_ns() - st.st_mtime_ns < _YOUNG_NS:
+                    self.deferred.add(sub)
+                    return None
                 if w is not None and s == st.st_size == w:
                     head = fh.read(self.header_cap + 4)
                     block = header_block(head)
