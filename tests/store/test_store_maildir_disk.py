@@ -260,6 +260,23 @@ class MaildirRestartTests(MaildirFixture, TestCase):
         self.assertIn("store.index_rebuilt", events.seen)
 
     @inlineCallbacks
+    def test_damaged_index_and_header_cache_are_rebuilt(self) -> Any:
+        """A truncated index or a wiped header cache costs a rescan or a file read, never a wrong answer."""
+        _, listing = yield self.populate()
+        folder = os.path.join(self.root, "alice")
+        with open(os.path.join(folder, "mailgw-index"), "r+b") as fh:
+            fh.truncate(40)
+        _, _, listing2 = yield self.reopen()
+        self.assertEqual(listing2, listing)
+        with open(os.path.join(folder, "mailgw-index.headers"), "r+b") as fh:
+            fh.write(b"\x00" * os.path.getsize(os.path.join(folder, "mailgw-index.headers")))
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        f = yield acct.open_folder("INBOX", readonly=True)
+        self.assertEqual(f.header_bytes(1), b"From: a@example.com\r\nSubject: m0\r\n\r\n")
+        f.close()
+
+    @inlineCallbacks
     def test_corrupt_uidlist_gets_new_uidvalidity(self) -> Any:
         """A damaged UID list is rebuilt with a new UIDVALIDITY (logged), never silently renumbered."""
         before, _ = yield self.populate()
