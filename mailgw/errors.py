@@ -163,3 +163,13 @@ class ReadOnlyFolder(StoreError):
     imap_code = "READ-ONLY"
     public = "Mailbox is read-only"
     temporary = False
+
+
+class MessageExpunged(StoreError):
+    """The message is no longer in the folder (expunged by another session or program)."""
+
+    smtp_code = 550
+    enhanced = "5.2.0"
+    imap_code = "EXPUNGEISSUED"  # RFC 5530
+    public = "Message has been expunged"
+    temporary = False

@@ -1,0 +1,185 @@
+"""THE one place where configuration becomes objects and services.
+
+`build(config, reactor)` returns the root service of a `twistd mailgw` process. Reading it top to
+bottom shows the whole process: shared pieces first (thread pools, certificates, sessions, store,
+credential checker), then one builder per kind of listener. Nothing else in mailgw reads the
+configuration; packages receive plain values and objects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from twisted.application.service import IServiceCollection, MultiService, Service
+from twisted.internet import defer
+from twisted.logger import ILogObserver, Logger
+from twisted.python.threadpool import ThreadPool
+
+from mailgw.config.schema import Config
+from mailgw.errors import ConfigError
+from mailgw.net.listen import ListenerService
+from mailgw.net.sessions import SessionRegistry
+from mailgw.net.tls import ServerTLS, TLSRegistry
+from mailgw.observe.log import make_observer
+
+log = Logger()
+
+
+class ThreadPoolService(Service):
+    """A named, bounded thread pool started with the reactor and stopped (joined) at shutdown."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class MailgwService(MultiService):
+    """The root service: knows its listeners (readiness) and installs the configured log observer."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.listeners: list[ListenerService] = []
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        # twistd starts logging after makeService and honours an ILogObserver component on the
+        # application, so [log] format replaces twistd's default observer instead of doubling it.
+        super().setServiceParent(parent)
+        setComponent = getattr(parent, "setComponent", None)
+        if setComponent is not None and self.gateway.config.log.format != "text":
+            setComponent(ILogObserver, make_observer(self.gateway.config.log.format, self.gateway.config.log.level))
+
+    def ready(self) -> defer.Deferred:
+        """Fires once every listener is bound."""
+        return defer.gatherResults([svc.listening for svc in self.listeners], consumeErrors=True)
+
+
+@dataclass
+class Gateway:
+    """The shared pieces every listener is built from."""
+
+    config: Config
+    reactor: Any
+    tls: TLSRegistry
+    sessions: SessionRegistry
+    disk_pool: ThreadPool
+    root: Optional[MailgwService] = None
+    store: Any = None
+    auth: Any = None
+    queue: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "") -> ListenerService:
+        assert self.root is not None
+        svc = ListenerService(self.reactor, description, factory, implicit_tls.context_factory() if implicit_tls else None, label)  # label: the config key, e.g. "imap.secure.bind_tls[0]"
+        svc.setServiceParent(self.root)
+        self.root.listeners.append(svc)
+        return svc
+
+
+def build_tls(config: Config) -> TLSRegistry:
+    """Load and check every named certificate; ConfigError lists each bad one."""
+    registry = TLSRegistry()
+    problems: list[str] = []
+    for name, cert in config.tls.items():
+        try:
+            registry.add(ServerTLS(name, cert.cert_file, cert.key_file, cert.min_version,
+                                   (config.server.hostname, *cert.server_names), registry))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return registry
+
+
+def check(config: Config) -> None:
+    """Everything start-up checks short of binding (used by `mailgwctl check-config`)."""
+    build_tls(config)
+
+
+def build_store(config: Config, reactor: Any, pool: ThreadPool) -> Any:
+    """The Maildir store that IMAP serves and SMTP delivers into."""
+    from mailgw.store.maildir.account import MaildirStore
+
+    root = config.store.root or os.path.join(config.server.state_dir, "mail", "{user}")
+    return MaildirStore(root, reactor, pool, quota_bytes=config.store.quota_bytes,
+                        quota_messages=config.store.quota_messages, hostname=config.server.hostname)
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _auth_result_metric(protocol: str, mechanism: str, backend: str, result: str) -> None:
+    from mailgw.observe import metrics
+
+    metrics.auth_attempts_total.labels(protocol=protocol, mechanism=mechanism, backend=backend or "none", result=result).inc()
+
+
+def build_auth(config: Config, reactor: Any) -> Any:
+    """The one credential checker: backends in the configured order, NTLM, per-listener policy."""
+    from mailgw.auth.local import LocalDirectory
+    from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
+    from mailgw.auth.ratelimit import AuthLimits, Rate
+    from mailgw.auth.service import AuthService, ListenerPolicy
+    from mailgw.auth.threads import BlockingRunner
+    from mailgw.config.validate import _is_loopback_url
+
+    runner = BlockingRunner(reactor, "mailgw-auth", maxthreads=4)
+    backends: list[Any] = []
+    for name in config.auth.backends:
+        if name == "local":
+            if config.auth.local is not None:
+                backends.append(LocalDirectory(config.auth.local.users_file, runner))
+            continue
+        from mailgw.auth.ldap import LDAPDirectory
+
+        ldap = config.auth.ldap[name.split(".", 1)[1]]
+        backends.append(LDAPDirectory(
+            name, ldap.urls, ldap.bind_dn, _read_secret(ldap.bind_password_file, f"auth.{name}.bind_password_file"),
+            ldap.user_base, reactor, user_filter=ldap.user_filter, ca_file=ldap.ca_file, starttls=ldap.starttls,
+            timeout=ldap.timeout, nt_hash_attribute=ldap.nt_hash_attribute, require_group=ldap.require_group,
+            uid_attribute=ldap.uid_attribute, address_attributes=(ldap.mail_attribute,),
+            allow_plaintext=all(_is_loopback_url(u) for u in ldap.urls), pool_size=ldap.pool_size))
+    ntlm = None
+    if config.auth.ntlm is not None:
+        if config.auth.ntlm.source == "winbind":
+            from mailgw.auth.winbind import WinbindVerifier
+
+            verifier: Any = WinbindVerifier(config.auth.ntlm.winbind_helper, reactor, helpers=config.auth.ntlm.helpers)
+        else:
+            verifier = DirectoryNTLMVerifier(backends)
+        host, _, dns_domain = config.server.hostname.partition(".")
+        ntlm = NTLMAcceptor(verifier, domain=config.auth.ntlm.domain or "WORKGROUP", dns_domain=dns_domain,
+                            hostname=host, dns_hostname=config.server.hostname, clock=reactor)
+    listeners = {f"imap.{name}": ListenerPolicy(imap.auth, imap.require_tls) for name, imap in config.imap.items()}
+    listeners.update({f"submission.{name}": ListenerPolicy(sub.auth, True) for name, sub in config.submission.items()})
+    limits = AuthLimits(per_ip=Rate(*config.auth.limits.per_ip), per_user_ip=Rate(*config.auth.limits.per_user_ip))
+    return AuthService(backends, reactor, failure_delay=config.auth.failure_delay, limits=limits, ntlm=ntlm,
+                       listeners=listeners, proxy_users=config.auth.proxy_users, on_result=_auth_result_metric)
+
+
+def build(config: Config, reactor: Any) -> MailgwService:
+    """The whole service tree of one mailgw process."""
+    disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
+    gateway = Gateway(config=config, reactor=reactor, tls=build_tls(config), sessions=SessionRegistry(), disk_pool=disk_pool)
+    root = MailgwService(gateway)
+    gateway.root = root
+    ThreadPoolService(disk_pool).setServiceParent(root)
+    os.makedirs(config.server.state_dir, exist_ok=True)
+    gateway.store = build_store(config, reactor, disk_pool)
+    gateway.auth = build_auth(config, reactor)
+    return root
