@@ -136,11 +136,11 @@ class WinbindNTLMVerifier:
     addresses; without one, or when it finds nothing, the identity is the lower-cased user name.
     """
 
-    def __init__(self, argv: Sequence[str], reactor: Any, processes: int = 2, timeout: float = 10.0,
+    def __init__(self, argv: Sequence[str], reactor: Any, helpers: int = 2, timeout: float = 10.0,
                  lookup: Optional[Lookup] = None, env: Optional[dict[str, str]] = None, name: str = "winbind") -> None:
         self.argv = list(argv)
         self.reactor = reactor
-        self.size = max(1, processes)
+        self.size = max(1, helpers)
         self.timeout = timeout
         self.name = name
         self._lookup = lookup
@@ -233,3 +233,6 @@ def _signal(helper: _Helper, name: str) -> None:
         helper.transport.signalProcess(name)  # type: ignore[union-attr]
     except ProcessExitedAlready:
         pass
+
+
+WinbindVerifier = WinbindNTLMVerifier  # the name assemble.py uses

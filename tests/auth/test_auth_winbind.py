@@ -29,7 +29,7 @@ class WinbindCase(TestCase):
         log = self.mktemp()
         env = dict(os.environ, FAKE_NTLM_MODE=mode, FAKE_NTLM_LOG=log,
                    FAKE_NTLM_USERS=f"alice:{nt_hash('S3cret!').hex()},bob:{nt_hash('hunter2').hex()}")
-        self.verifier = WinbindNTLMVerifier([sys.executable, HELPER], reactor, processes=2, timeout=timeout,
+        self.verifier = WinbindNTLMVerifier([sys.executable, HELPER], reactor, helpers=2, timeout=timeout,
                                             lookup=lookup, env=env)
         self.addCleanup(self.verifier.stop)
         limits = AuthLimits(per_ip=Rate(1000, 60), per_user_ip=Rate(1000, 60))
