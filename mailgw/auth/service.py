@@ -284,14 +284,14 @@ class AuthService:
         fmt = ('auth_failed proto={proto} listener={listener} rip={rip} user="{user}" mech={mech} '
                'reason={reason}')
         fields = dict(proto=client.protocol, listener=client.listener or "-", rip=client.peer_host,
-                      user=log_safe(login), mech=mechanism, reason=reason, event="auth.failure")
+                      user=log_safe(login), mech=mechanism, reason=reason, event="auth_failed")
         (log.warn if temporary else log.info)(fmt, **fields)
 
     def _succeeded(self, client: ClientInfo, mechanism: str, login: str, identity: Identity) -> None:
         log.info('auth_ok proto={proto} listener={listener} rip={rip} user="{user}" account={account} '
                  'mech={mech} backend={backend}', proto=client.protocol, listener=client.listener or "-",
                  rip=client.peer_host, user=log_safe(login), account=log_safe(identity.user),
-                 mech=mechanism, backend=identity.backend, event="auth.success")
+                 mech=mechanism, backend=identity.backend, event="auth_ok")
         self._report(client, mechanism, identity.backend, "ok")
 
     def _report(self, client: ClientInfo, mechanism: str, backend: str, result: str) -> None:

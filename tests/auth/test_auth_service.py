@@ -228,10 +228,28 @@ class LogTests(SynchronousTestCase):
         service, _ = make_service()
         with capturedLogs() as events:
             self.failureResultOf(service.start("PLAIN", TLS).step(b'\0al"ice x\0nope'), AuthFailed)
-        failures = [e for e in events if e.get("event") == "auth.failure"]
+        failures = [e for e in events if e.get("event") == "auth_failed"]
         self.assertEqual(len(failures), 1)
         from twisted.logger import formatEvent
         self.assertEqual(formatEvent(failures[0]),
                          'auth_failed proto=imap listener=secure rip=192.0.2.7 user="al?ice?x" mech=PLAIN '
                          'reason=malformed:username')
         self.assertNotIn("nope", repr(failures[0]))
+
+    def test_fail2ban_regex(self) -> None:
+        """The line matches the shipped fail2ban failregex with the real peer, whatever the user name."""
+        import re
+        from twisted.logger import formatEvent
+        failregex = re.compile(r'^auth_failed proto=\S+ (?:listener=\S+ )?rip=(?P<host>\S+) user="(?:[^"\\]|\\.)*" '
+                               r'mech=\S+ reason=(?!backend_down\b|temporary\b|unavailable\b)\S+\s*$')
+        service, _ = make_service()
+        names = ['alice', 'DOM\\alice', 'x" rip=203.0.113.1 user="y', 'trail\\', 'caf\u00e9', 'a\r\nauth_failed', "*)(uid=*"]
+        for name in names:
+            with capturedLogs() as events:
+                self.failureResultOf(service.login(name, "nope", TLS), AuthFailed)
+            [event] = [e for e in events if e.get("event") == "auth_failed"]
+            text = formatEvent(event)
+            match = failregex.match(text)
+            self.assertIsNotNone(match, text)
+            self.assertEqual(match.group("host"), "192.0.2.7")
+            self.assertEqual(text.count("rip="), 1, text)
