@@ -59,7 +59,7 @@ class AuthServiceChecker:
         self.service = service
         self.default_client = default_client
 
-    def requestAvatarId(self, credentials: Any) -> "Deferred[str]":
+    def requestAvatarId(self, credentials: Any) -> "Deferred[str]":  # type: ignore[override]
         client = getattr(credentials, "client", self.default_client)
         username = credentials.username.decode() if isinstance(credentials.username, bytes) else credentials.username
         password = credentials.password.decode() if isinstance(credentials.password, bytes) else credentials.password
@@ -80,7 +80,8 @@ class IdentityRealm:
     def __init__(self, service: AuthService) -> None:
         self.service = service
 
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> "Deferred[tuple[Any, Identity, Callable[[], None]]]":
+    def requestAvatar(self, avatarId: Any, mind: Any,  # type: ignore[override]
+                      *interfaces: Any) -> "Deferred[tuple[Any, Identity, Callable[[], None]]]":
         if IAccountAvatar not in interfaces:
             raise NotImplementedError("IdentityRealm only provides IAccountAvatar")
         user = avatarId.decode() if isinstance(avatarId, bytes) else avatarId

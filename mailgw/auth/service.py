@@ -8,10 +8,11 @@ the failure delay, failure budgets, and the one `auth_failed` log line fail2ban 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
+from typing import Any, Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -205,7 +206,7 @@ class AuthService:
         return identity
 
     def reject(self, client: ClientInfo, mechanism: str, login: str, reason: str,
-               error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Identity]":
+               error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Any]":
         """Fail an exchange with AuthFailed(reason) (or `error`) after the delay; counted and logged."""
         err = error if error is not None else AuthFailed(reason)
         t0 = self._reactor.seconds() if started is None else started
@@ -274,10 +275,7 @@ class AuthService:
         factor = self._limiter.delay_factor(client.peer_host)
         wait = t0 + self.failure_delay * factor - self._reactor.seconds()
         if wait > 0:
-            d: Deferred[None] = Deferred()
-            call = self._reactor.callLater(wait, d.callback, None)  # type: ignore[attr-defined]
-            d.addErrback(lambda f: (call.cancel() if call.active() else None, f)[1])
-            await d
+            await deferLater(self._reactor, wait)  # never blocks the reactor; cancellable
         raise error
 
     def _log_failure(self, client: ClientInfo, mechanism: str, login: str, reason: str, temporary: bool) -> None:

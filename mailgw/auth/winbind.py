@@ -223,7 +223,7 @@ class WinbindNTLMVerifier:
                     _signal(helper, "KILL")
 
         killer = self.reactor.callLater(5, kill)
-        done = gatherResults([h.ended for h in helpers])
+        done: Deferred[Any] = gatherResults([h.ended for h in helpers])
         done.addBoth(lambda r: (killer.cancel() if killer.active() else None, r)[1])
         return done
 

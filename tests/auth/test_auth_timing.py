@@ -21,7 +21,7 @@ from mailgw.interfaces import ClientInfo
 class TimingTests(TestCase):
     @inlineCallbacks
     def test_unknown_vs_wrong(self):  # type: ignore[no-untyped-def]
-        """Median reply times of unknown-user and wrong-password failures differ by < 30 ms; both ≥ the delay."""
+        """Median reply times of unknown-user and wrong-password failures differ by < 50 ms; both ≥ the delay."""
         path = self.mktemp()
         write_users_file(path, {"alice": LocalUser("alice", hash_password("S3cret!"))})  # full-cost argon2id
         runner = BlockingRunner(reactor, "timing", maxthreads=2)
@@ -38,4 +38,4 @@ class TimingTests(TestCase):
                 samples[user].append(time.monotonic() - start)
         medians = {u: statistics.median(s) for u, s in samples.items()}
         self.assertGreaterEqual(min(min(s) for s in samples.values()), delay - 0.01)
-        self.assertLess(abs(medians["alice"] - medians["nobody"]), 0.03, medians)
+        self.assertLess(abs(medians["alice"] - medians["nobody"]), 0.05, medians)
