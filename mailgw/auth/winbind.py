@@ -27,10 +27,23 @@ log = Logger()
 
 _MAX_REPLY = 16384
 
-# NT_STATUS names (nt_errstr) that mean "these credentials are not good", not "cannot check now".
-_CREDENTIAL_STATUSES = ("LOGON_FAILURE", "WRONG_PASSWORD", "NO_SUCH_USER", "ACCOUNT_DISABLED",
-                        "ACCOUNT_LOCKED_OUT", "ACCOUNT_EXPIRED", "PASSWORD_EXPIRED", "PASSWORD_MUST_CHANGE",
-                        "INVALID_LOGON_HOURS", "INVALID_WORKSTATION", "ACCOUNT_RESTRICTION", "INVALID_PARAMETER")
+# What ntlm_auth says when the credentials are not good: NT_STATUS names, and the descriptions that
+# Samba 4.17 actually prints (e.g. NT_STATUS_WRONG_PASSWORD appears as "When trying to update a
+# password, ... the current password is not correct."). Anything else ("Reading winbind reply
+# failed!", "no logon servers ...") is an outage.
+_CREDENTIAL_ERRORS = ("logon_failure", "wrong_password", "no_such_user", "account_disabled", "account_locked_out",
+                      "account_expired", "password_expired", "password_must_change", "invalid_logon_hours",
+                      "invalid_workstation", "account_restriction", "invalid_parameter",
+                      "current password is not correct", "attempted logon is invalid",
+                      "specified account does not exist", "currently disabled", "automatically locked",
+                      "has expired", "account restriction", "parameter is incorrect")
+
+
+def is_credential_error(text: str) -> bool:
+    """True if an ntlm_auth Authentication-Error means bad credentials (not "cannot check now")."""
+    lowered = text.lower()
+    return any(fragment in lowered for fragment in _CREDENTIAL_ERRORS)
+
 
 Lookup = Callable[[str], "Deferred[Optional[Identity]]"]
 
@@ -106,6 +119,8 @@ class _Helper(ProcessProtocol):
         while b"\n" in self.buffer:
             line, self.buffer = self.buffer.split(b"\n", 1)
             if line.rstrip(b"\r") == b".":
+                if not self.lines:
+                    continue  # Samba 4.17 writes a second "." after a failure: never a reply of its own
                 reply, self.lines = parse_reply(self.lines), []
                 pending, self.pending = self.pending, None
                 if self.timer is not None and self.timer.active():
@@ -188,7 +203,7 @@ class WinbindNTLMVerifier:
         reply = await self._request(encode_request(user, domain, server_challenge, nt_response))
         if reply.get("authenticated", "").lower() != "yes":
             error = reply.get("authentication-error", reply.get("error", ""))
-            if not any(status in error.upper() for status in _CREDENTIAL_STATUSES):
+            if not is_credential_error(error):
                 # winbindd unreachable, DC down, protocol trouble: not the user's fault
                 raise AuthUnavailable(detail=f"ntlm_auth: {error or 'no reason given'}")
             return None

@@ -1,4 +1,5 @@
-"""Stand-in for Samba's `ntlm_auth --helper-protocol=ntlm-server-1` (Samba is not installed here).
+"""Stand-in for Samba's `ntlm_auth --helper-protocol=ntlm-server-1`, answering byte for byte like Samba 4.17
+(including the extra "." line after a failure and the NT_STATUS description texts).
 
 Verifies NTLMv2 with NT hashes from the FAKE_NTLM_USERS env var (`user:hexhash,...`), the way a DC
 would. FAKE_NTLM_MODE: "ok" (default), "crash" (exit on the first request), "hang" (never answer),
@@ -39,7 +40,7 @@ for raw in sys.stdin:
     if mode == "hang":
         continue
     if mode == "offline":
-        reply("Authenticated: No", "Authentication-Error: Reading winbind reply failed!")
+        reply("Authenticated: No", "Authentication-Error: Reading winbind reply failed!", ".")
         request = {}
         continue
     user, domain = request.get("Username", ""), request.get("NT-Domain", "")
@@ -47,12 +48,13 @@ for raw in sys.stdin:
     nt = bytes.fromhex(request.get("NT-Response", ""))
     key = users.get(user.lower())
     if key is None or len(nt) < 48:
-        reply("Authenticated: No", "Authentication-Error: NT_STATUS_NO_SUCH_USER")
+        reply("Authenticated: No", "Authentication-Error: The specified account does not exist.", ".")
     else:
         rk = hmac.new(bytes.fromhex(key), (user.upper() + domain).encode("utf-16-le"), "md5").digest()
         proof = hmac.new(rk, challenge + nt[16:], "md5").digest()
         if hmac.compare_digest(proof, nt[:16]):
             reply("Authenticated: Yes", "User-Session-Key: " + hmac.new(rk, proof, "md5").hexdigest().upper())
         else:
-            reply("Authenticated: No", "Authentication-Error: NT_STATUS_WRONG_PASSWORD")
+            reply("Authenticated: No", "Authentication-Error: When trying to update a password, this return status "
+                  "indicates that the value provided as the current password is not correct.", ".")
     request = {}
