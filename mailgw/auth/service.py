@@ -76,7 +76,8 @@ class AuthService:
     users and wrong passwords take the same time. `listeners` maps a listener name (ClientInfo.
     listener) to its ListenerPolicy; listeners not in the map may use every mechanism the service
     has, but PLAIN/LOGIN never before TLS unless `plaintext_without_tls` (a lab setting).
-    `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
+    `on_result(protocol, mechanism, backend, result)` and `on_backend_time(backend, seconds)` feed
+    metrics. `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
     `proxy_users` may use a PLAIN authorization identity other than their own.
     """
 
@@ -84,7 +85,8 @@ class AuthService:
                  limits: Optional[AuthLimits] = None, ntlm: Optional[MechanismFactory] = None,
                  listeners: Optional[Mapping[str, ListenerPolicy]] = None,
                  proxy_users: Sequence[str] = (), plaintext_without_tls: bool = False,
-                 on_result: Optional[ResultHook] = None) -> None:
+                 on_result: Optional[ResultHook] = None,
+                 on_backend_time: Optional[Callable[[str, float], None]] = None) -> None:
         self.backends = list(backends)
         self.failure_delay = float(failure_delay)
         self.limits = limits or AuthLimits()
@@ -96,6 +98,7 @@ class AuthService:
         self._reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
         self._on_result = on_result
+        self._on_backend_time = on_backend_time  # e.g. mailgw_auth_backend_duration_seconds{backend}
 
     # ------------------------------------------------------------------ policy
 
@@ -144,6 +147,8 @@ class AuthService:
     def login(self, username: str, password: str, client: ClientInfo) -> "Deferred[Identity]":
         """IMAP LOGIN (and any plain user/password check): allowed where PLAIN or LOGIN would be."""
         allowed, require_tls = self._policy(client)
+        if not any(m in allowed for m in PLAINTEXT_MECHANISMS):
+            return fail(UnknownMechanism())  # this listener takes no passwords (e.g. NTLM only)
         if not any(self._permitted(m, client, allowed, require_tls) for m in PLAINTEXT_MECHANISMS):
             return fail(TLSRequired())
         return self.check_password(username, password, client, PASSWORD_COMMAND)
@@ -224,6 +229,7 @@ class AuthService:
         outage: Optional[AuthUnavailable] = None
         reason = UNKNOWN_USER
         for backend in self.backends:
+            started = self._reactor.seconds()
             try:
                 verdict: Verdict | None
                 if IReasonedDirectory.providedBy(backend):
@@ -234,6 +240,12 @@ class AuthService:
             except AuthUnavailable as e:
                 outage = e
                 continue
+            except Exception as e:  # a backend bug must not become "BAD Server error" or a success
+                log.failure("backend {backend} failed", Failure(), backend=backend.name, event="auth.backend_error")
+                outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
+                continue
+            finally:
+                self._backend_time(backend.name, self._reactor.seconds() - started)
             if isinstance(verdict, Identity):
                 return verdict, ""
             if verdict != UNKNOWN_USER:
@@ -250,6 +262,11 @@ class AuthService:
             except AuthUnavailable as e:
                 outage = e
                 continue
+            except Exception as e:
+                log.failure("backend {backend} lookup failed", Failure(), backend=backend.name,
+                            event="auth.backend_error")
+                outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
+                continue
             if found is not None:
                 return found
         if outage is not None:
@@ -258,9 +275,10 @@ class AuthService:
 
     def lookup(self, address: str) -> "Deferred[Optional[Identity]]":
         """Resolve a login or address across the backends in order; AuthUnavailable if unsure."""
-        if clean_login(address) is None:
-            return succeed(None)
-        return Deferred.fromCoroutine(self.lookup_async(address.strip()))
+        address = address.strip()
+        if not address or len(address) > 320 or any(ord(c) < 0x20 or c == "\x7f" for c in address):
+            return succeed(None)  # RFC 5321 §4.5.3.1: 64 + 1 + 255; no controls (LDAP escapes the rest)
+        return Deferred.fromCoroutine(self.lookup_async(address))
 
     # ------------------------------------------------------------------ outcomes
 
@@ -291,6 +309,13 @@ class AuthService:
                  rip=client.peer_host, user=log_safe(login), account=log_safe(identity.user),
                  mech=mechanism, backend=identity.backend, event="auth_ok")
         self._report(client, mechanism, identity.backend, "ok")
+
+    def _backend_time(self, backend: str, seconds: float) -> None:
+        if self._on_backend_time is not None:
+            try:
+                self._on_backend_time(backend, seconds)
+            except Exception:
+                log.failure("auth backend time hook failed", Failure(), event="auth.hook_error")
 
     def _report(self, client: ClientInfo, mechanism: str, backend: str, result: str) -> None:
         if self._on_result is not None:
