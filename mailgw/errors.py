@@ -139,3 +139,10 @@ class ReadOnlyFolder(StoreError):
     imap_code = "READ-ONLY"
     public = "Mailbox is read-only"
     temporary = False
+
+
+# --- certificates (mailgwctl cert / ca) -----------------------------------------------------
+
+
+class CertificateRefused(Exception):
+    """A certificate request, issue or install refused; str() is one line naming the problem."""
