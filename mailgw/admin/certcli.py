@@ -278,7 +278,7 @@ def _handler(function: Callable[[argparse.Namespace, CertSettings], int], label:
 
 def _command(sub: Any, name: str, label: str, function: Callable[[argparse.Namespace, CertSettings], int],
              help_text: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_handler(function, label))
     return parser

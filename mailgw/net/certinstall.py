@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mailgw.errors import CertificateRefused
 
-from .certgen import commit_file, private_pem, stage_file
+from .certgen import PrivateKey, commit_file, private_pem, stage_file
 from .certs import (CertPaths, is_ca, is_self_signed, load_certificates, load_key, names_in, now_utc,
                     pending_request, public_der)
 from .tls import CertificateChain
@@ -149,12 +149,12 @@ def install(paths: CertPaths, cert_file: str, chain_files: Iterable[str] = (), a
     """
     now = now or now_utc()
     certs = load_certificates(cert_file)
-    supplied = certs[1:]
+    pending = pending_request(paths)
+    leaf = _pick_leaf(certs, [pending[0]] if pending else [], paths.key_file)
+    supplied = [c for c in certs if c != leaf]
     for chain_file in chain_files:
         supplied.extend(load_certificates(chain_file, "chain"))
-    leaf = certs[0]
     leaf_key = public_der(leaf.public_key())
-    pending = pending_request(paths)
     new_key_pem: Optional[bytes] = None
     requested: list[str] = []
     if pending is not None and public_der(pending[0].public_key()) == leaf_key:
@@ -184,6 +184,17 @@ def install(paths: CertPaths, cert_file: str, chain_files: Iterable[str] = (), a
             if os.path.exists(leftover):
                 os.unlink(leftover)
     return Installed(leaf, tuple(stored), path[-1], new_key_pem is not None)
+
+
+def _pick_leaf(certs: list[x509.Certificate], keys: list[PrivateKey], live_key: str) -> x509.Certificate:
+    """The certificate for the pending (or live) key; else the first that is no CA (PKCS#7 bundles are unordered)."""
+    wanted = [public_der(k.public_key()) for k in keys]
+    if os.path.exists(live_key):
+        wanted.append(public_der(load_key(live_key).public_key()))
+    for cert in certs:
+        if public_der(cert.public_key()) in wanted:
+            return cert
+    return next((c for c in certs if not is_ca(c)), certs[0])
 
 
 def _swap(paths: CertPaths, cert_pem: bytes, key_pem: Optional[bytes]) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailgw.errors import CertificateRefused
@@ -63,18 +64,23 @@ def load_key(path: str) -> PrivateKey:
 
 
 def load_certificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
-    """Every PEM certificate in a file (DER accepted for a single one)."""
+    """Every certificate in a file: PEM (one or more), DER, or a PKCS#7 bundle (.p7b, as Windows CAs hand out)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise CertificateRefused(f"cannot read {what} file {path}: {exc.strerror}") from None
     try:
+        if b"-----BEGIN PKCS7-----" in data:
+            return pkcs7.load_pem_pkcs7_certificates(data)
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
+        try:
+            return [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            return pkcs7.load_der_pkcs7_certificates(data)
     except ValueError as exc:
-        raise CertificateRefused(f"{path} holds no readable {what} (PEM or DER): {exc}") from None
+        raise CertificateRefused(f"{path} holds no readable {what} (PEM, DER or PKCS#7): {exc}") from None
 
 
 def load_csr(path: str) -> x509.CertificateSigningRequest:
@@ -92,8 +98,10 @@ def load_csr(path: str) -> x509.CertificateSigningRequest:
     return csr
 
 
-def public_der(key: object) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+def public_der(key: Any) -> bytes:
+    """SubjectPublicKeyInfo DER of a public key, to compare keys."""
+    der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return der
 
 
 def names_in(item: "x509.Certificate | x509.CertificateSigningRequest") -> list[str]:
@@ -254,7 +262,7 @@ class PrivateCA:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value \
             if _has(ca_cert, x509.SubjectKeyIdentifier) else x509.SubjectKeyIdentifier.from_public_key(ca_cert.public_key())
         return (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_cert.subject)
-                .public_key(public)  # type: ignore[arg-type]
+                .public_key(public)
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(start).not_valid_after(end)
                 .add_extension(san, critical=False)
@@ -263,7 +271,7 @@ class PrivateCA:
                                              data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                              crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)  # type: ignore[arg-type]
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
                 .sign(ca_key, hashes.SHA256()))
 

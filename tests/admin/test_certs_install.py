@@ -6,6 +6,8 @@ import os
 import stat
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.trial.unittest import SynchronousTestCase
@@ -186,3 +188,25 @@ class InstallStores(SynchronousTestCase):
         self.assertEqual([c.subject.rfc4514_string() for c in stored],
                          ["CN=mail.example.com", "CN=Corp Issuing CA", "CN=Corp Root CA"])
         self.assertFalse(os.path.exists(self.ws.paths.pending_key))
+
+    def test_windows_formats(self) -> None:
+        """A DER .cer with a PKCS#7 (.p7b) chain, and a .p7b holding CA and leaf in any order, both install."""
+        self.assertEqual(self.ws.ctl("cert", "request", "--name", "mail").code, 0)
+        ca = self.ws.ca.load()
+        leaf = forge(ca, self.ws.pending_public_key(), [HOST])
+        der = self.ws.path("mail.cer")
+        with open(der, "wb") as handle:
+            handle.write(leaf.public_bytes(serialization.Encoding.DER))
+        p7b = self.ws.path("chain.p7b")
+        with open(p7b, "wb") as handle:
+            handle.write(pkcs7.serialize_certificates([ca[0]], serialization.Encoding.DER))
+        result = self.ws.ctl("cert", "install", "--name", "mail", der, "--chain", p7b, "--no-system-ca", "--ca-dir", self.ws.path("none"))
+        self.assertEqual(result.code, 0, result.err)
+        self.assertEqual(x509.load_pem_x509_certificates(open(self.ws.paths.cert_file, "rb").read()), [leaf, ca[0]])
+        self.assertEqual(self.ws.ctl("cert", "request", "--name", "mail").code, 0)
+        leaf = forge(ca, self.ws.pending_public_key(), [HOST])
+        with open(p7b, "wb") as handle:
+            handle.write(pkcs7.serialize_certificates([ca[0], leaf], serialization.Encoding.PEM))
+        result = self.ws.ctl("cert", "install", "--name", "mail", p7b, "--no-system-ca", "--ca-dir", self.ws.path("none"))
+        self.assertEqual(result.code, 0, result.err)
+        self.assertEqual(x509.load_pem_x509_certificates(open(self.ws.paths.cert_file, "rb").read()), [leaf, ca[0]])
