@@ -106,7 +106,5 @@ def ensure_self_signed(cert_file: str, key_file: str, names: list[str]) -> bool:
         return False
     cert_pem, key_pem = self_signed(names)
     write_private(key_file, key_pem)
-    os.makedirs(os.path.dirname(cert_file) or ".", exist_ok=True)
-    with open(cert_file, "wb") as handle:
-        handle.write(cert_pem)
+    write_public(cert_file, cert_pem)
     return True

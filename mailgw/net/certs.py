@@ -8,7 +8,9 @@ chain checks are in `certinstall`.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -145,6 +147,32 @@ def is_ca(cert: x509.Certificate) -> bool:
 
 # --- requests ----------------------------------------------------------------------------
 
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def check_names(names: list[str]) -> list[str]:
+    """Host names (LDH labels, one left-most `*` allowed, RFC 6125 §6.4.3) and IP addresses, as they go in a SAN."""
+    if not names:
+        raise CertificateRefused("a certificate needs at least one host name")
+    out = []
+    for name in names:
+        try:
+            out.append(str(ipaddress.ip_address(name)))
+            continue
+        except ValueError:
+            pass
+        try:
+            ascii_name = name.encode("idna").decode("ascii").lower().rstrip(".")
+        except UnicodeError:
+            raise CertificateRefused(f"{name!r} is not a valid host name") from None
+        labels = ascii_name.split(".")
+        if labels[0] == "*" and len(labels) > 2:
+            labels = labels[1:]
+        if len(ascii_name) > 253 or len(labels) < 1 or not all(_LABEL.match(label) for label in labels):
+            raise CertificateRefused(f"{name!r} is not a valid host name")
+        out.append(ascii_name)
+    return out
+
 
 def build_csr(key: PrivateKey, names: list[str]) -> x509.CertificateSigningRequest:
     """A PKCS#10 request: CN = the first name, every name in subjectAltName, serverAuth asked for."""
@@ -159,8 +187,7 @@ def build_csr(key: PrivateKey, names: list[str]) -> x509.CertificateSigningReque
 def make_request(paths: CertPaths, names: list[str], key_type: str = "p256",
                  force: bool = False) -> x509.CertificateSigningRequest:
     """New pending key (mode 0600) and CSR for `paths`; the live key is not touched."""
-    if not names:
-        raise CertificateRefused("a request needs at least one host name")
+    names = check_names(names)
     if os.path.exists(paths.pending_key) and not force:
         raise CertificateRefused(f"a request is already pending ({paths.pending_key}): install its certificate, "
                                  "or use --force to replace it")
@@ -187,8 +214,7 @@ def self_sign(paths: CertPaths, names: list[str], key_type: str = "p256", days: 
     """A self-signed certificate written straight to the live files (labs); refuses to replace one without force."""
     from .certgen import self_signed
 
-    if not names:
-        raise CertificateRefused("a certificate needs at least one host name")
+    names = check_names(names)
     if os.path.exists(paths.cert_file) and not force:
         raise CertificateRefused(f"{paths.cert_file} exists: use --force to replace it with a self-signed certificate")
     cert_pem, key_pem = self_signed(names, days, generate_key(key_type))

@@ -143,6 +143,17 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(result.code, 0, result.err)
         self.assertEqual(sorted(os.listdir(self.ws.path("labcerts"))), ["lab.csr", "lab.key.pending"])
 
+    def test_names_checked(self) -> None:
+        """Malformed host names are refused before any key is made; IDN names go in as A-labels, wildcards are kept."""
+        for bad in ("bad name", "-x.example.com", "a..example.com", "x" * 64 + ".example.com"):
+            result = self.ws.ctl("cert", "request", "--name", "mail", f"--alt-name={bad}")
+            self.assertEqual(result.code, 1, bad)
+            self.assertIn("is not a valid host name", result.err)
+            self.assertFalse(os.path.exists(self.ws.paths.pending_key))
+        result = self.ws.ctl("cert", "request", "--name", "mail", "--alt-name", "café.example", "--alt-name", "*.example.com")
+        self.assertEqual(result.code, 0, result.err)
+        self.assertIn("xn--caf-dma.example, *.example.com", result.out)
+
     def test_second_request_refused(self) -> None:
         """A pending request is not silently thrown away: a second one needs --force."""
         self.assertEqual(self.ws.ctl("cert", "request", "--name", "mail").code, 0)

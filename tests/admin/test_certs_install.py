@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -210,3 +211,18 @@ class InstallStores(SynchronousTestCase):
         result = self.ws.ctl("cert", "install", "--name", "mail", p7b, "--no-system-ca", "--ca-dir", self.ws.path("none"))
         self.assertEqual(result.code, 0, result.err)
         self.assertEqual(x509.load_pem_x509_certificates(open(self.ws.paths.cert_file, "rb").read()), [leaf, ca[0]])
+
+    def test_openssl_signed(self) -> None:
+        """A certificate signed by a plain OpenSSL CA from the CSR (`x509 -req -copy_extensions`) installs."""
+        self.assertEqual(self.ws.ctl("cert", "request", "--name", "mail", "--key-type", "rsa2048").code, 0)
+        root, root_key, leaf = self.ws.path("root.pem"), self.ws.path("root.key"), self.ws.path("leaf.pem")
+        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", root_key, "-out", root,
+                               "-subj", "/CN=OpenSSL Root", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+                               "-addext", "keyUsage=critical,keyCertSign"], capture_output=True, text=True)
+        self.assertEqual(made.returncode, 0, made.stderr)
+        signed = subprocess.run(["openssl", "x509", "-req", "-in", self.ws.paths.csr_file, "-CA", root, "-CAkey", root_key,
+                                 "-copy_extensions", "copy", "-days", "90", "-out", leaf], capture_output=True, text=True)
+        self.assertEqual(signed.returncode, 0, signed.stderr)
+        result = self.ws.ctl("cert", "install", "--name", "mail", leaf, "--chain", root, "--no-system-ca")
+        self.assertEqual(result.code, 0, result.err)
+        self.assertIn("chains to CN=OpenSSL Root", result.out)
