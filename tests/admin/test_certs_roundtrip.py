@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from typing import Optional
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -46,8 +47,11 @@ class GreetingClient(Protocol):
     def __init__(self) -> None:
         self.done: defer.Deferred[bytes] = defer.Deferred()
         self.data = b""
+        self.peer: x509.Certificate
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.data:
+            self.peer = self.transport.getPeerCertificate().to_cryptography()
         self.data += data
         if b"\r\n" in self.data:
             self.transport.loseConnection()
@@ -84,7 +88,7 @@ class Procedure(TestCase):
             result = self.run_tool(*step)
             self.assertEqual(result.code, 0, f"{step}: {result.out}{result.err}")
             self.outputs[step[:2]] = result.out
-        tls = ServerTLS("mail", ws.paths.cert_file, ws.paths.key_file, names=[HOST])
+        self.tls = tls = ServerTLS("mail", ws.paths.cert_file, ws.paths.key_file, names=[HOST])
         self.listener = ListenerService(reactor, "tcp:0:interface=127.0.0.1", Factory.forProtocol(Greeter),
                                         tls.context_factory(), "imap.secure.bind_tls[0]")
         self.listener.privilegedStartService()
@@ -112,10 +116,10 @@ class Procedure(TestCase):
         self.assertIn("does NOT match", openssl("x509", "-in", ws.path("issued.pem"), "-noout", "-checkhost", "www.example.com").stdout)
         self.assertEqual(openssl("x509", "-in", ws.path("issued.pem"), "-noout", "-checkip", "127.0.0.1").stdout.count("does match"), 1)
 
-    def connect(self, hostname: str, trust_pem: bytes) -> defer.Deferred:
+    def connect(self, hostname: str, trust_pem: bytes, client: Optional[GreetingClient] = None) -> defer.Deferred:
         options = optionsForClientTLS(hostname, trustRoot=Certificate.loadPEM(trust_pem))
         endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.port, options)
-        client = GreetingClient()
+        client = client or GreetingClient()
         return connectProtocol(endpoint, client).addCallback(lambda _: client.done)
 
 
@@ -145,6 +149,26 @@ class Served(Procedure):
         trust = open(self.ws.path("export", "example-ca.pem"), "rb").read()
         error = yield self.assertFailure(self.connect("www.example.com", trust), VerificationError)
         self.assertIn("www.example.com", str(error))
+
+    @defer.inlineCallbacks
+    def test_reinstall_then_reload(self):
+        """A second request and install is served by the same listener once its certificate reloads (what SIGHUP does)."""
+        trust = open(self.ws.path("export", "example-ca.pem"), "rb").read()
+        first = GreetingClient()
+        yield self.connect(HOST, trust, first)
+        for step in (("cert", "request", "--name", "mail", "--alt-name", "imap2.example.com"),
+                     ("ca", "issue", "--csr", self.ws.paths.csr_file, "--out", self.ws.path("second.pem")),
+                     ("cert", "install", "--name", "mail", self.ws.path("second.pem"))):
+            result = self.run_tool(*step)
+            self.assertEqual(result.code, 0, result.err)
+        still = GreetingClient()
+        yield self.connect(HOST, trust, still)
+        self.assertEqual(still.peer, first.peer)
+        self.tls.reload()
+        second = GreetingClient()
+        yield self.connect("imap2.example.com", trust, second)
+        self.assertNotEqual(second.peer, first.peer)
+        self.assertEqual(second.peer, x509.load_pem_x509_certificates(open(self.ws.paths.cert_file, "rb").read())[0])
 
 
 class RoundTrip(Procedure):
