@@ -106,6 +106,15 @@ def check(config: Config) -> None:
     build_tls(config)
 
 
+def build_store(config: Config, reactor: Any, pool: ThreadPool) -> Any:
+    """The Maildir store that IMAP serves and SMTP delivers into."""
+    from mailgw.store.maildir.account import MaildirStore
+
+    root = config.store.root or os.path.join(config.server.state_dir, "mail", "{user}")
+    return MaildirStore(root, reactor, pool, quota_bytes=config.store.quota_bytes,
+                        quota_messages=config.store.quota_messages, hostname=config.server.hostname)
+
+
 def build(config: Config, reactor: Any) -> MailgwService:
     """The whole service tree of one mailgw process."""
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
@@ -114,4 +123,5 @@ def build(config: Config, reactor: Any) -> MailgwService:
     gateway.root = root
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
+    gateway.store = build_store(config, reactor, disk_pool)
     return root
