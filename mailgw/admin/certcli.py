@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import stat
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from mailgw.errors import CertificateRefused, ConfigError
 from mailgw.net import certinstall
 from mailgw.net.certgen import KEY_TYPES, write_public
 from mailgw.net.certs import (CA_DAYS, ISSUE_DAYS, CertPaths, PrivateCA, fingerprint, is_ca, is_self_signed,
-                              key_description, load_certificates, load_csr, make_request, names_in, now_utc,
-                              pending_request, self_sign, summarise)
+                              key_description, load_certificates, load_csr, load_key, make_request, names_in,
+                              now_utc, pending_request, public_der, self_sign, summarise)
 
 EX_CONFIG = 78
 WARN_DAYS = 30
@@ -86,6 +87,9 @@ def _paths(args: argparse.Namespace, settings: CertSettings) -> CertPaths:
         return CertPaths.in_directory(args.name, args.dir)
     if args.name in settings.tls:
         cert_file, key_file, _ = settings.tls[args.name]
+        if os.path.abspath(cert_file) == os.path.abspath(key_file):
+            raise CertificateRefused(f"tls.{args.name}: cert_file and key_file are the same file; "
+                                     "give the key its own file (mode 0600)")
         return CertPaths(args.name, cert_file, key_file)
     raise CertificateRefused(f"no [tls.{args.name}] in {settings.source}: add one with cert_file and key_file, or give --dir")
 
@@ -163,12 +167,31 @@ def cmd_self_sign(args: argparse.Namespace, settings: CertSettings) -> int:
     return 0
 
 
+def _key_warnings(name: str, paths: CertPaths, leaf: x509.Certificate) -> list[str]:
+    """The key file must exist, match the certificate and be private (what start-up would refuse or warn about)."""
+    if not os.path.exists(paths.key_file):
+        return [f"warning: tls.{name} key file {paths.key_file} is missing"]
+    try:
+        key = load_key(paths.key_file)
+    except CertificateRefused as exc:
+        return [f"warning: tls.{name}: {exc}"]
+    out = []
+    if public_der(key.public_key()) != public_der(leaf.public_key()):
+        out.append(f"warning: tls.{name} key file {paths.key_file} does not match the certificate")
+    loose = stat.S_IMODE(os.stat(paths.key_file).st_mode)
+    if loose & 0o077:
+        out.append(f"warning: tls.{name} key file {paths.key_file} has mode {loose:04o}: make it 0600")
+    return out
+
+
 def _show_one(name: str, paths: CertPaths, settings: CertSettings) -> list[str]:
     lines = [f"tls.{name}", f"  certificate:  {paths.cert_file}"]
     warnings: list[str] = []
     if os.path.exists(paths.cert_file):
-        summary = summarise(load_certificates(paths.cert_file))
+        certs = load_certificates(paths.cert_file)
+        summary = summarise(certs)
         left = summary.days_left()
+        warnings += _key_warnings(name, paths, certs[0])
         lines += [f"  subject:      {summary.subject}",
                   f"  names:        {', '.join(summary.names) or 'none (no subjectAltName)'}",
                   f"  issuer:       {summary.issuer}{' (self-signed)' if summary.self_signed else ''}",

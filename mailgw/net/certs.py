@@ -26,7 +26,7 @@ from .certgen import PrivateKey, generate_key, private_pem, san_for, write_priva
 
 UTC = datetime.timezone.utc
 CA_DAYS = 3650
-ISSUE_DAYS = 397  # the longest lifetime current browsers and mail clients accept for a TLS server certificate
+ISSUE_DAYS = 397  # under the 398-day cap that Apple platforms and browsers put on publicly trusted server certificates
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailgw.net.certgen import private_pem, write_private
 from tests.admin.certs_helpers import HOST, CertWorkspace, forge
 
 
@@ -65,6 +67,19 @@ class ShowTests(SynchronousTestCase):
         out = self.show("--name", "mail")
         self.assertIn("warning: tls.mail expired on", out)
         self.assertTrue(self.field(out, "days left").startswith("-"))
+
+    def test_key_file_problems(self) -> None:
+        """A group-readable key, a key for another certificate, and a missing key each get a warning."""
+        self.install()
+        os.chmod(self.ws.paths.key_file, 0o640)
+        self.assertIn(f"warning: tls.mail key file {self.ws.paths.key_file} has mode 0640: make it 0600", self.show())
+        other = ec.generate_private_key(ec.SECP256R1())
+        write_private(self.ws.paths.key_file, private_pem(other))
+        out = self.show()
+        self.assertIn("does not match the certificate", out)
+        self.assertNotIn("has mode", out)
+        os.unlink(self.ws.paths.key_file)
+        self.assertIn("is missing", self.show())
 
     def test_not_installed_and_pending(self) -> None:
         """Before install: not installed, the users, and the pending request with its names."""
