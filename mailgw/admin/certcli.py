@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from mailgw.errors import CertificateRefused, ConfigError
 from mailgw.net import certinstall
 from mailgw.net.certgen import KEY_TYPES, write_public
-from mailgw.net.certs import (CA_DAYS, ISSUE_DAYS, CertPaths, PrivateCA, fingerprint, is_ca, is_self_signed,
+from mailgw.net.certca import CA_DAYS, ISSUE_DAYS, PrivateCA, describe_constraints
+from mailgw.net.certs import (CertPaths, fingerprint, is_ca, is_self_signed,
                               key_description, load_certificates, load_csr, load_key, make_request, names_in,
                               now_utc, pending_request, public_der, self_sign, summarise)
 
@@ -264,8 +265,10 @@ def cmd_export_ca(args: argparse.Namespace, settings: CertSettings) -> int:
 
 def cmd_ca_init(args: argparse.Namespace, settings: CertSettings) -> int:
     ca = _ca(args, settings)
-    cert = ca.init(args.common_name or f"mailgw private CA ({settings.hostname})", args.days, args.key_type, args.force)
+    cert = ca.init(args.common_name or f"mailgw private CA ({settings.hostname})", args.days, args.key_type, args.force,
+                   [p for value in args.permit or [] for p in value.split(",") if p.strip()])
     print(f"private CA {cert.subject.rfc4514_string()}: certificate {ca.cert_file}, key {ca.key_file} (mode 0600)")
+    print(f"may issue for: {describe_constraints(cert).replace('none', 'any name (no name constraints)')}")
     print(f"valid until {_day(cert.not_valid_after_utc)}; SHA-256 fingerprint {fingerprint(cert)}")
     return 0
 
@@ -350,6 +353,8 @@ def add_parser(subparsers: Any) -> None:
     init.add_argument("--common-name", help="the CA's name (default: mailgw private CA (<hostname>))")
     init.add_argument("--days", type=int, default=CA_DAYS, help=f"lifetime in days (default {CA_DAYS})")
     init.add_argument("--key-type", choices=KEY_TYPES, default="p256")
+    init.add_argument("--permit", action="append", metavar="DOMAIN",
+                      help="limit the CA to this domain (and its subdomains) or IP network; repeatable, recommended")
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     issue = _command(ca_sub, "issue", "ca issue", cmd_ca_issue, "sign a request with the private CA")
     issue.add_argument("--ca-dir", help="where the CA lives (default: <state_dir>/ca)")

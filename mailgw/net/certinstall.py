@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from mailgw.errors import CertificateRefused
 
 from .certgen import PrivateKey, commit_file, private_pem, stage_file
+from .certca import describe_constraints, outside_constraints
 from .certs import (CertPaths, is_ca, is_self_signed, load_certificates, load_key, names_in, now_utc,
                     pending_request, public_der)
 from .tls import CertificateChain
@@ -97,8 +98,16 @@ def _find_issuer(cert: x509.Certificate, pool: list[x509.Certificate],
     return None
 
 
-def _check_issuer(ca: x509.Certificate, below: int, now: datetime.datetime) -> None:
+def _check_issuer(ca: x509.Certificate, below: int, now: datetime.datetime, leaf: x509.Certificate) -> None:
     subject = ca.subject.rfc4514_string()
+    try:
+        leaf_names = list(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        leaf_names = []
+    outside = outside_constraints(ca, [entry.value for entry in leaf_names])
+    if outside is not None:
+        raise CertificateRefused(f"{outside} is outside the name constraints of CA {subject!r} ({describe_constraints(ca)}): "
+                                 "clients would reject it")
     if not is_ca(ca):
         raise CertificateRefused(f"{subject!r} signed the chain but is not a CA certificate (no BasicConstraints CA:TRUE)")
     constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -130,7 +139,7 @@ def chain_path(leaf: x509.Certificate, supplied: list[x509.Certificate], anchors
             raise CertificateRefused(
                 f"the certificate does not chain to a CA: no certificate in the chain or the trust bundle issued "
                 f"{current.issuer.rfc4514_string()!r} (give the CA's certificates with --chain or --ca-file)")
-        _check_issuer(issuer, len(path) - 1, now)
+        _check_issuer(issuer, len(path) - 1, now, leaf)
         path.append(issuer)
         if is_self_signed(issuer) or issuer in anchors:
             return path

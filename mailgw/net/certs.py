@@ -1,8 +1,8 @@
 """X.509 for the TLS virtual servers: certificate requests (PKCS#10), a small private CA, and summaries.
 
 The pending key of a request lives beside the live key (`<key_file>.pending`) until `install`
-replaces the live pair, so a request never disturbs the certificate in service. Installing and
-chain checks are in `certinstall`.
+replaces the live pair, so a request never disturbs the certificate in service. The private CA
+is in `certca`, installing and chain checks in `certinstall`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from mailgw.errors import CertificateRefused
 from .certgen import PrivateKey, generate_key, private_pem, san_for, write_private, write_public
 
 UTC = datetime.timezone.utc
-CA_DAYS = 3650
-ISSUE_DAYS = 397  # under the 398-day cap that Apple platforms and browsers put on publicly trusted server certificates
 
 
 @dataclass(frozen=True)
@@ -221,93 +219,6 @@ def self_sign(paths: CertPaths, names: list[str], key_type: str = "p256", days: 
     write_private(paths.key_file, key_pem)
     write_public(paths.cert_file, cert_pem)
     return x509.load_pem_x509_certificate(cert_pem)
-
-
-# --- the private CA ----------------------------------------------------------------------
-
-
-class PrivateCA:
-    """A one-level CA in a directory: ca.pem (public, for clients) and ca.key (mode 0600; directory 0700)."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.cert_file = os.path.join(directory, "ca.pem")
-        self.key_file = os.path.join(directory, "ca.key")
-
-    def exists(self) -> bool:
-        return os.path.exists(self.cert_file)
-
-    def init(self, common_name: str, days: int = CA_DAYS, key_type: str = "p256", force: bool = False) -> x509.Certificate:
-        if (os.path.exists(self.cert_file) or os.path.exists(self.key_file)) and not force:
-            raise CertificateRefused(f"a CA already exists in {self.directory} (use --force to replace it: "
-                                     "every certificate it issued stops being trusted)")
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
-        key = generate_key(key_type)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = now_utc()
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=days))
-                # RFC 5280 §4.2.1.9: a CA that signs only end-entity certificates
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .sign(key, hashes.SHA256()))
-        write_private(self.key_file, private_pem(key))
-        write_public(self.cert_file, cert.public_bytes(serialization.Encoding.PEM))
-        return cert
-
-    def load(self) -> tuple[x509.Certificate, PrivateKey]:
-        if not self.exists():
-            raise CertificateRefused(f"no CA in {self.directory}: run `mailgwctl ca init` first")
-        return load_certificates(self.cert_file, "CA certificate")[0], load_key(self.key_file)
-
-    def certificate(self) -> x509.Certificate:
-        if not self.exists():
-            raise CertificateRefused(f"no CA in {self.directory}: run `mailgwctl ca init` first")
-        return load_certificates(self.cert_file, "CA certificate")[0]
-
-    def issue(self, csr: x509.CertificateSigningRequest, days: int = ISSUE_DAYS,
-              not_before: Optional[datetime.datetime] = None) -> x509.Certificate:
-        """A server certificate for the CSR's key: its subject and subjectAltName, serverAuth only."""
-        ca_cert, ca_key = self.load()
-        if not csr.is_signature_valid:
-            raise CertificateRefused("the request's signature does not verify")
-        try:
-            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            raise CertificateRefused("the request has no subjectAltName: make it with `mailgwctl cert request`") from None
-        start = not_before or now_utc() - datetime.timedelta(minutes=5)
-        end = min(start + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
-        public = csr.public_key()
-        rsa_key = isinstance(public, rsa.RSAPublicKey)
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value \
-            if _has(ca_cert, x509.SubjectKeyIdentifier) else x509.SubjectKeyIdentifier.from_public_key(ca_cert.public_key())
-        return (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_cert.subject)
-                .public_key(public)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(start).not_valid_after(end)
-                .add_extension(san, critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=rsa_key,
-                                             data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-
-
-def _has(cert: x509.Certificate, extension: type) -> bool:
-    try:
-        cert.extensions.get_extension_for_class(extension)
-    except x509.ExtensionNotFound:
-        return False
-    return True
 
 
 # --- summaries ---------------------------------------------------------------------------

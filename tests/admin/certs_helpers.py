@@ -20,7 +20,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailgw.admin import cli
 from mailgw.net.certgen import san_for
-from mailgw.net.certs import CertPaths, PrivateCA, load_key
+from mailgw.net.certca import PrivateCA
+from mailgw.net.certs import CertPaths, load_key
 from tests.support.gateway import REPO, environment
 
 HOST = "mail.example.com"

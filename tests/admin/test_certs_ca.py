@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailgw.net.certs import load_key
 from tests.admin.certs_helpers import HOST, CertWorkspace, forge, openssl
 
 
@@ -81,6 +82,34 @@ class PrivateCATests(SynchronousTestCase):
         self.assertEqual(aki, ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
         verified = openssl("verify", "-CAfile", self.ws.path("myca", "ca.pem"), "-purpose", "sslserver", out)
         self.assertEqual(verified.returncode, 0, verified.stdout + verified.stderr)
+
+    def test_name_constraints(self) -> None:
+        """`--permit` makes critical name constraints; issue and install refuse names outside them, as openssl does."""
+        out = self.ok("ca", "init", "--permit", "example.com", "--permit", "192.0.2.0/24").out
+        self.assertIn("may issue for: example.com, 192.0.2.0/24", out)
+        text = openssl("x509", "-in", self.ws.ca.cert_file, "-noout", "-text").stdout
+        self.assertIn("X509v3 Name Constraints: critical", text)
+        self.assertIn("DNS:example.com", text)
+        self.assertIn("IP:192.0.2.0/255.255.255.0", text)
+        self.ok("cert", "request", "--name", "mail", "--alt-name", "192.0.2.10")
+        good = self.ws.path("good.pem")
+        self.ok("ca", "issue", "--csr", self.ws.paths.csr_file, "--out", good)
+        self.assertEqual(openssl("verify", "-CAfile", self.ws.ca.cert_file, good).returncode, 0)
+        for outside in ("www.example.org", "198.51.100.7", "example.com.evil.example"):
+            self.ok("cert", "request", "--name", "mail", "--force", "--alt-name", outside)
+            err = self.refused("ca", "issue", "--csr", self.ws.paths.csr_file, "--out", self.ws.path("bad.pem"))
+            self.assertIn(f"{outside} is outside the CA's name constraints (example.com, 192.0.2.0/24)", err)
+        forged = forge(self.ws.ca.load(), load_key(self.ws.paths.pending_key).public_key(), [HOST, "example.com.evil.example"])
+        path = self.ws.write("forged.pem", forged)
+        self.assertIn("permitted subtree violation", openssl("verify", "-CAfile", self.ws.ca.cert_file, path).stdout +
+                      openssl("verify", "-CAfile", self.ws.ca.cert_file, path).stderr)
+        err = self.refused("cert", "install", "--name", "mail", path, "--no-system-ca")
+        self.assertIn("example.com.evil.example is outside the name constraints of CA", err)
+
+    def test_no_constraints_by_default(self) -> None:
+        """Without --permit the CA says it may issue for any name and has no NameConstraints extension."""
+        self.assertIn("any name (no name constraints)", self.ok("ca", "init").out)
+        self.assertNotIn("Name Constraints", openssl("x509", "-in", self.ws.ca.cert_file, "-noout", "-text").stdout)
 
     def test_issue_never_outlives_the_ca(self) -> None:
         """A 397-day certificate from a 30-day CA ends when the CA does."""
