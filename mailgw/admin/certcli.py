@@ -299,6 +299,10 @@ def _handler(function: Callable[[argparse.Namespace, CertSettings], int], label:
         except CertificateRefused as exc:
             sys.stderr.write(f"mailgwctl {label}: {exc}\n")
             return 1
+        except OSError as exc:  # e.g. no permission to write where [tls.NAME] points
+            where = f"{exc.filename}: " if exc.filename else ""
+            sys.stderr.write(f"mailgwctl {label}: {where}{exc.strerror or exc}\n")
+            return 1
     return handle
 
 

@@ -183,6 +183,15 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(result.code, 0, result.err)
         self.assertIn("xn--caf-dma.example, *.example.com", result.out)
 
+    def test_unwritable_location(self) -> None:
+        """A location that cannot be written is one line and exit 1, not a traceback."""
+        blocker = self.ws.path("blocker")
+        open(blocker, "w").close()
+        result = self.ws.ctl("cert", "request", "--name", "lab", "--dir", os.path.join(blocker, "tls"))
+        self.assertEqual(result.code, 1)
+        self.assertEqual(result.err.count("\n"), 1, result.err)
+        self.assertIn("Not a directory", result.err)
+
     def test_second_request_refused(self) -> None:
         """A pending request is not silently thrown away: a second one needs --force."""
         self.assertEqual(self.ws.ctl("cert", "request", "--name", "mail").code, 0)
