@@ -96,7 +96,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     for name in _PLUGINS:
         try:
             module = importlib.import_module(name)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a broken plugin must not vanish silently
             continue
         before = set(sub.choices)
         module.add_parser(sub)  # type: ignore[attr-defined]
