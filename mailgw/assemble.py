@@ -279,8 +279,29 @@ def throttled_peers(gateway: Gateway) -> list[dict[str, Any]]:
     return out
 
 
+HEALTH_PROBE_LOGIN = "mailgw-health-probe"
+
+
+def _directory_health(backend: Any) -> defer.Deferred:
+    """Is a credential backend reachable? A lookup of a login that does not exist must answer, not fail."""
+    from mailgw.errors import AuthUnavailable
+
+    name = f"directory:{getattr(backend, 'name', type(backend).__name__)}"
+
+    def failed(failure: Any) -> tuple[str, bool, str]:
+        if failure.check(AuthUnavailable):
+            return name, False, str(failure.value.detail or failure.value.public)[:200]
+        return name, False, type(failure.value).__name__
+
+    d = defer.maybeDeferred(backend.lookup, HEALTH_PROBE_LOGIN)
+    return d.addCallbacks(lambda _: (name, True, "reachable"), failed)
+
+
 def _builtin_health_checks(gateway: Gateway) -> list[Callable[[], Any]]:
     checks: list[Callable[[], Any]] = []
+    for backend in getattr(gateway.auth, "backends", ()):
+        if callable(getattr(backend, "lookup", None)):
+            checks.append(functools.partial(_directory_health, backend))
     if gateway.queue is not None and hasattr(gateway.queue, "entries"):
         checks.append(lambda: _queue_health(gateway))
     return checks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import treq
@@ -13,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailgw.admin.http import HealthReport
 from mailgw.net.listen import ListenerService
-from tests.admin.helpers_ops import FakeSession, port_of, start_gateway, write_config
+from tests.admin.helpers_ops import FakeSession, port_of, start_gateway, tempdir, write_config
 
 HTTP = '[admin]\nhttp = { listen = "tcp:0:interface=127.0.0.1" }\n'
 
@@ -132,6 +133,41 @@ class AdminHTTPTests(TestCase):
         self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply[:100])
         reply = yield deferToThread(raw_request, port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n")
         self.assertTrue(reply.startswith(b"HTTP/1.1 431 "), reply[:100])
+
+
+class OutageDirectory:
+    """A directory that is down: the one fault a local users file cannot produce (LDAP is not on main yet)."""
+
+    name = "ldap.corp"
+
+    def lookup(self, login: str):
+        from mailgw.errors import AuthUnavailable
+        return defer.fail(AuthUnavailable(detail="ldaps://dc1.corp.example: connection refused"))
+
+
+class DirectoryHealthTests(TestCase):
+    def setUp(self) -> None:
+        users = os.path.join(tempdir(self), "users")
+        os.close(os.open(users, os.O_WRONLY | os.O_CREAT, 0o600))
+        path, _ = write_config(self, HTTP + f'[auth]\nbackends = ["local"]\n[auth.local]\nusers_file = "{users}"\n')
+        self.gateway = start_gateway(self, path)
+        self.base = f"http://127.0.0.1:{port_of(self.gateway, 'admin.http.listen')}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(self.pool.closeCachedConnections)
+
+    @defer.inlineCallbacks
+    def test_directories(self):
+        """Each credential backend is probed with a lookup: the local file is reachable, a directory outage is 503."""
+        response = yield treq.get(self.base + "/health", pool=self.pool)
+        body = json.loads((yield response.content()))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body["backends"], [{"name": "directory:local", "ok": True, "detail": "reachable"}])
+        self.gateway.auth.backends.append(OutageDirectory())
+        response = yield treq.get(self.base + "/health", pool=self.pool)
+        body = json.loads((yield response.content()))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(body["backends"][1], {"name": "directory:ldap.corp", "ok": False,
+                                               "detail": "ldaps://dc1.corp.example: connection refused"})
 
 
 class HealthTimeoutTests(SynchronousTestCase):
