@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -23,6 +22,8 @@ from twisted.python.threadpool import ThreadPool
 from mailgw.admin import reload as reload_plan
 from mailgw.admin.http import HealthReport, MetricsResource, admin_site
 from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile, ensure_host_key, manhole_factory
+from mailgw.admin.probes import MetricsRefresher, builtin_health_checks, throttled_peers
+from mailgw.admin.reloader import Reloader
 from mailgw.admin.shell import Shell
 from mailgw.config.schema import Config
 from mailgw.errors import ConfigError
@@ -100,7 +101,7 @@ class Gateway:
     reload_hooks: list[tuple[tuple[str, ...], Callable[[Config], Any]]] = field(default_factory=list)
     config_source: Optional[Callable[[], Config]] = None  # re-reads the config file (SIGHUP, manhole reload())
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
-    reload_lock: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+    reloader: Any = None  # mailgw.admin.reloader.Reloader, made on first use
 
     def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "") -> ListenerService:
         assert self.root is not None
@@ -222,12 +223,12 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     SystemdNotifyService(gateway.notifier, gateway.root.ready, gateway.reactor,
                          watchdog_interval(environ)).setServiceParent(gateway.root)
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
-                          lambda: [*_builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
+                          lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
     if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):
         gateway.reload_hooks.append((("auth",), functools.partial(_reconfigure_auth, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
-        site = admin_site(health, MetricsResource(metrics.REGISTRY, lambda: refresh_metrics(gateway)))
+        site = admin_site(health, MetricsResource(metrics.REGISTRY, MetricsRefresher(gateway)))
         gateway.listen(admin.http.listen, site, label="admin.http.listen")
     if admin.manhole is not None:
         host_key = ensure_host_key(os.path.join(gateway.config.server.state_dir, HOST_KEY_NAME))
@@ -258,80 +259,6 @@ def _reconfigure_auth(gateway: Gateway, new_config: Config) -> None:
         limiter.limits = fresh.limits
 
 
-def throttled_peers(gateway: Gateway) -> list[dict[str, Any]]:
-    """Client networks and (network, account) pairs over their failure budget now, for the manhole."""
-    auth = gateway.auth
-    if auth is None:
-        return []
-    if callable(getattr(auth, "throttled", None)):
-        return list(auth.throttled())
-    limiter = getattr(auth, "_limiter", None)
-    if limiter is None:
-        return []
-    now, wall = gateway.reactor.seconds(), time.time()
-    out: list[dict[str, Any]] = []
-    for table, rate, split in ((limiter._ip, limiter.limits.per_ip, False), (limiter._user_ip, limiter.limits.per_user_ip, True)):
-        for key, window in list(table.items()):
-            used = window.used(now, rate.window)
-            if used >= rate.count and window.times:
-                ip, user = key if split else (key, None)
-                out.append({"ip": ip, "user": user, "failures": used, "until": wall + (window.times[0] + rate.window - now)})
-    return out
-
-
-HEALTH_PROBE_LOGIN = "mailgw-health-probe"
-
-
-def _directory_health(backend: Any) -> defer.Deferred:
-    """Is a credential backend reachable? A lookup of a login that does not exist must answer, not fail."""
-    from mailgw.errors import AuthUnavailable
-
-    name = f"directory:{getattr(backend, 'name', type(backend).__name__)}"
-
-    def failed(failure: Any) -> tuple[str, bool, str]:
-        if failure.check(AuthUnavailable):
-            return name, False, str(failure.value.detail or failure.value.public)[:200]
-        return name, False, type(failure.value).__name__
-
-    d = defer.maybeDeferred(backend.lookup, HEALTH_PROBE_LOGIN)
-    return d.addCallbacks(lambda _: (name, True, "reachable"), failed)
-
-
-def _builtin_health_checks(gateway: Gateway) -> list[Callable[[], Any]]:
-    checks: list[Callable[[], Any]] = []
-    for backend in getattr(gateway.auth, "backends", ()):
-        if callable(getattr(backend, "lookup", None)):
-            checks.append(functools.partial(_directory_health, backend))
-    if gateway.queue is not None and hasattr(gateway.queue, "entries"):
-        checks.append(lambda: _queue_health(gateway))
-    return checks
-
-
-def _queue_health(gateway: Gateway) -> tuple[str, bool, dict[str, Any]]:
-    entries = gateway.queue.entries()
-    oldest = max((float(e.get("age", 0) or 0) for e in entries), default=0.0)
-    limits = [s.max_queue_age for s in gateway.config.submission.values()]
-    limit = min(limits) if limits else 5 * 86400.0
-    return "relay_queue", oldest < limit, {"messages": len(entries), "oldest_age_seconds": round(oldest, 1)}
-
-
-_seen_connection_labels: set[tuple[str, str]] = set()
-
-
-def refresh_metrics(gateway: Gateway) -> None:
-    """Scrape-time gauges: open sessions per (listener, protocol), relay queue size and age."""
-    counts = gateway.sessions.counts()
-    for key in _seen_connection_labels - set(counts):
-        metrics.connections_active.labels(listener=key[0], protocol=key[1]).set(0)
-    for (listener, protocol), count in counts.items():
-        metrics.connections_active.labels(listener=listener, protocol=protocol).set(count)
-    _seen_connection_labels.update(counts)
-    if gateway.queue is not None and hasattr(gateway.queue, "entries"):
-        entries = gateway.queue.entries()
-        metrics.relay_queue_messages.set(len(entries))
-        metrics.relay_queue_oldest_age_seconds.set(max((float(e.get("age", 0) or 0) for e in entries), default=0.0))
-
-
 def install_sighup(gateway: Gateway) -> None:
     """SIGHUP reloads (Twisted's reactor leaves SIGHUP at its default, which kills the process)."""
     def handler(signum: int, frame: Any) -> None:
@@ -352,109 +279,18 @@ def uninstall_sighup(gateway: Gateway) -> None:
             pass
 
 
+def _reloader(gateway: Gateway) -> Reloader:
+    if gateway.reloader is None:
+        gateway.reloader = Reloader(gateway, lambda name, cert, names, registry: ServerTLS(
+            name, cert.cert_file, cert.key_file, cert.min_version, names, registry))
+    return gateway.reloader
+
+
 def reload_from_source(gateway: Gateway) -> defer.Deferred:
-    """Re-read the configuration file and reload; an unreadable or invalid file leaves the running one in force."""
-    if gateway.config_source is None:
-        source: Callable[[], Config] = lambda: gateway.config
-    else:
-        source = gateway.config_source
-
-    def attempt() -> defer.Deferred:
-        gateway.notifier.reloading()
-        try:
-            new_config = source()
-        except ConfigError as exc:
-            return defer.succeed(_reload_done(gateway, "invalid", problems=exc.problems))
-        return reload(gateway, new_config, _locked=True)
-
-    return gateway.reload_lock.run(attempt)
+    """Re-read the config file and apply it live (SIGHUP, the manhole's reload()); see mailgw.admin.reloader."""
+    return _reloader(gateway).from_source()
 
 
-def _reload_hooks(gateway: Gateway) -> list[tuple[tuple[str, ...], Callable[[Config], Any]]]:
-    hooks = list(gateway.reload_hooks)
-    registered = {id(getattr(fn, "__self__", None)) for _, fn in hooks}
-    if gateway.auth is not None and callable(getattr(gateway.auth, "reconfigure", None)) and id(gateway.auth) not in registered:
-        hooks.append((("auth",), gateway.auth.reconfigure))
-    publish = gateway.extras.get("publish")
-    if publish is not None and callable(getattr(publish, "reconfigure", None)) and id(publish) not in registered:
-        hooks.append((("publish.*.clients", "client_sets"), publish.reconfigure))
-    return hooks
-
-
-def reload(gateway: Gateway, new_config: Config, _locked: bool = False) -> defer.Deferred:
-    """Apply `new_config` live: certificates (re-read even when unchanged), then components' hooks.
-
-    Refused as a whole, with the running configuration kept, when a changed key needs a restart
-    or a certificate does not load. The Deferred fires with "ok", "refused", "invalid" or "failed".
-    """
-    if not _locked:
-        return gateway.reload_lock.run(lambda: (gateway.notifier.reloading(), reload(gateway, new_config, True))[1])
-    hooks = _reload_hooks(gateway)
-    plan = reload_plan.plan(gateway.config, new_config, [p for patterns, _ in hooks for p in patterns])
-    if plan.restart:
-        return defer.succeed(_reload_done(gateway, "refused", restart=plan.restart))
-    try:
-        installs = _prepare_tls(gateway.tls, new_config)
-    except ConfigError as exc:
-        return defer.succeed(_reload_done(gateway, "invalid", problems=exc.problems))
-
-    @defer.inlineCallbacks
-    def apply() -> Any:
-        for patterns, hook in hooks:
-            if plan.live_under(patterns):
-                try:
-                    yield defer.maybeDeferred(hook, new_config)
-                except ConfigError as exc:
-                    return _reload_done(gateway, "failed", problems=exc.problems)
-                except Exception as exc:
-                    log.failure("reload hook failed", event="config_reload.hook_error")
-                    return _reload_done(gateway, "failed", problems=[f"{'/'.join(patterns)}: {type(exc).__name__}"])
-        for install in installs:
-            install()
-        gateway.config = new_config
-        return _reload_done(gateway, "ok", changed=plan.live)
-
-    return apply()
-
-
-def _prepare_tls(registry: TLSRegistry, config: Config) -> list[Callable[[], None]]:
-    """Load every certificate of `config` (new paths too) before installing any; ConfigError lists the bad ones."""
-    installs: list[Callable[[], None]] = []
-    problems: list[str] = []
-    for name, cert in config.tls.items():
-        names = (config.server.hostname, *cert.server_names)
-        current = registry.get(name)
-        try:
-            if current is not None:
-                installs.append(current.prepare(cert.cert_file, cert.key_file, cert.min_version, names))
-            else:
-                fresh = ServerTLS(name, cert.cert_file, cert.key_file, cert.min_version, names, registry)
-                installs.append(functools.partial(registry.add, fresh))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    for gone in set(registry.certificates) - set(config.tls):
-        installs.append(functools.partial(_forget_certificate, registry, gone))
-    return installs
-
-
-def _forget_certificate(registry: TLSRegistry, name: str) -> None:
-    registry.certificates.pop(name, None)
-
-
-def _reload_done(gateway: Gateway, result: str, changed: Optional[list[str]] = None,
-                 restart: Optional[list[str]] = None, problems: Optional[list[str]] = None) -> str:
-    metrics.config_reloads_total.labels(result=result).inc()
-    if result == "ok":
-        metrics.config_last_reload_success.set(time.time())
-        log.info("config reload: ok; certificates re-read; changed: {changed}", changed=", ".join(changed or ()) or "nothing",
-                 event="config_reload", result=result)
-    elif result == "refused":
-        log.warn("config reload refused: {keys} changed, which needs a restart; the running configuration stays in force",
-                 keys=", ".join(restart or ()), event="config_reload", result=result)
-    else:
-        log.error("config reload {result}: {problems}; the running configuration stays in force",
-                  result=result, problems="; ".join(problems or ()), event="config_reload")
-    gateway.notifier.ready("serving")
-    return result
+def reload(gateway: Gateway, new_config: Config) -> defer.Deferred:
+    """Apply `new_config` live; fires with "ok", "refused", "invalid" or "failed" (docs/operations.md)."""
+    return _reloader(gateway).apply(new_config)

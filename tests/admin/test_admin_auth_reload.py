@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from mailgw import assemble
+from mailgw.admin import probes
 from mailgw.admin.shell import Shell
 from mailgw.config import load_config
 from mailgw.errors import AuthFailed, AuthThrottled
@@ -48,11 +49,11 @@ class AuthReloadTests(TestCase):
         """Raising the per-IP budget by reload lets the client try again; lowering it again throttles at once."""
         yield self.fail_logins(2)
         yield self.assertFailure(self.gateway.auth.login("nobody", "wrong", CLIENT), AuthThrottled)
-        peers = assemble.throttled_peers(self.gateway)
+        peers = probes.throttled_peers(self.gateway)
         self.assertEqual(sorted((p["ip"], p["user"] or "") for p in peers), [("127.0.0.9", ""), ("127.0.0.9", "nobody")])
         self.assertTrue(all(p["failures"] >= 2 for p in peers))
         printed: list[str] = []
-        Shell(self.gateway, lambda: None, throttled=lambda: assemble.throttled_peers(self.gateway), out=printed.append).throttled()
+        Shell(self.gateway, lambda: None, throttled=lambda: probes.throttled_peers(self.gateway), out=printed.append).throttled()
         self.assertIn("127.0.0.9", printed[0])
         self.assertIn("2 throttled", printed[0])
 
@@ -61,7 +62,7 @@ class AuthReloadTests(TestCase):
         self.assertEqual((yield assemble.reload_from_source(self.gateway)), "ok")
         self.assertIs(self.gateway.auth, auth)  # protocols keep the object they hold
         self.assertEqual(self.gateway.auth.limits.per_ip.count, 50)
-        self.assertEqual(assemble.throttled_peers(self.gateway), [])
+        self.assertEqual(probes.throttled_peers(self.gateway), [])
         error = yield self.assertFailure(self.gateway.auth.login("nobody", "wrong", CLIENT), AuthFailed)
         self.assertNotIsInstance(error, AuthThrottled)
 

@@ -1,0 +1,101 @@
+"""What the admin surfaces read from a running gateway: backend health checks, scrape-time gauges, throttled peers.
+
+The gateway is used by duck typing: `gateway.auth.backends` (IDirectory providers),
+`gateway.queue` (IRelayQueue), `gateway.sessions` (ISessionRegistry), `gateway.config`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+from twisted.internet import defer
+
+from mailgw.errors import AuthUnavailable
+from mailgw.observe import metrics
+
+HEALTH_PROBE_LOGIN = "mailgw-health-probe"
+
+
+def directory_health(backend: Any) -> defer.Deferred:
+    """Is a credential backend reachable? A lookup of a login that does not exist must answer, not fail."""
+    name = f"directory:{getattr(backend, 'name', type(backend).__name__)}"
+
+    def failed(failure: Any) -> tuple[str, bool, str]:
+        if failure.check(AuthUnavailable):
+            return name, False, str(failure.value.detail or failure.value.public)[:200]
+        return name, False, type(failure.value).__name__
+
+    d = defer.maybeDeferred(backend.lookup, HEALTH_PROBE_LOGIN)
+    return d.addCallbacks(lambda _: (name, True, "reachable"), failed)
+
+
+def queue_health(gateway: Any) -> tuple[str, bool, dict[str, Any]]:
+    """The relay queue is down when its oldest message is older than max_queue_age (it is stuck)."""
+    entries = gateway.queue.entries()
+    oldest = max((float(e.get("age", 0) or 0) for e in entries), default=0.0)
+    limits = [s.max_queue_age for s in gateway.config.submission.values()]
+    limit = min(limits) if limits else 5 * 86400.0
+    return "relay_queue", oldest < limit, {"messages": len(entries), "oldest_age_seconds": round(oldest, 1)}
+
+
+def builtin_health_checks(gateway: Any) -> list[Callable[[], Any]]:
+    """One check per credential backend, and the relay queue's age when there is a queue."""
+    checks: list[Callable[[], Any]] = []
+    for backend in getattr(gateway.auth, "backends", ()):
+        if callable(getattr(backend, "lookup", None)):
+            checks.append(functools.partial(directory_health, backend))
+    if gateway.queue is not None and hasattr(gateway.queue, "entries"):
+        checks.append(functools.partial(queue_health, gateway))
+    return checks
+
+
+class MetricsRefresher:
+    """Scrape-time gauges: open sessions per (listener, protocol), relay queue size and age.
+
+    Series of listeners whose sessions all closed are set to 0 rather than dropped.
+    """
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self) -> None:
+        counts = self.gateway.sessions.counts()
+        for listener, protocol in self._seen - set(counts):
+            metrics.connections_active.labels(listener=listener, protocol=protocol).set(0)
+        for (listener, protocol), count in counts.items():
+            metrics.connections_active.labels(listener=listener, protocol=protocol).set(count)
+        self._seen.update(counts)
+        queue = self.gateway.queue
+        if queue is not None and hasattr(queue, "entries"):
+            entries = queue.entries()
+            metrics.relay_queue_messages.set(len(entries))
+            metrics.relay_queue_oldest_age_seconds.set(max((float(e.get("age", 0) or 0) for e in entries), default=0.0))
+
+
+def throttled_peers(gateway: Any) -> list[dict[str, Any]]:
+    """Client networks and (network, account) pairs over their failure budget now, for the manhole.
+
+    Uses `gateway.auth.throttled()` when the credential checker has it; otherwise reads its
+    FailureLimiter's windows (read-only).
+    """
+    auth = gateway.auth
+    if auth is None:
+        return []
+    if callable(getattr(auth, "throttled", None)):
+        return list(auth.throttled())
+    limiter = getattr(auth, "_limiter", None)
+    if limiter is None:
+        return []
+    now, wall = gateway.reactor.seconds(), time.time()
+    out: list[dict[str, Any]] = []
+    tables = ((limiter._ip, limiter.limits.per_ip, False), (limiter._user_ip, limiter.limits.per_user_ip, True))
+    for table, rate, per_account in tables:
+        for key, window in list(table.items()):
+            used = window.used(now, rate.window)
+            if used >= rate.count and window.times:
+                ip, user = key if per_account else (key, None)
+                out.append({"ip": ip, "user": user, "failures": used, "until": wall + (window.times[0] + rate.window - now)})
+    return out
