@@ -134,7 +134,9 @@ class Shell:
         rows = []
         for svc in getattr(self.gateway.root, "listeners", []):
             port = getattr(svc, "port", None)
-            rows.append([svc.label, str(port.getHost()) if port is not None else "not bound", svc.description])
+            host = port.getHost() if port is not None else None
+            bound = f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}" if host is not None else "not bound"
+            rows.append([svc.label, bound, svc.description])
         self._out(_table(rows, ["listener", "bound to", "endpoint"]))
 
     def health(self) -> Any:

@@ -112,6 +112,15 @@ class ManholeTests(TestCase):
         self.assertEqual(self.gateway.sessions.sessions(), [])
 
     @defer.inlineCallbacks
+    def test_reload_and_listeners(self):
+        """reload() in the shell runs a configuration reload and shows its result; listeners() shows bound addresses."""
+        code, output = yield self.ssh(identity=self.admin_key, script=(
+            (b">>> ", b"listeners()\r"), (b"admin.manhole.listen", b"reload()\r"), (b"Deferred", b"\x04")))
+        self.assertRegex(output, rf"admin.manhole.listen +127.0.0.1:{self.port} +tcp:0:interface=127.0.0.1")
+        self.assertRegex(output, r"(current result: 'ok'|called back: 'ok')")
+        self.assertIn("config_reload", [e.get("event") for e in self.events])
+
+    @defer.inlineCallbacks
     def test_password_refused(self):
         """A password attempt is refused: the server offers publickey only, so no password is ever asked for."""
         code, output = yield self.ssh("-o", "PreferredAuthentications=password,keyboard-interactive",
