@@ -106,7 +106,9 @@ class HealthResource(ReadOnlyResource):
             request.setResponseCode(200 if report["status"] == "ok" else 503)
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
-            request.write(json.dumps(report, sort_keys=True, default=str).encode() + b"\n")
+            body = json.dumps(report, sort_keys=True, default=str).encode() + b"\n"
+            request.setHeader(b"content-length", str(len(body)).encode())
+            request.write(body)
             request.finish()
 
         self.health.report().addCallback(respond).addErrback(
