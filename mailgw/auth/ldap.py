@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailgw.auth.base import BAD_PASSWORD, UNKNOWN_USER, IReasonedDirectory, Verdict
+from mailgw.auth.base import BAD_PASSWORD, UNKNOWN_USER, IReasonedDirectory, Verdict, verdict_identity
 from mailgw.auth.names import MAX_LOGIN_LENGTH, split_login
 from mailgw.auth.threads import BlockingRunner
 from mailgw.errors import AuthUnavailable, ConfigError
@@ -254,7 +254,7 @@ class LDAPDirectory:
         return self._runner.run(self._check, login, password)
 
     def verify_password(self, login: str, password: str) -> "Deferred[Optional[Identity]]":
-        return self.check_password(login, password).addCallback(lambda v: v if isinstance(v, Identity) else None)
+        return self.check_password(login, password).addCallback(verdict_identity)
 
     def lookup(self, login: str) -> "Deferred[Optional[Identity]]":
         return self._runner.run(self._lookup, login)

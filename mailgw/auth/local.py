@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, resolve_login
+from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, verdict_identity, resolve_login
 from mailgw.auth.threads import BlockingRunner
 from mailgw.auth.usersfile import LocalUser, hash_password, read_users_file, verify_hash
 from mailgw.errors import ConfigError
@@ -92,7 +92,7 @@ class LocalDirectory:
         return self._runner.run(self._check, login, password)
 
     def verify_password(self, login: str, password: str) -> "Deferred[Optional[Identity]]":
-        return self.check_password(login, password).addCallback(lambda v: v if isinstance(v, Identity) else None)
+        return self.check_password(login, password).addCallback(verdict_identity)
 
     def _lookup(self, login: str) -> Optional[Identity]:
         entry = self._find(login)

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from mailgw.auth import ntlm_wire as w
-from mailgw.errors import AuthUnavailable
+from mailgw.auth.base import first_found
 from mailgw.interfaces import (ClientInfo, IDirectory, Identity, INTLMVerifier, ISASLExchange, SASLChallenge,
                                SASLSuccess)
 
@@ -80,23 +80,9 @@ class DirectoryNTLMVerifier:
     def __init__(self, backends: Sequence[IDirectory]) -> None:
         self.backends = list(backends)
 
-    async def _find(self, user: str) -> Optional[tuple[Identity, bytes]]:
-        outage: Optional[AuthUnavailable] = None
-        for backend in self.backends:
-            try:
-                found = await backend.nt_hash(user)
-            except AuthUnavailable as e:
-                outage = e
-                continue
-            if found is not None:
-                return found
-        if outage is not None:
-            raise outage
-        return None
-
     async def _verify(self, user: str, domain: str, server_challenge: bytes,
                       nt_response: bytes) -> Optional[tuple[Identity, bytes]]:
-        found = await self._find(user)
+        found = await first_found(self.backends, lambda backend: backend.nt_hash(user))
         ok, key = ntlmv2_keys(found[1] if found else _DUMMY_HASH, user, domain, server_challenge, nt_response)
         return (found[0], key) if ok and found is not None else None
 

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailgw.auth.base import UNKNOWN_USER, IReasonedDirectory, Verdict
+from mailgw.auth.base import UNKNOWN_USER, IReasonedDirectory, Verdict, first_found
 from mailgw.auth.names import MAX_PASSWORD_LENGTH, clean_login, log_safe, throttle_key
 from mailgw.auth.ratelimit import AuthLimits, FailureLimiter
 from mailgw.auth.sasl import LoginExchange, PlainExchange
@@ -255,23 +255,7 @@ class AuthService:
         return None, reason
 
     async def lookup_async(self, address: str) -> Optional[Identity]:
-        outage: Optional[AuthUnavailable] = None
-        for backend in self.backends:
-            try:
-                found = await backend.lookup(address)
-            except AuthUnavailable as e:
-                outage = e
-                continue
-            except Exception as e:
-                log.failure("backend {backend} lookup failed", Failure(), backend=backend.name,
-                            event="auth.backend_error")
-                outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
-                continue
-            if found is not None:
-                return found
-        if outage is not None:
-            raise outage
-        return None
+        return await first_found(self.backends, lambda backend: backend.lookup(address))
 
     def lookup(self, address: str) -> "Deferred[Optional[Identity]]":
         """Resolve a login or address across the backends in order; AuthUnavailable if unsure."""
