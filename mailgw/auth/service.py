@@ -95,7 +95,6 @@ class AuthService:
         self.proxy_users = frozenset(u.casefold() for u in proxy_users)
         self.plaintext_without_tls = plaintext_without_tls
         self.reactor = reactor
-        self._reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
         self._on_result = on_result
         self._on_backend_time = on_backend_time  # e.g. mailgw_auth_backend_duration_seconds{backend}
@@ -175,7 +174,7 @@ class AuthService:
         `ask` returns (identity, "") or (None, reason), or raises AuthUnavailable / AuthFailed.
         Mechanisms other than PLAIN/LOGIN (NTLM) call this with their own verification.
         """
-        t0 = self._reactor.seconds() if started is None else started
+        t0 = self.reactor.seconds() if started is None else started
         return Deferred.fromCoroutine(self._check(login, client, mechanism, ask, authzid, t0))
 
     async def _check(self, login: str, client: ClientInfo, mechanism: str, ask: Ask, authzid: str,
@@ -196,6 +195,10 @@ class AuthService:
             return await self._failed(client, mechanism, login, e, t0, count=False)
         except AuthFailed as e:
             identity, reason = None, e.reason
+        except Exception as e:  # a verifier bug: never a success, never a leaked in-flight count
+            log.failure("credential check failed", Failure(), mech=mechanism, event="auth.backend_error")
+            self._limiter.end(token, failed=False)
+            return await self._failed(client, mechanism, login, AuthUnavailable(detail=repr(e)), t0, count=False)
         if identity is not None and authzid and not self._authzid_ok(identity, login, authzid):
             identity, reason = None, "authzid_mismatch"
         if identity is None:
@@ -214,7 +217,7 @@ class AuthService:
                error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Any]":
         """Fail an exchange with AuthFailed(reason) (or `error`) after the delay; counted and logged."""
         err = error if error is not None else AuthFailed(reason)
-        t0 = self._reactor.seconds() if started is None else started
+        t0 = self.reactor.seconds() if started is None else started
         count = not isinstance(err, (AuthUnavailable, AuthThrottled))
         return Deferred.fromCoroutine(self._failed(client, mechanism, login, err, t0, count=count))
 
@@ -229,7 +232,7 @@ class AuthService:
         outage: Optional[AuthUnavailable] = None
         reason = UNKNOWN_USER
         for backend in self.backends:
-            started = self._reactor.seconds()
+            started = self.reactor.seconds()
             try:
                 verdict: Verdict | None
                 if IReasonedDirectory.providedBy(backend):
@@ -245,7 +248,7 @@ class AuthService:
                 outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
                 continue
             finally:
-                self._backend_time(backend.name, self._reactor.seconds() - started)
+                self._backend_time(backend.name, self.reactor.seconds() - started)
             if isinstance(verdict, Identity):
                 return verdict, ""
             if verdict != UNKNOWN_USER:
@@ -275,9 +278,9 @@ class AuthService:
         self._log_failure(client, mechanism, login, reason, isinstance(error, AuthUnavailable))
         self._report(client, mechanism, "", _result_label(error, reason))
         factor = self._limiter.delay_factor(client.peer_host)
-        wait = t0 + self.failure_delay * factor - self._reactor.seconds()
+        wait = t0 + self.failure_delay * factor - self.reactor.seconds()
         if wait > 0:
-            await deferLater(self._reactor, wait)  # never blocks the reactor; cancellable
+            await deferLater(self.reactor, wait)  # never blocks the reactor; cancellable
         raise error
 
     def _log_failure(self, client: ClientInfo, mechanism: str, login: str, reason: str, temporary: bool) -> None:

@@ -293,3 +293,15 @@ class RobustnessTests(SynchronousTestCase):
         directory.add_user("obrien", "pw", ["o'brien@example.test"])
         self.assertEqual(self.successResultOf(service.lookup("o'brien@example.test")).user, "obrien")
         self.assertIsNone(self.successResultOf(service.lookup("ali\r\nce")))
+
+    def test_verifier_bug_releases_budget(self) -> None:
+        """A mechanism check that raises a bug is AuthUnavailable and does not leak in-flight budget."""
+        service, _ = make_service(limits=None)
+
+        async def broken(cleaned: str) -> tuple[None, str]:
+            raise ValueError("bug")
+
+        for _ in range(30):
+            self.failureResultOf(service.check("alice", TLS, "NTLM", broken), AuthUnavailable)
+        self.flushLoggedErrors(ValueError)
+        self.successResultOf(service.login("alice", "S3cret!", TLS))
