@@ -181,6 +181,7 @@ class MalformedTests(NTLMCase):
         with capturedLogs() as events:
             f = self.failureResultOf(exchange.step(type3), AuthFailed)
         self.assertEqual([e["reason"] for e in events if e.get("event") == "auth_failed"], [f.value.reason])
+        self.assertEqual([e for e in events if "log_failure" in e], [])  # no traceback logged
         return f.value  # type: ignore[no-any-return]
 
     def good(self) -> bytes:
