@@ -73,8 +73,25 @@ def mic_valid(session_base_key: bytes, msg: w.Authenticate, type1: bytes, type2:
     return hmac.compare_digest(_hmac_md5(key, type1 + type2 + zeroed), msg.mic)
 
 
+class SessionVerifier:
+    """INTLMVerifier's two methods from one coroutine `_verify` -> (identity, SessionBaseKey) | None."""
+
+    async def _verify(self, user: str, domain: str, server_challenge: bytes,
+                      nt_response: bytes) -> Optional[tuple[Identity, bytes]]:
+        raise NotImplementedError
+
+    def verify_session(self, user: str, domain: str, server_challenge: bytes,
+                       nt_response: bytes) -> "Deferred[Optional[tuple[Identity, bytes]]]":
+        return Deferred.fromCoroutine(self._verify(user, domain, server_challenge, nt_response))
+
+    def verify(self, user: str, domain: str, server_challenge: bytes,
+               nt_response: bytes) -> "Deferred[Optional[Identity]]":
+        return self.verify_session(user, domain, server_challenge, nt_response).addCallback(
+            lambda r: r[0] if r else None)
+
+
 @implementer(INTLMVerifier)
-class DirectoryNTLMVerifier:
+class DirectoryNTLMVerifier(SessionVerifier):
     """Verifies NTLMv2 responses with NT hashes from the backends (first that holds one, in order)."""
 
     def __init__(self, backends: Sequence[IDirectory]) -> None:
@@ -86,14 +103,6 @@ class DirectoryNTLMVerifier:
         ok, key = ntlmv2_keys(found[1] if found else _DUMMY_HASH, user, domain, server_challenge, nt_response)
         return (found[0], key) if ok and found is not None else None
 
-    def verify_session(self, user: str, domain: str, server_challenge: bytes,
-                       nt_response: bytes) -> "Deferred[Optional[tuple[Identity, bytes]]]":
-        return Deferred.fromCoroutine(self._verify(user, domain, server_challenge, nt_response))
-
-    def verify(self, user: str, domain: str, server_challenge: bytes,
-               nt_response: bytes) -> "Deferred[Optional[Identity]]":
-        return self.verify_session(user, domain, server_challenge, nt_response).addCallback(
-            lambda r: r[0] if r else None)
 
 
 class NTLMAcceptor:
