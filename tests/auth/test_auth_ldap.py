@@ -230,4 +230,9 @@ class ConfigTests(SynchronousTestCase):
         self.assertRaises(ConfigError, LDAPDirectory, "ldap.x", ["http://x"], *args)
         self.assertRaises(ConfigError, LDAPDirectory, "ldap.x", [], *args)
         self.assertRaises(ConfigError, LDAPDirectory, "ldap.x", ["ldaps://x"], *args, user_filter="(uid=alice)")
-        self.assertNotIn("pw", repr(LDAPDirectory("ldap.x", ["ldaps://x"], *args)))
+        directory = LDAPDirectory("ldap.x", ["ldaps://x"], *args)
+        self.assertNotIn("pw", repr(directory))
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import IDirectory
+        verifyObject(IDirectory, directory)
+        directory.close()

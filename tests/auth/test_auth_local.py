@@ -135,6 +135,12 @@ class LocalDirectoryTests(TestCase):
         self.assertIsNone((yield self.directory.nt_hash("bob")))
         self.assertIsNone((yield self.directory.nt_hash("dis")))
 
+    def test_interface(self) -> None:
+        """LocalDirectory provides IDirectory."""
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import IDirectory
+        verifyObject(IDirectory, self.directory)
+
     def test_refused_at_start(self) -> None:
         """A world-readable or missing file is a ConfigError at construction."""
         os.chmod(self.path, 0o644)

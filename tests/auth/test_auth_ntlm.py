@@ -279,3 +279,9 @@ class PropertyTests(SynchronousTestCase):
                     pass
 
         check()
+
+    def test_verifier_interface(self) -> None:
+        """DirectoryNTLMVerifier provides INTLMVerifier."""
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import INTLMVerifier
+        verifyObject(INTLMVerifier, DirectoryNTLMVerifier([MemoryDirectory()]))
