@@ -47,9 +47,10 @@ class FormatTests(SynchronousTestCase):
 
     def test_bad_lines_named(self) -> None:
         """Malformed lines raise ConfigError naming the line."""
-        text = "alice:$argon2id$x\nbad name:$2b$x\ncarol:md5hash\ndave:$2b$x:not-an-address\nerin:$2b$x::XYZ\n"
+        text = ("alice:$argon2id$x:a@example.test\nbad name:$2b$x\ncarol:md5hash\ndave:$2b$x:not-an-address\n"
+                "erin:$2b$x::XYZ\nfred:$2b$x:A@example.test\n")
         e = self.assertRaises(ConfigError, parse_users, text, "users")
-        self.assertEqual([p.split(":")[1] for p in e.problems], ["2", "3", "4", "5"])
+        self.assertEqual([p.split(":")[1] for p in e.problems], ["2", "3", "4", "5", "6"])
 
     def test_mode_refused(self) -> None:
         """A group- or world-readable users file is refused."""
