@@ -27,7 +27,8 @@ from mailgw.interfaces import ClientInfo, IAuthService, IDirectory, Identity, IS
 log = Logger()
 
 PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
-PASSWORD_COMMAND = "PASSWORD"  # the mech= label of IMAP LOGIN in logs and metrics
+PASSWORD_COMMAND = "PASSWORD"
+_SECTIONS = {"imap": "imap", "smtp": "submission"}  # ClientInfo.protocol -> config section of its listeners  # the mech= label of IMAP LOGIN in logs and metrics
 
 
 def expand_mechanisms(names: Sequence[str]) -> tuple[str, ...]:
@@ -74,8 +75,10 @@ class AuthService:
     `reactor` provides the clock and callLater (a MemoryReactorClock in tests). `failure_delay`
     (seconds) is when a failure is answered, counted from the start of the attempt, so unknown
     users and wrong passwords take the same time. `listeners` maps a listener name (ClientInfo.
-    listener) to its ListenerPolicy; listeners not in the map may use every mechanism the service
-    has, but PLAIN/LOGIN never before TLS unless `plaintext_without_tls` (a lab setting).
+    listener, or its config key: "imap.NAME" for protocol imap, "submission.NAME" for smtp) to
+    its ListenerPolicy; when the map is given, a listener missing from it must use TLS first.
+    Without a map every mechanism the service has is allowed. PLAIN/LOGIN are never accepted
+    before TLS unless `plaintext_without_tls` (a lab setting).
     `on_result(protocol, mechanism, backend, result)` and `on_backend_time(backend, seconds)` feed
     metrics. `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
     `proxy_users` may use a PLAIN authorization identity other than their own.
@@ -96,6 +99,7 @@ class AuthService:
         self.plaintext_without_tls = plaintext_without_tls
         self.reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
+        self._warned: set[str] = set()
         self._on_result = on_result
         self._on_backend_time = on_backend_time  # e.g. mailgw_auth_backend_duration_seconds{backend}
 
@@ -114,18 +118,31 @@ class AuthService:
             return False  # RFC 3501 §6.2.3 LOGINDISABLED; RFC 4954 §4: no plaintext passwords in clear
         return True
 
+    def _find_policy(self, client: ClientInfo) -> Optional[ListenerPolicy]:
+        """The listener's policy, keyed by ClientInfo.listener or by its config section name."""
+        section = _SECTIONS.get(client.protocol, client.protocol)
+        for key in (client.listener, f"{section}.{client.listener}"):
+            if key in self.listeners:
+                return self.listeners[key]
+        return None
+
     def _policy(self, client: ClientInfo) -> tuple[tuple[str, ...], bool]:
-        policy = self.listeners.get(client.listener)
-        if policy is None:
-            return self.supported(), False
-        return policy.mechanisms, policy.require_tls
+        policy = self._find_policy(client)
+        if policy is not None:
+            return policy.mechanisms, policy.require_tls
+        if self.listeners:
+            # Policies are configured but none names this listener: fail closed (TLS first).
+            if client.listener not in self._warned:
+                self._warned.add(client.listener)
+                log.warn("no auth policy for listener {listener}: requiring TLS", listener=client.listener,
+                         event="auth.no_policy")
+            return self.supported(), True
+        return self.supported(), False
 
     def mechanisms(self, client: ClientInfo, allowed: Sequence[str], require_tls: bool) -> tuple[str, ...]:
         """Mechanisms to advertise now: those in `allowed` this service runs and TLS state permits."""
         own_allowed, own_tls = self._policy(client)
-        names = expand_mechanisms(allowed)
-        if client.listener in self.listeners:
-            names = tuple(m for m in names if m in own_allowed)
+        names = tuple(m for m in expand_mechanisms(allowed) if m in own_allowed)
         return tuple(m for m in names if self._permitted(m, client, names, require_tls or own_tls))
 
     def start(self, mechanism: str, client: ClientInfo) -> ISASLExchange:
