@@ -62,12 +62,14 @@ class LocalDirectory:
                     return
                 users, self._version = read_users_file(self.path)
             except (OSError, ConfigError) as e:
-                log.error("users file {path} not reloaded: {error}", path=self.path, error=str(e),
-                          event="auth.users_file_error")
+                self._runner.reactor.callFromThread(  # this runs in a pool thread
+                    log.error, "users file {path} not reloaded: {error}", path=self.path, error=str(e),
+                    event="auth.users_file_error")
                 return
             self._set(users)
-            log.info("users file {path} reloaded: {count} accounts", path=self.path, count=len(users),
-                     event="auth.users_file_reloaded")
+            self._runner.reactor.callFromThread(
+                log.info, "users file {path} reloaded: {count} accounts", path=self.path, count=len(users),
+                event="auth.users_file_reloaded")
 
     def _find(self, login: str) -> Optional[LocalUser]:
         self._current()
