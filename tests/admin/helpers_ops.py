@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from mailgw import assemble
@@ -50,7 +51,40 @@ def start_gateway(case: TestCase, path: str, environ: Optional[dict[str, str]] =
     root.startService()
     case.addCleanup(root.stopService)
     case.addCleanup(close_runners, root.gateway.auth)
+    if callable(getattr(root.gateway.store, "close", None)):
+        case.addCleanup(root.gateway.store.close)  # its idle-sweep timer is not a service
     return root.gateway
+
+
+def until(predicate: Callable[[], bool], turns: int = 10000) -> defer.Deferred:
+    """Fires once `predicate()` holds, checking once per reactor turn (no wall-clock sleeps)."""
+    @defer.inlineCallbacks
+    def wait() -> Any:
+        for _ in range(turns):
+            if predicate():
+                return True
+            yield task.deferLater(reactor, 0, lambda: None)
+        raise AssertionError("condition never became true")
+    return wait()
+
+
+class EventWaiter:
+    """Deferreds that fire on the next log event with a given `event` key (subscribe before causing it)."""
+
+    def __init__(self, case: Any) -> None:
+        self._waiting: dict[str, list[defer.Deferred]] = {}
+        globalLogPublisher.addObserver(self._observe)
+        case.addCleanup(globalLogPublisher.removeObserver, self._observe)
+
+    def next(self, event: str) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.setdefault(event, []).append(d)
+        return d
+
+    def _observe(self, entry: dict) -> None:
+        waiting = self._waiting.pop(entry.get("event", ""), [])
+        for d in waiting:
+            reactor.callLater(0, d.callback, entry)
 
 
 def close_runners(auth: Any) -> None:

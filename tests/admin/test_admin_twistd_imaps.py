@@ -31,7 +31,10 @@ tls = "t"
 
 
 def have_imap() -> bool:
-    return importlib.util.find_spec("mailgw.imap") is not None and importlib.util.find_spec("mailgw.imap.factory") is not None
+    try:
+        return importlib.util.find_spec("mailgw.imap.factory") is not None
+    except ModuleNotFoundError:  # the parent package is not there yet
+        return False
 
 
 class TwistdIMAPSTests(SynchronousTestCase):
