@@ -71,7 +71,7 @@ class MaildirAccount:
             self.usage.add(nbytes, nmessages)
             if self.usage.tracked:
                 previous = self._recorded
-                self._recorded = d = Deferred()
+                self._recorded = d = Deferred[None]()
 
                 def write(_: object) -> None:
                     job = self.store.run(self.usage.record, nbytes, nmessages)
@@ -83,7 +83,11 @@ class MaildirAccount:
     def recorded(self) -> "Deferred[None]":
         """Fires once every counted change is in maildirsize."""
         d: Deferred[None] = Deferred()
-        self._recorded.addCallback(lambda _: (d.callback(None), None)[1])
+
+        def fire(result: None) -> None:
+            d.callback(None)
+
+        self._recorded.addCallback(fire)
         return d
 
     async def check_quota(self, nbytes: int, nmessages: int) -> None:
