@@ -110,9 +110,10 @@ class MaildirAccount:
         everything = set(existing)
         for n in existing:
             everything.update(names.parent_names(n))
+        parents = {p for n in everything for p in names.parent_names(n)}
         ordered = [names.INBOX] + sorted(everything - {names.INBOX})
         return [FolderInfo(name=n, special_use=names.special_use(n),
-                           has_children=any(names.is_inferior(o, n) for o in everything),
+                           has_children=n in parents,
                            selectable=n in existing) for n in ordered]
 
     def create_folder(self, name: str) -> "Deferred[None]":
