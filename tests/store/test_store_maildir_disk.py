@@ -281,8 +281,9 @@ class MaildirRestartTests(MaildirFixture, TestCase):
         """A damaged UID list is rebuilt with a new UIDVALIDITY (logged), never silently renumbered."""
         before, _ = yield self.populate()
         path = os.path.join(self.root, "alice", "mailgw-uidlist")
-        with open(path, "r+b") as fh:
-            fh.write(b"garbage!")
+        with open(path, "ab") as fh:
+            fh.write(b"1 duplicate-uid-record\n")
+        os.unlink(os.path.join(self.root, "alice", "mailgw-index"))  # the index cannot vouch for it either
         events = Events(self)
         _, after, listing = yield self.reopen()
         self.assertNotEqual(after.uid_validity, before.uid_validity)
