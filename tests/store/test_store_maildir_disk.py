@@ -458,3 +458,21 @@ class MaildirUnfinishedFileTests(MaildirFixture, TestCase):
         changes = yield f.refresh()
         self.assertEqual(changes.added, (2,))  # an old empty file is a (strange) message after all
         f.close()
+
+
+class MaildirLostUidListTests(MaildirFixture, TestCase):
+    """The UID list vanishing under an open session."""
+
+    @inlineCallbacks
+    def test_open_session_sees_new_uidvalidity(self) -> Any:
+        """After the UID list is lost while a folder is selected, refresh() shows the new UIDVALIDITY."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        f = yield acct.open_folder("INBOX")
+        old = f.uid_validity
+        os.unlink(os.path.join(self.root, "alice", "mailgw-uidlist"))
+        yield f.refresh()
+        self.assertGreater(f.uid_validity, old)
+        self.assertEqual([m.uid for m in f.messages()], [1])
+        f.close()
