@@ -33,6 +33,7 @@ from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe import metrics
 from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
+from mailgw.store.service import StoreService
 
 log = Logger()
 
@@ -211,6 +212,7 @@ def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] =
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
     gateway.store = build_store(config, reactor, disk_pool)
+    StoreService(gateway.store).setServiceParent(root)  # stops (saving indexes) before the disk pool
     gateway.auth = build_auth(config, reactor)
     build_admin(gateway, dict(os.environ) if environ is None else environ)
     return root

@@ -51,8 +51,6 @@ def start_gateway(case: TestCase, path: str, environ: Optional[dict[str, str]] =
     root.startService()
     case.addCleanup(root.stopService)
     case.addCleanup(close_runners, root.gateway.auth)
-    if callable(getattr(root.gateway.store, "close", None)):
-        case.addCleanup(root.gateway.store.close)  # its idle-sweep timer is not a service
     return root.gateway
 
 
