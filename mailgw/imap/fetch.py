@@ -1,0 +1,148 @@
+"""FETCH: data items of one message (RFC 3501 §6.4.5, §7.4.2) and the write-paced loop over a set.
+
+With `fast_message_retrieval`, FLAGS, RFC822.SIZE, INTERNALDATE come from the index and
+ENVELOPE / BODY.PEEK[HEADER...] / RFC822.HEADER from `IFolder.header_bytes`, so header-first
+clients never make the store open message files; otherwise everything is computed from the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from mailgw.imap.envelope import bodystructure, envelope
+from mailgw.imap.mime import Part, parse_message, section_bytes
+from mailgw.imap.wire.fetchspec import FetchItem
+from mailgw.imap.wire.response import Literal, encode, internal_date, sort_flags
+from mailgw.interfaces import IFolder, MessageInfo
+
+HEADER_ONLY = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+
+
+def flags_of(flags: Iterable[str], recent: bool) -> bytes:
+    names = sort_flags(set(flags) | ({"\\Recent"} if recent else set()))
+    return b"(" + b" ".join(f.encode("ascii", "replace") for f in names) + b")"
+
+
+class MessageData:
+    """Lazy access to one message: header bytes, full bytes, parsed trees (each read at most once)."""
+
+    def __init__(self, folder: IFolder, info: MessageInfo, fast: bool) -> None:
+        self.folder, self.info, self.fast = folder, info, fast
+        self._full: Optional[bytes] = None
+        self._header: Optional[bytes] = None
+        self._root: Optional[Part] = None
+        self._head_root: Optional[Part] = None
+
+    def full(self) -> bytes:
+        if self._full is None:
+            f = self.folder.open_message(self.info.uid)
+            try:
+                self._full = f.read()
+            finally:
+                f.close()
+        return self._full
+
+    def header(self) -> bytes:
+        if self._full is None and self.fast:
+            if self._header is None:
+                self._header = self.folder.header_bytes(self.info.uid)
+            return self._header
+        return self.root().header
+
+    def root(self) -> Part:
+        if self._root is None:
+            self._root = parse_message(self.full())
+        return self._root
+
+    def head_root(self) -> Part:
+        """A tree of the header alone (enough for ENVELOPE)."""
+        if self._root is not None or not self.fast:
+            return self.root()
+        if self._head_root is None:
+            self._head_root = parse_message(self.header())
+        return self._head_root
+
+    def size(self) -> int:
+        return self.info.size if self.fast else len(self.full())
+
+
+def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: bool,
+                   uid_always: bool, flags_changed: bool) -> bytes:
+    """`* seq FETCH (...)` for one message."""
+    out: list[bytes] = []
+    names = {i.name for i in items}
+    if uid_always and "UID" not in names:
+        out.append(b"UID %d" % data.info.uid)
+    for item in items:
+        out.append(item.label() + b" " + _value(item, data, recent))
+    if flags_changed and "FLAGS" not in names:
+        out.append(b"FLAGS " + flags_of(data.info.flags, recent))
+    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+
+
+def _value(item: FetchItem, data: MessageData, recent: bool) -> bytes:
+    name = item.name
+    info = data.info
+    if name == "UID":
+        return b"%d" % info.uid
+    if name == "FLAGS":
+        return flags_of(info.flags, recent)
+    if name == "INTERNALDATE":
+        return internal_date(info.internal_date)
+    if name == "RFC822.SIZE":
+        return b"%d" % data.size()
+    if name == "ENVELOPE":
+        return encode(envelope(data.head_root()))
+    if name == "BODYSTRUCTURE":
+        return encode(bodystructure(data.root(), True))
+    if name == "BODY":
+        return encode(bodystructure(data.root(), False))
+    if name == "RFC822":
+        return encode(Literal(data.full()))
+    if name == "RFC822.HEADER":
+        return encode(Literal(data.header()))
+    if name == "RFC822.TEXT":
+        return encode(Literal(data.root().body))
+    section = item.section
+    assert section is not None
+    if not section.part and section.text in HEADER_ONLY:
+        if section.text == "HEADER":
+            raw: Optional[bytes] = data.header()
+        else:
+            raw = section_bytes(data.head_root(), (), section.text, section.fields)
+    elif not section.part and not section.text:
+        raw = data.full()
+    else:
+        raw = section_bytes(data.root(), section.part, section.text, section.fields)
+    if raw is None:
+        return b"NIL"
+    if item.partial is not None:
+        origin, count = item.partial
+        raw = raw[origin : origin + count]
+    return encode(Literal(raw))
+
+
+def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], None], finished: Callable[[], None],
+               batch: int) -> None:
+    """Run `step` over `work`, stopping whenever the transport's write buffer is full (pull-free backpressure)
+    and yielding to the reactor every `batch` items."""
+    it = iter(work)
+
+    def run() -> None:
+        count = 0
+        while not session.closing:
+            if session.write_paused:
+                session.resume_hooks.append(run)
+                return
+            if count >= batch:
+                session.reactor.callLater(0, run)
+                return
+            try:
+                item = next(it)
+            except StopIteration:
+                finished()
+                return
+            step(item)
+            count += 1
+
+    run()
