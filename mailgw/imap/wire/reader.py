@@ -10,9 +10,10 @@ MAX_DEPTH = 64
 
 # ATOM-CHAR: any CHAR except atom-specials "(" ")" "{" SP CTL "%" "*" DQUOTE "\" "]"
 ATOM_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){ %*"\\]')
-ASTRING_CHARS = ATOM_CHARS | {ord("]")}
+# 8-bit bytes are tolerated in astrings: imaplib sends `SEARCH CHARSET UTF-8 SUBJECT café` unquoted
+ASTRING_CHARS = ATOM_CHARS | {ord("]")} | set(range(0x80, 0x100))
 LIST_CHARS = ATOM_CHARS | {ord("%"), ord("*"), ord("]")}
-TAG_CHARS = ASTRING_CHARS - {ord("+")}
+TAG_CHARS = (ATOM_CHARS | {ord("]")}) - {ord("+")}
 
 
 class ParseError(ValueError):

@@ -1,0 +1,172 @@
+"""Real clients (imaplib, imapclient, curl) against in-process listeners on loopback TLS."""
+
+from __future__ import annotations
+
+import imaplib
+import ssl
+import subprocess
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.threads import blockingCallFromThread, deferToThread
+from twisted.trial import unittest
+
+from imap_live import PASSWORD, LiveServer, certificate
+
+MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: caf\xc3\xa9 8-bit\r\n"
+           b"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\n\r\nBody line\r\n")
+
+
+def client_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=certificate()[0])
+    return ctx
+
+
+class ImaplibTests(unittest.TestCase):
+    """imaplib over IMAPS and over STARTTLS."""
+
+    def setUp(self) -> None:
+        self.server = LiveServer(_reactor)
+        self.addCleanup(self.server.stop)
+
+    def test_imaps_session(self) -> Any:
+        """A full imaplib session over implicit TLS: login, append (no flags), select, fetch, search, logout."""
+        port = self.server.tls_port
+
+        def run() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_context())
+            out["login"] = c.login("alice", PASSWORD)[0]
+            out["append"] = c.append("INBOX", None, None, MESSAGE)
+            out["select"] = c.select("INBOX")
+            out["fetch"] = c.fetch("1", "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
+            out["search"] = c.search("UTF-8", "SUBJECT", "café".encode())
+            out["logout"] = c.logout()[0]
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(out["login"], "OK")
+            self.assertEqual(out["append"][0], "OK")
+            self.assertIn(b"APPENDUID", out["append"][1][0])
+            self.assertEqual(out["select"], ("OK", [b"1"]))
+            typ, data = out["fetch"]
+            self.assertEqual(typ, "OK")
+            self.assertEqual(data[0][1], MESSAGE)
+            self.assertEqual(out["search"], ("OK", [b"1"]))
+            self.assertEqual(out["logout"], "BYE")
+
+        return deferToThread(run).addCallback(check)
+
+    def test_starttls_then_login(self) -> Any:
+        """imaplib starttls() on the plain port, then LOGIN works; before it LOGIN is refused."""
+        port = self.server.plain_port
+
+        def run() -> tuple[Any, Any, Any]:
+            c = imaplib.IMAP4("127.0.0.1", port)
+            before = c.capabilities
+            try:
+                c.login("alice", PASSWORD)
+                refused = None
+            except imaplib.IMAP4.error as e:
+                refused = str(e)
+            c.starttls(ssl_context=client_context())
+            after = c.capabilities
+            ok = c.login("alice", PASSWORD)[0]
+            c.logout()
+            return before, refused, (after, ok)
+
+        def check(res: tuple[Any, Any, Any]) -> None:
+            before, refused, (after, ok) = res
+            self.assertIn("LOGINDISABLED", before)
+            self.assertIn("STARTTLS", before)
+            self.assertFalse(any(c.startswith("AUTH=") for c in before))
+            self.assertIn("PRIVACYREQUIRED", refused)
+            self.assertIn("AUTH=PLAIN", after)
+            self.assertNotIn("STARTTLS", after)
+            self.assertEqual(ok, "OK")
+
+        return deferToThread(run).addCallback(check)
+
+
+class ImapclientTests(unittest.TestCase):
+    """imapclient exercises UTF-8 SEARCH literals, MOVE, UIDPLUS and IDLE."""
+
+    def setUp(self) -> None:
+        self.server = LiveServer(_reactor)
+        self.addCleanup(self.server.stop)
+
+    def test_folder_workflow(self) -> Any:
+        """Create, append with flags and date, search with a UTF-8 literal, move, idle, expunge."""
+        import datetime
+
+        from imapclient import IMAPClient
+        port = self.server.tls_port
+
+        def run() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            with IMAPClient("127.0.0.1", port, ssl=True, ssl_context=client_context()) as c:
+                c.login("alice", PASSWORD)
+                c.create_folder("Projekt/Über")
+                out["folders"] = [f[2] for f in c.list_folders()]
+                when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+                c.append("INBOX", MESSAGE, flags=[b"\\Flagged", b"$Label1"], msg_time=when)
+                c.append("INBOX", b"Subject: second\r\n\r\nplain\r\n")
+                c.select_folder("INBOX")
+                out["search"] = c.search(["SUBJECT", "café"], charset="UTF-8")
+                out["flagged"] = c.search(["FLAGGED"])
+                out["fetch"] = c.fetch([1], ["INTERNALDATE", "FLAGS", "ENVELOPE", "BODYSTRUCTURE"])
+                out["move"] = c.move([2], "Projekt/Über")
+                c.idle()
+                blockingCallFromThread(_reactor, self.server.store.account("alice").append, "INBOX",
+                                       b"Subject: pushed\r\n\r\nx\r\n")
+                out["idle"] = c.idle_check(timeout=10)
+                c.idle_done()
+                out["status"] = c.folder_status("Projekt/Über", ["MESSAGES", "UIDNEXT"])
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertIn("Projekt/Über", out["folders"])
+            self.assertEqual(out["search"], [1])
+            self.assertEqual(out["flagged"], [1])
+            msg = out["fetch"][1]
+            self.assertEqual(msg[b"INTERNALDATE"].replace(tzinfo=None), __import__("datetime").datetime(2026, 1, 2, 3, 4, 5))
+            self.assertIn(b"$Label1", msg[b"FLAGS"])
+            self.assertEqual(msg[b"ENVELOPE"].subject, "café 8-bit".encode())
+            self.assertIn((2, b"EXISTS"), out["idle"])
+            self.assertEqual(out["status"][b"MESSAGES"], 1)
+
+        return deferToThread(run).addCallback(check)
+
+
+class CurlTests(unittest.TestCase):
+    """curl imaps:// lists, fetches and appends."""
+
+    def setUp(self) -> None:
+        self.server = LiveServer(_reactor)
+        self.addCleanup(self.server.stop)
+        self.server.store.account("alice").append("INBOX", MESSAGE)
+
+    def _curl(self, *args: str) -> Any:
+        cmd = ["curl", "-sS", "--cacert", certificate()[0], "-u", "alice:" + PASSWORD, *args]
+        return deferToThread(subprocess.run, cmd, capture_output=True, timeout=30)
+
+    def test_curl_fetch(self) -> Any:
+        """curl imaps://127.0.0.1:PORT/INBOX;UID=1 prints the message byte for byte."""
+        url = "imaps://127.0.0.1:%d/INBOX;UID=1" % self.server.tls_port
+
+        def check(res: Any) -> None:
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(res.stdout, MESSAGE)
+
+        return self._curl(url).addCallback(check)
+
+    def test_curl_starttls_list(self) -> Any:
+        """curl --ssl-reqd on the plain port upgrades with STARTTLS and lists the folders."""
+        url = "imap://127.0.0.1:%d/" % self.server.plain_port
+
+        def check(res: Any) -> None:
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertIn(b'"/" INBOX', res.stdout)
+            self.assertIn(b"\\Sent", res.stdout)
+
+        return self._curl("--ssl-reqd", url).addCallback(check)
