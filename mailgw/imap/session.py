@@ -146,6 +146,10 @@ class IMAPSession(Protocol):
             self.closing = True
             self.framer.drop_buffer()
             if self.transport is not None:
+                try:
+                    self.transport.unregisterProducer()  # TLS shutdown waits for producers to go
+                except (AttributeError, RuntimeError):
+                    pass
                 self.transport.loseConnection()
 
     # IPushProducer: the transport tells us when its write buffer is full
