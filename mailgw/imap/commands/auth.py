@@ -128,7 +128,7 @@ def _auth_failed(failure: Failure, s: "IMAPSession", req: Request) -> Any:
 def cmd_authenticate(s: "IMAPSession", req: Request) -> Any:
     mech, initial = req.args
     assert isinstance(mech, str)
-    if s.policy.require_tls and not s.tls:
+    if not s.tls and (s.policy.require_tls or mech in ("PLAIN", "LOGIN")):
         log.info("plaintext_auth_refused rip={rip} mech={mech}", rip=s.peer_host, mech=mech[:20],
                  event="imap.plaintext_refused")
         raise Reply(b"NO", PRIVACY_AUTH, "PRIVACYREQUIRED")
