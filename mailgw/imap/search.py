@@ -45,10 +45,11 @@ class Context:
 
 
 def decode_raw(raw: bytes) -> str:
+    """UTF-8 if valid; otherwise both readings (lenient UTF-8 and Latin-1), so either kind of 8-bit matches."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return raw.decode("utf-8", "replace") + "\n" + raw.decode("latin-1")
 
 
 def decode_value(raw: bytes) -> str:
