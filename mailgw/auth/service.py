@@ -8,7 +8,7 @@ the failure delay, failure budgets, and the one `auth_failed` log line fail2ban 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -59,6 +59,9 @@ class MechanismFactory(Protocol):
         """A fresh exchange for this client."""
 
 
+# A credential check: cleaned login -> (identity, "") or (None, reason for the logs).
+Ask = Callable[[str], Awaitable[tuple[Optional[Identity], str]]]
+
 # (protocol, mechanism, backend, result) with result ok|bad_credentials|unknown_user|temporary|ratelimited|aborted
 ResultHook = Callable[[str, str, str, str], None]
 
@@ -88,6 +91,7 @@ class AuthService:
         self.ntlm = ntlm
         self.proxy_users = frozenset(u.casefold() for u in proxy_users)
         self.plaintext_without_tls = plaintext_without_tls
+        self.reactor = reactor
         self._reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
         self._on_result = on_result
@@ -148,54 +152,57 @@ class AuthService:
     def check_password(self, login: str, password: str, client: ClientInfo, mechanism: str,
                        authzid: str = "") -> "Deferred[Identity]":
         """Verify a password against the backends in order; failures arrive after the delay."""
-        return Deferred.fromCoroutine(self._check_password(login, password, client, mechanism, authzid))
 
-    async def _check_password(self, login: str, password: str, client: ClientInfo, mechanism: str,
-                              authzid: str) -> Identity:
-        t0 = self._reactor.seconds()
+        async def ask(cleaned: str) -> tuple[Optional[Identity], str]:
+            if not password:
+                return None, "empty_password"  # RFC 4513 §5.1.2: would be an unauthenticated bind
+            if len(password) > MAX_PASSWORD_LENGTH:
+                return None, "malformed:password"
+            return await self._ask_backends(cleaned, password)
+
+        return self.check(login, client, mechanism, ask, authzid)
+
+    def check(self, login: str, client: ClientInfo, mechanism: str, ask: Ask, authzid: str = "",
+              started: Optional[float] = None) -> "Deferred[Identity]":
+        """Run one credential check `ask(cleaned_login)` with budgets, delay and logs around it.
+
+        `ask` returns (identity, "") or (None, reason), or raises AuthUnavailable / AuthFailed.
+        Mechanisms other than PLAIN/LOGIN (NTLM) call this with their own verification.
+        """
+        t0 = self._reactor.seconds() if started is None else started
+        return Deferred.fromCoroutine(self._check(login, client, mechanism, ask, authzid, t0))
+
+    async def _check(self, login: str, client: ClientInfo, mechanism: str, ask: Ask, authzid: str,
+                     t0: float) -> Identity:
         key = throttle_key(login)
         if not self._limiter.allowed(client.peer_host, key):
+            # Over budget: the same reply as a failure, and no backend is asked (no lockout oracle).
             await self._failed(client, mechanism, login, AuthThrottled(), t0, count=False)
         cleaned = clean_login(login)
         if cleaned is None:
             await self._failed(client, mechanism, login, AuthFailed("malformed:username"), t0)
-        if not password or len(password) > MAX_PASSWORD_LENGTH:
-            # RFC 4513 §5.1.2: an empty password would be an unauthenticated bind; never ask LDAP.
-            await self._failed(client, mechanism, login, AuthFailed("empty_password" if not password
-                                                                    else "malformed:password"), t0)
         assert cleaned is not None
         token = self._limiter.begin(client.peer_host, key)
         try:
-            identity, reason = await self._ask_backends(cleaned, password)
+            identity, reason = await ask(cleaned)
         except AuthUnavailable as e:
             self._limiter.end(token, failed=False)  # an outage is not the user's failure
-            await self._failed(client, mechanism, login, e, t0, count=False)
-            raise  # unreachable: _failed always raises
+            return await self._failed(client, mechanism, login, e, t0, count=False)
+        except AuthFailed as e:
+            identity, reason = None, e.reason
         if identity is not None and authzid and not self._authzid_ok(identity, login, authzid):
             identity, reason = None, "authzid_mismatch"
         if identity is None:
             self._limiter.end(token, failed=True)
-            await self._failed(client, mechanism, login, AuthFailed(reason), t0, count=False)
-        assert identity is not None
+            return await self._failed(client, mechanism, login, AuthFailed(reason), t0, count=False)
         self._limiter.end(token, failed=False)
         if authzid and authzid.casefold() not in self._own_names(identity, login):
             target = await self.lookup(authzid)
             if target is None:
-                await self._failed(client, mechanism, login, AuthFailed("authzid_unknown"), t0)
-            assert target is not None
+                return await self._failed(client, mechanism, login, AuthFailed("authzid_unknown"), t0)
             identity = target
         self._succeeded(client, mechanism, login, identity)
         return identity
-
-    def succeed_identity(self, client: ClientInfo, mechanism: str, login: str, identity: Identity) -> Identity:
-        """Record a success established by a mechanism itself (NTLM) and return the identity."""
-        self._limiter.end(self._limiter.begin(client.peer_host, throttle_key(login)), failed=False)
-        self._succeeded(client, mechanism, login, identity)
-        return identity
-
-    def throttled(self, client: ClientInfo, login: str) -> bool:
-        """True when this client (or client and account) has spent its failure budget."""
-        return not self._limiter.allowed(client.peer_host, throttle_key(login))
 
     def reject(self, client: ClientInfo, mechanism: str, login: str, reason: str,
                error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Identity]":
@@ -257,7 +264,7 @@ class AuthService:
     # ------------------------------------------------------------------ outcomes
 
     async def _failed(self, client: ClientInfo, mechanism: str, login: str, error: Exception,
-                      t0: float, count: bool = True) -> Any:
+                      t0: float, count: bool = True) -> NoReturn:
         """Log, count, wait out the failure delay (never blocking the reactor), then raise `error`."""
         reason = getattr(error, "reason", "backend_down" if isinstance(error, AuthUnavailable) else "error")
         if count:

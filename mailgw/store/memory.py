@@ -29,7 +29,7 @@ from mailgw.interfaces import (
 )
 from mailgw.store import names
 from mailgw.store.flags import SEEN, apply_mode, header_block, normalize_flags, to_crlf
-from mailgw.store.view import FolderView, notify_views
+from mailgw.store.view import FolderBackend, FolderView, notify_views, uids_from
 
 
 @dataclass
@@ -42,42 +42,41 @@ class _Stored:
         return MessageInfo(uid=uid, flags=self.flags, size=len(self.data), internal_date=self.internal_date)
 
 
-class MemoryFolder:
+class MemoryFolder(FolderBackend):
     """One folder's messages and UID counters, shared by all views of it."""
 
     def __init__(self, account: "MemoryAccount", name: str, uid_validity: int) -> None:
+        super().__init__()
         self.account = account
         self.name = name
         self.uid_validity = uid_validity
         self.uid_next = 1
         self.recent_floor = 1
-        self.views: set[FolderView] = set()
         self.stored: dict[int, _Stored] = {}
-        self._current: Optional[dict[int, MessageInfo]] = None
-
-    def _changed(self, origin: Optional[FolderView]) -> None:
-        self._current = None
-        notify_views(self, origin)
 
     def add(self, data: bytes, flags: frozenset[str], internal_date: datetime) -> int:
         uid = self.uid_next
         self.uid_next += 1
-        self.stored[uid] = _Stored(data, flags, internal_date)
-        self._changed(None)
+        self.stored[uid] = s = _Stored(data, flags, internal_date)
+        self.put(s.info(uid))
+        notify_views(self, None)
         return uid
 
-    # -- FolderBackend
+    def remove(self, uids: list[int], origin: Optional[FolderView]) -> list[int]:
+        gone = [u for u in uids if self.stored.pop(u, None) is not None]
+        for uid in gone:
+            self.drop(uid)
+        if gone:
+            notify_views(self, origin)
+        return gone
 
-    def current(self) -> dict[int, MessageInfo]:
-        if self._current is None:
-            self._current = {uid: s.info(uid) for uid, s in self.stored.items()}
-        return self._current
+    # -- FolderBackend
 
     def sync(self) -> "Deferred[None]":
         return succeed(None)
 
     def claim_recent(self) -> "Deferred[frozenset[int]]":
-        claimed = frozenset(u for u in self.stored if u >= self.recent_floor)
+        claimed = uids_from(self.current(), self.recent_floor)
         self.recent_floor = self.uid_next
         return succeed(claimed)
 
@@ -89,11 +88,13 @@ class MemoryFolder:
             if s is None:
                 continue
             new = apply_mode(s.flags, flags, mode)
-            changed = changed or new != s.flags
-            s.flags = new
+            if new != s.flags:
+                changed = True
+                s.flags = new
+                self.put(s.info(uid))
             result[uid] = new
         if changed:
-            self._changed(origin)
+            notify_views(self, origin)
         return succeed(result)
 
     def copy(self, uids: list[int], destination: str) -> "Deferred[CopyResult]":
@@ -111,9 +112,7 @@ class MemoryFolder:
 
     def move(self, uids: list[int], destination: str, origin: FolderView) -> "Deferred[CopyResult]":
         def moved(result: CopyResult) -> CopyResult:
-            for src, _ in result.pairs:
-                self.stored.pop(src, None)
-            self._changed(origin)
+            self.remove([src for src, _ in result.pairs], origin)
             return result
 
         # Moving within the account never changes the total, so no quota check.
@@ -129,10 +128,7 @@ class MemoryFolder:
         return CopyResult(uid_validity=dest.uid_validity, pairs=tuple(pairs))
 
     def expunge(self, uids: list[int], origin: FolderView) -> "Deferred[list[int]]":
-        gone = [u for u in uids if self.stored.pop(u, None) is not None]
-        if gone:
-            self._changed(origin)
-        return succeed(gone)
+        return succeed(self.remove(uids, origin))
 
     def open_message(self, uid: int) -> IO[bytes]:
         return io.BytesIO(self._get(uid).data)
@@ -213,8 +209,7 @@ class MemoryAccount:
             raise NoSuchMailbox("Cannot delete INBOX", detail="INBOX")
         f = self.folder(canonical)
         del self._folders[canonical]
-        f.stored.clear()
-        f._changed(None)
+        f.remove(sorted(f.stored), None)
 
     def rename_folder(self, old: str, new: str) -> "Deferred[None]":
         return maybeDeferred(self._rename, old, new)
@@ -236,8 +231,7 @@ class MemoryAccount:
             for uid in sorted(source.stored):
                 s = source.stored[uid]
                 target.add(s.data, s.flags, s.internal_date)
-            source.stored.clear()
-            source._changed(None)
+            source.remove(sorted(source.stored), None)
             return
         moving = [n for n in self._folders if n == src or names.is_inferior(n, src)]
         for n in sorted(moving):

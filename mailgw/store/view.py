@@ -1,13 +1,14 @@
 """The session view of an open folder (IFolder), shared by the in-memory and the Maildir store.
 
-A view keeps its own snapshot of uids and flags, so sequence numbers only move when the
-session calls refresh(); the backend (one per folder per process) holds the truth and tells
-the other views' listeners when something changes.
+The backend (one per folder per process) holds the current messages in a copy-on-write
+dict (ascending uid order) and a log of changed uids. A view keeps a reference to the dict
+it last saw plus an overlay of its own changes, so opening a view and refreshing it cost
+O(changes), never O(messages); sequence numbers only move when the session calls refresh().
 """
 
 from __future__ import annotations
 
-from typing import IO, Optional, Protocol
+from typing import IO, Iterable, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
@@ -20,35 +21,109 @@ from mailgw.store.flags import DELETED, MODES, normalize_flags
 log = Logger()
 
 
-class FolderBackend(Protocol):
-    """What a store implements once per folder for the views to share."""
+def uids_from(infos: dict[int, MessageInfo], floor: int) -> frozenset[int]:
+    """Uids >= floor of an ascending mapping, walking from the top (O(result))."""
+    out = []
+    for uid in reversed(infos):
+        if uid < floor:
+            break
+        out.append(uid)
+    return frozenset(out)
+
+
+class FolderState:
+    """Current messages of one folder and the change log that views diff against."""
+
+    def __init__(self) -> None:
+        self.views: set[FolderView] = set()
+        self._infos: dict[int, MessageInfo] = {}
+        self._shared = False
+        self._log: list[int] = []
+        self._log_start = 0
+
+    def current(self) -> dict[int, MessageInfo]:
+        """The current messages; callers must treat the mapping as immutable."""
+        self._shared = True
+        return self._infos
+
+    def position(self) -> int:
+        return self._log_start + len(self._log)
+
+    def changed_since(self, position: int) -> list[int]:
+        return self._log[max(0, position - self._log_start):]
+
+    def _mutable(self) -> dict[int, MessageInfo]:
+        if self._shared:
+            self._infos = dict(self._infos)
+            self._shared = False
+        return self._infos
+
+    def put(self, info: MessageInfo) -> None:
+        infos = self._mutable()
+        if info.uid not in infos and infos and info.uid < next(reversed(infos)):
+            infos[info.uid] = info
+            self._infos = dict(sorted(infos.items()))
+        else:
+            infos[info.uid] = info
+        self._log.append(info.uid)
+
+    def drop(self, uid: int) -> None:
+        if uid in self._infos:
+            self._mutable().pop(uid)
+            self._log.append(uid)
+
+    def replace_all(self, infos: Iterable[MessageInfo]) -> None:
+        new = {i.uid: i for i in sorted(infos, key=lambda i: i.uid)}
+        self._log.extend(set(self._infos) | set(new))
+        self._infos = new
+        self._shared = False
+
+    def trim_log(self) -> None:
+        """Forget log entries every open view has already seen."""
+        end = self.position()
+        keep_from = min((v.log_position for v in self.views), default=end)
+        if keep_from > self._log_start:
+            del self._log[: keep_from - self._log_start]
+            self._log_start = keep_from
+
+
+class FolderBackend(FolderState):
+    """What a store implements once per folder; views call these."""
 
     name: str
     uid_validity: int
     uid_next: int
     recent_floor: int  # uids >= this are \Recent and not yet claimed by a read-write session
-    views: "set[FolderView]"
 
-    def current(self) -> dict[int, MessageInfo]: ...
+    def sync(self) -> "Deferred[None]":
+        raise NotImplementedError
 
-    def sync(self) -> "Deferred[None]": ...
+    def claim_recent(self) -> "Deferred[frozenset[int]]":
+        raise NotImplementedError
 
-    def claim_recent(self) -> "Deferred[frozenset[int]]": ...
+    def store_flags(self, uids: list[int], flags: frozenset[str], mode: str, origin: "FolderView") -> "Deferred[dict[int, frozenset[str]]]":
+        raise NotImplementedError
 
-    def store_flags(self, uids: list[int], flags: frozenset[str], mode: str, origin: "FolderView") -> "Deferred[dict[int, frozenset[str]]]": ...
+    def copy(self, uids: list[int], destination: str) -> "Deferred[CopyResult]":
+        raise NotImplementedError
 
-    def copy(self, uids: list[int], destination: str) -> "Deferred[CopyResult]": ...
+    def move(self, uids: list[int], destination: str, origin: "Optional[FolderView]") -> "Deferred[CopyResult]":
+        raise NotImplementedError
 
-    def move(self, uids: list[int], destination: str, origin: "FolderView") -> "Deferred[CopyResult]": ...
+    def expunge(self, uids: list[int], origin: "FolderView") -> "Deferred[list[int]]":
+        raise NotImplementedError
 
-    def expunge(self, uids: list[int], origin: "FolderView") -> "Deferred[list[int]]": ...
+    def open_message(self, uid: int) -> IO[bytes]:
+        raise NotImplementedError
 
-    def open_message(self, uid: int) -> IO[bytes]: ...
+    def header_bytes(self, uid: int) -> bytes:
+        raise NotImplementedError
 
-    def header_bytes(self, uid: int) -> bytes: ...
+    def view_closed(self, view: "FolderView") -> None:
+        """Hook: the last view closing may let the backend flush caches."""
 
 
-def notify_views(backend: FolderBackend, origin: "Optional[FolderView]") -> None:
+def notify_views(backend: FolderState, origin: "Optional[FolderView]") -> None:
     """Tell every view but `origin` that the folder changed."""
     for view in list(backend.views):
         if view is not origin:
@@ -65,8 +140,10 @@ class FolderView:
         self.readonly: bool = readonly
         self.uid_validity: int = backend.uid_validity
         self.uid_next: int = backend.uid_next
-        self._infos: dict[int, MessageInfo] = {}
-        self._sorted: Optional[list[MessageInfo]] = None
+        self.log_position = backend.position()
+        self._base: dict[int, MessageInfo] = {}
+        self._overlay: dict[int, Optional[MessageInfo]] = {}
+        self._list: Optional[list[MessageInfo]] = None
         self._recent: set[int] = set()
         self._listeners: list[IFolderListener] = []
         self._closed = False
@@ -85,27 +162,33 @@ class FolderView:
         except BaseException:
             self._backend.views.discard(self)
             raise
-        return self._first_snapshot(claimed)
+        self._base = self._backend.current()
+        self.log_position = self._backend.position()
+        self.uid_validity = self._backend.uid_validity
+        self.uid_next = self._backend.uid_next
+        self._recent = set(claimed)
+        return self
 
     def _claim(self) -> "Deferred[frozenset[int]]":
         if self.readonly:
-            floor = self._backend.recent_floor
-            return succeed(frozenset(u for u in self._backend.current() if u >= floor))
+            return succeed(uids_from(self._backend.current(), self._backend.recent_floor))
         return self._backend.claim_recent()
-
-    def _first_snapshot(self, claimed: frozenset[int]) -> "FolderView":
-        self._infos = dict(self._backend.current())
-        self._sorted = None
-        self.uid_next = self._backend.uid_next
-        self._recent = set(claimed) & set(self._infos)
-        return self
 
     # -- reading
 
+    def _info(self, uid: int) -> Optional[MessageInfo]:
+        if uid in self._overlay:
+            return self._overlay[uid]
+        return self._base.get(uid)
+
     def messages(self) -> list[MessageInfo]:
-        if self._sorted is None:
-            self._sorted = [self._infos[u] for u in sorted(self._infos)]
-        return list(self._sorted)
+        if self._list is None:
+            if not self._overlay:
+                self._list = list(self._base.values())
+            else:
+                merged = [self._overlay.get(u, i) for u, i in self._base.items()]
+                self._list = [i for i in merged if i is not None]
+        return list(self._list)
 
     def recent_uids(self) -> frozenset[int]:
         return frozenset(self._recent)
@@ -119,7 +202,7 @@ class FolderView:
         return self._backend.header_bytes(uid)
 
     def _known(self, uid: int) -> None:
-        if uid not in self._infos:
+        if self._info(uid) is None:
             raise MessageExpunged(detail=f"uid {uid} not in view of {self.name}")
 
     # -- refreshing
@@ -133,28 +216,37 @@ class FolderView:
 
     def _diff(self, claimed: frozenset[int]) -> FolderChanges:
         current = self._backend.current()
-        expunged = tuple(sorted(u for u in self._infos if u not in current))
-        added = tuple(sorted(u for u in current if u not in self._infos))
-        changed: dict[int, frozenset[str]] = {}
-        for uid, info in current.items():
-            old = self._infos.get(uid)
-            if old is not None and old.flags != info.flags:
-                changed[uid] = info.flags
+        touched = set(self._backend.changed_since(self.log_position)) | set(self._overlay)
+        added, expunged, changed = [], [], {}
+        for uid in touched:
+            old, new = self._info(uid), current.get(uid)
+            if old is None and new is not None:
+                added.append(uid)
+            elif old is not None and new is None:
+                expunged.append(uid)
+            elif old is not None and new is not None and old.flags != new.flags:
+                changed[uid] = new.flags
+        self._base = current
+        self._overlay.clear()
+        self._list = None
+        self.log_position = self._backend.position()
+        self._backend.trim_log()
         if self.readonly:
-            self._recent |= set(u for u in added if u in claimed)
+            self._recent |= set(added) & claimed
         else:
-            self._recent |= set(claimed)
-        self._infos = dict(current)
-        self._recent &= set(self._infos)
-        self._sorted = None
+            self._recent |= claimed
+        self._recent -= set(expunged)
         self.uid_next = max(self.uid_next, self._backend.uid_next)
-        return FolderChanges(added=added, expunged=expunged, flags=changed)
+        return FolderChanges(added=tuple(sorted(added)), expunged=tuple(sorted(expunged)), flags=changed)
 
     # -- changing
 
     def _writable(self) -> None:
         if self.readonly:
             raise ReadOnlyFolder()
+
+    def _held(self, uids: Iterable[int]) -> list[int]:
+        return [u for u in sorted(set(uids)) if self._info(u) is not None]
 
     def store_flags(self, uids: list[int], flags: frozenset[str], mode: str) -> "Deferred[dict[int, frozenset[str]]]":
         return maybeDeferred(self._store_flags, uids, flags, mode)
@@ -163,30 +255,27 @@ class FolderView:
         self._writable()
         if mode not in MODES:
             raise ValueError(f"unknown store mode {mode!r}")
-        wanted = [u for u in sorted(set(uids)) if u in self._infos]
-        d = self._backend.store_flags(wanted, normalize_flags(flags), mode, self)
+        d = self._backend.store_flags(self._held(uids), normalize_flags(flags), mode, self)
         d.addCallback(self._stored)
         return d
 
     def _stored(self, result: dict[int, frozenset[str]]) -> dict[int, frozenset[str]]:
         for uid, new in result.items():
-            old = self._infos.get(uid)
+            old = self._info(uid)
             if old is not None:
-                self._infos[uid] = MessageInfo(uid=uid, flags=new, size=old.size, internal_date=old.internal_date)
-        self._sorted = None
+                self._overlay[uid] = MessageInfo(uid=uid, flags=new, size=old.size, internal_date=old.internal_date)
+        self._list = None
         return result
 
     def copy(self, uids: list[int], destination: str) -> "Deferred[CopyResult]":
-        wanted = [u for u in sorted(set(uids)) if u in self._infos]
-        return maybeDeferred(self._backend.copy, wanted, destination)
+        return maybeDeferred(self._backend.copy, self._held(uids), destination)
 
     def move(self, uids: list[int], destination: str) -> "Deferred[CopyResult]":
         return maybeDeferred(self._move, uids, destination)
 
     def _move(self, uids: list[int], destination: str) -> "Deferred[CopyResult]":
         self._writable()
-        wanted = [u for u in sorted(set(uids)) if u in self._infos]
-        d = self._backend.move(wanted, destination, self)
+        d = self._backend.move(self._held(uids), destination, self)
 
         def moved(result: CopyResult) -> CopyResult:
             self._forget([src for src, _ in result.pairs])
@@ -201,8 +290,8 @@ class FolderView:
     def _expunge(self, uids: Optional[list[int]]) -> "Deferred[list[int]]":
         self._writable()
         current = self._backend.current()
-        pool = set(self._infos) if uids is None else set(uids) & set(self._infos)
-        wanted = sorted(u for u in pool if u in current and DELETED in current[u].flags)
+        pool = (i.uid for i in self.messages()) if uids is None else self._held(uids)
+        wanted = [u for u in pool if u in current and DELETED in current[u].flags]
         d = self._backend.expunge(wanted, self)
 
         def expunged(gone: list[int]) -> list[int]:
@@ -214,9 +303,9 @@ class FolderView:
 
     def _forget(self, uids: list[int]) -> None:
         for uid in uids:
-            self._infos.pop(uid, None)
+            self._overlay[uid] = None
             self._recent.discard(uid)
-        self._sorted = None
+        self._list = None
 
     # -- listening
 
@@ -239,5 +328,7 @@ class FolderView:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._backend.views.discard(self)
             self._listeners.clear()
+            self._backend.views.discard(self)
+            self._backend.trim_log()
+            self._backend.view_closed(self)
