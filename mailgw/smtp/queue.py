@@ -140,6 +140,15 @@ class RelayQueue:
                 log.warn("queue dropping unacknowledged data {id}", id=name, event="queue.orphan")
                 os.unlink(os.path.join(self.data_dir, name))
 
+    def recover_index(self) -> None:
+        """Re-read the envelopes (after mailgwctl changed them) without touching messages in flight."""
+        fresh = {e.id: e for e in scan_entries(self.directory)}
+        for queue_id in list(self.index):
+            if queue_id not in fresh:
+                del self.index[queue_id]
+        for queue_id, entry in fresh.items():
+            self.index.setdefault(queue_id, entry)
+
     # ----------------------------------------------------------------- receiving
 
     def open_spool(self) -> Spool:

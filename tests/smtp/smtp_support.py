@@ -205,3 +205,140 @@ class SinkFactory(Factory):
         self.messages: list[SinkMessage] = []
         self.commands: list[str] = []
         self.waiters: list[tuple[int, defer.Deferred[None]]] = []
+
+
+# --------------------------------------------------------------------------- an in-process submission server
+
+
+class SubmissionHarness:
+    """A real submission listener pair (STARTTLS and implicit TLS) on 127.0.0.1:0 with the memory store and auth."""
+
+    PASSWORD = "S3cret-pw"
+
+    def __init__(self, testcase: Any, reactor: Any, **policy_kw: Any) -> None:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from mailgw.auth.memory import MemoryDirectory
+        from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
+        from mailgw.auth.service import AuthService, ListenerPolicy
+        from mailgw.smtp.factory import SubmissionFactory
+        from mailgw.smtp.policy import SubmissionPolicy
+        from mailgw.smtp.queue import RelayQueue
+        from mailgw.store.memory import MemoryStore
+
+        self.dir = testcase.mktemp()
+        os.makedirs(self.dir)
+        self.certs = make_certs(self.dir)
+        self.tls = FileTLS(self.certs["cert"], self.certs["key"])
+        self.directory = MemoryDirectory()
+        from mailgw.auth.md4 import nt_hash
+
+        self.directory.add_user("alice", self.PASSWORD, ["alice@example.test", "a.l@example.test"],
+                                nt_hash=nt_hash(self.PASSWORD))
+        self.directory.add_user("bob", self.PASSWORD, ["bob@example.test"], nt_hash=nt_hash(self.PASSWORD))
+        ntlm = NTLMAcceptor(DirectoryNTLMVerifier([self.directory]), domain="EXAMPLE", dns_domain="example.test")
+        self.auth = AuthService([self.directory], reactor, failure_delay=0, ntlm=ntlm,
+                                listeners={"relay": ListenerPolicy(("plain", "login", "ntlm"), require_tls=True)})
+        self.store = MemoryStore()
+        self.pool = start_pool(reactor)
+        self.queue = RelayQueue(os.path.join(self.dir, "queue"), reactor, self.pool)
+        policy_kw.setdefault("local_domains", frozenset({"example.test"}))
+        self.policy = SubmissionPolicy(**policy_kw)
+        self.factory = SubmissionFactory("relay", self.auth, self.store, self.queue, self.tls, "mx.example.test",
+                                         self.policy, reactor, self.pool)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.implicit_factory = self.factory.for_implicit_tls()
+        tls_factory = TLSMemoryBIOFactory(self.tls.context_factory(), False, self.implicit_factory)
+        self.tls_port = reactor.listenTCP(0, tls_factory, interface="127.0.0.1")
+        self.plain = self.port.getHost().port
+        self.implicit = self.tls_port.getHost().port
+        testcase.addCleanup(self.stop)
+
+    def set_policy(self, **kw: Any) -> None:
+        from mailgw.smtp.policy import SubmissionPolicy
+
+        kw.setdefault("local_domains", frozenset({"example.test"}))
+        self.policy = self.factory.policy = self.implicit_factory.policy = SubmissionPolicy(**kw)
+
+    def stop(self) -> "defer.Deferred[Any]":
+        for s in list(self.factory.sessions) + list(self.implicit_factory.sessions):
+            s.transport.abortConnection()
+        d = defer.gatherResults([defer.maybeDeferred(self.port.stopListening),
+                                 defer.maybeDeferred(self.tls_port.stopListening)])
+        d.addBoth(lambda _: self.pool.stop())
+        return d
+
+    def inbox(self, user: str) -> list[bytes]:
+        folder = self.store.account(user).folder("INBOX")
+        return [folder.stored[uid].data for uid in sorted(folder.stored)]
+
+
+class RawSMTP:
+    """A blocking byte-level SMTP client for transcripts (run it in a thread)."""
+
+    def __init__(self, port: int, implicit: bool = False, ca_file: Optional[str] = None, timeout: float = 10) -> None:
+        import socket
+        import ssl
+
+        self.ctx = ssl.create_default_context(cafile=ca_file)
+        self.ctx.check_hostname = False
+        if not ca_file:
+            self.ctx.verify_mode = ssl.CERT_NONE
+        self.sock: Any = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if implicit:
+            self.sock = self.ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.buf = b""
+        self.greeting = self.reply()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = self._line()
+            lines.append(line.decode())
+            if line[3:4] != b"-":
+                return int(line[:3]), "\n".join(lines)
+
+    def cmd(self, line: str | bytes) -> tuple[int, str]:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def starttls(self) -> None:
+        code, text = self.cmd("STARTTLS")
+        assert code == 220, text
+        assert self.buf == b"", self.buf
+        self.sock = self.ctx.wrap_socket(self.sock, server_hostname="localhost")
+
+    def login(self, user: str = "alice", password: str = SubmissionHarness.PASSWORD) -> None:
+        import base64
+
+        code, text = self.cmd("AUTH PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode())
+        assert code == 235, text
+
+    def eof(self) -> bool:
+        """True if the server closed the connection (after any buffered replies)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
