@@ -1,0 +1,1 @@
+"""Admin surfaces: mailgwctl, the SSH manhole, the HTTP health and metrics endpoint."""

@@ -1,0 +1,109 @@
+"""`mailgwctl`: check-config, show-config, and the subcommands of other packages (user, queue, cert).
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage error (argparse), 78 invalid configuration (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+EX_CONFIG = 78
+DEFAULT_CONFIG = "/etc/mailgw/mailgw.toml"
+
+# Subcommands owned by other packages: module exposing add_parser(subparsers) and run(args) -> int.
+_PLUGINS = ("mailgw.auth.usercli", "mailgw.smtp.queuecli", "mailgw.admin.certcli")
+
+
+def _config_path(args: argparse.Namespace) -> Optional[str]:
+    """--config, else $MAILGW_CONFIG, else /etc/mailgw/mailgw.toml if present, else the development default."""
+    if args.config:
+        return args.config
+    if os.environ.get("MAILGW_CONFIG"):
+        return os.environ["MAILGW_CONFIG"]
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+
+
+def load_effective_config(args: argparse.Namespace):
+    """The configuration mailgwctl acts on; ConfigError propagates."""
+    from mailgw.config import load_config, load_config_text
+    from mailgw.config.default import development_config
+
+    path = _config_path(args)
+    return load_config(path) if path else load_config_text(development_config())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from mailgw import assemble
+    from mailgw.errors import ConfigError
+
+    try:
+        config = load_effective_config(args)
+        assemble.check(config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            sys.stderr.write(f"config error: {line}\n")
+        return EX_CONFIG
+    print(f"configuration ok: {_config_path(args) or 'embedded development default'}")
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from mailgw.config import render
+    from mailgw.errors import ConfigError
+
+    try:
+        config = load_effective_config(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            sys.stderr.write(f"config error: {line}\n")
+        return EX_CONFIG
+    sys.stdout.write(render(config, non_default=args.non_default))
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="mailgwctl", description="Administer a mailgw gateway.")
+    parser.add_argument("--config", "-c", help="configuration file (default: $MAILGW_CONFIG or /etc/mailgw/mailgw.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check-config", help="validate the configuration (exit 0, or 78 with one line per error)")
+    check.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
+    check.set_defaults(handler=_check_config)
+    show = sub.add_parser("show-config", help="print the effective configuration")
+    show.add_argument("--non-default", action="store_true", help="only settings that differ from the defaults")
+    show.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
+    show.set_defaults(handler=_show_config)
+    plugins: dict[str, object] = {}
+    for name in _PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        before = set(sub.choices)
+        module.add_parser(sub)  # type: ignore[attr-defined]
+        for added in set(sub.choices) - before:
+            if sub.choices[added].get_default("handler") is None:
+                sub.choices[added].set_defaults(handler=module.run)  # type: ignore[attr-defined]
+        plugins[name] = module
+    return parser, plugins
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config_sub", None):
+        args.config = args.config_sub
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.error("no handler for this command")
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Network plumbing shared by every listener: TLS policy, listening endpoints, session registry."""

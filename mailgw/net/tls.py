@@ -1,0 +1,197 @@
+"""Server TLS: named certificates from PEM, mailgw's TLS policy, SNI among them, and live reload.
+
+Policy (the seed's "Require 128-bit encryption", security.md A.7): TLS 1.2 minimum (raised per
+certificate only), ECDHE with AES-GCM or ChaCha20 only, so no suite under 128 bits, no RC4, 3DES,
+export, NULL, anonymous or static-RSA suites; all TLS 1.3 suites are AEAD and 128 bits or more.
+The handshake enforces it, before any greeting or credential.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailgw.errors import ConfigError
+from mailgw.interfaces import IServerTLS
+
+log = Logger()
+
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True)
+class CertificateChain:
+    """A parsed, checked certificate: leaf, chain and key."""
+
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    key_pem: bytes
+
+    def dns_names(self) -> list[str]:
+        try:
+            san = self.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return san.get_values_for_type(x509.DNSName)
+
+    def ip_addresses(self) -> list[str]:
+        try:
+            san = self.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+    def covers(self, name: str) -> bool:
+        """Does the SAN cover a host name or IP address (RFC 6125: one left-most wildcard label)?"""
+        try:
+            return str(ipaddress.ip_address(name)) in self.ip_addresses()
+        except ValueError:
+            pass
+        name = name.lower().rstrip(".")
+        for pattern in self.dns_names():
+            pattern = pattern.lower().rstrip(".")
+            if pattern == name:
+                return True
+            if pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]:
+                return True
+        return False
+
+
+def load_chain(cert_file: str, key_file: str, names: Iterable[str] = (), key: str = "tls",
+               now: Optional[datetime.datetime] = None) -> CertificateChain:
+    """Read and check a PEM chain and key; ConfigError with one line naming `key` otherwise."""
+    try:
+        with open(cert_file, "rb") as handle:
+            certs = x509.load_pem_x509_certificates(handle.read())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}.cert_file: cannot read a PEM certificate from {cert_file!r}: {exc}") from None
+    try:
+        with open(key_file, "rb") as handle:
+            key_pem = handle.read()
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{key}.key_file: cannot read an unencrypted PEM private key from {key_file!r}: {exc}") from None
+    leaf = certs[0]
+    if private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
+            leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+        raise ConfigError(f"{key}.key_file: the key does not match the certificate in {cert_file!r}")
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if leaf.not_valid_after_utc < now:
+        raise ConfigError(f"{key}.cert_file: certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d}")
+    if leaf.not_valid_before_utc > now:
+        raise ConfigError(f"{key}.cert_file: certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d}")
+    chain = CertificateChain(leaf, tuple(certs[1:]), key_pem)
+    for name in names:
+        if not chain.covers(name):
+            sans = ", ".join(chain.dns_names() + chain.ip_addresses()) or "none"
+            raise ConfigError(f"{key}.cert_file: subjectAltName ({sans}) does not cover {name!r}")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usage:
+        raise ConfigError(f"{key}.cert_file: certificate lacks serverAuth extended key usage")
+    if os.stat(key_file).st_mode & 0o077:
+        log.warn("key file {path} is readable by group or others", path=key_file, event="tls.key_mode")
+    return chain
+
+
+def certificate_options(chain: CertificateChain, min_version: str = "TLSv1.2", sni=None) -> CertificateOptions:
+    """CertificateOptions with mailgw's policy; the context is built now so errors show at start-up."""
+    leaf = crypto.X509.from_cryptography(chain.leaf)
+    extra = [crypto.X509.from_cryptography(c) for c in chain.chain]
+    key = crypto.load_privatekey(crypto.FILETYPE_PEM, chain.key_pem)
+    options = CertificateOptions(
+        privateKey=key,
+        certificate=leaf,
+        extraCertChain=extra,
+        raiseMinimumTo=_VERSIONS[min_version],
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
+        contextForServerName=sni,
+    )
+    options.getContext()
+    return options
+
+
+@implementer(IServerTLS, IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """One named certificate with its policy. The object itself is the (reloadable) connection creator."""
+
+    def __init__(self, name: str, cert_file: str, key_file: str, min_version: str = "TLSv1.2",
+                 names: Iterable[str] = (), registry: "Optional[TLSRegistry]" = None) -> None:
+        self.name = name
+        self.cert_file, self.key_file, self.min_version = cert_file, key_file, min_version
+        self.names = tuple(names)
+        self.registry = registry
+        self.chain: CertificateChain
+        self._options: CertificateOptions
+        self.reload()
+
+    def reload(self) -> None:
+        chain = load_chain(self.cert_file, self.key_file, self.names, key=f"tls.{self.name}")
+        options = certificate_options(chain, self.min_version, self._sni if self.registry else None)
+        self.chain, self._options = chain, options
+        log.info("certificate {name} loaded: {subject}, valid until {until}", name=self.name,
+                 subject=chain.leaf.subject.rfc4514_string(), until=chain.leaf.not_valid_after_utc.isoformat(),
+                 event="tls.loaded")
+
+    def context_factory(self) -> "ServerTLS":
+        return self
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        return self._options.serverConnectionForTLS(protocol)  # type: ignore[arg-type]
+
+    def context(self) -> SSL.Context:
+        return self._options.getContext()
+
+    def _sni(self, server_name: Optional[bytes]) -> Optional[SSL.Context]:
+        if not server_name or self.registry is None:
+            return None
+        name = server_name.decode("ascii", "replace")
+        if self.chain.covers(name):
+            return None
+        other = self.registry.for_name(name)
+        return other.context() if other is not None else None
+
+
+class TLSRegistry:
+    """All named certificates; SNI picks among them; a certificate that fails to reload keeps its old one."""
+
+    def __init__(self) -> None:
+        self.certificates: dict[str, ServerTLS] = {}
+
+    def add(self, tls: ServerTLS) -> None:
+        self.certificates[tls.name] = tls
+
+    def get(self, name: Optional[str]) -> Optional[ServerTLS]:
+        return self.certificates.get(name) if name else None
+
+    def for_name(self, host: str) -> Optional[ServerTLS]:
+        for tls in self.certificates.values():
+            if tls.chain.covers(host):
+                return tls
+        return None
+
+    def reload(self) -> None:
+        """Reload every certificate; if one fails, ConfigError and the others keep what they had."""
+        problems = []
+        for tls in self.certificates.values():
+            try:
+                tls.reload()
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)

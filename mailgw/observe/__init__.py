@@ -1,0 +1,1 @@
+"""Observability: log formats, stable security events, Prometheus metrics, systemd notification."""

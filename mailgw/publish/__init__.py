@@ -1,0 +1,1 @@
+"""mailgw.publish."""
