@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -164,3 +165,18 @@ class RelayRunner:
         headers = original_headers(self.queue.data_path(entry.id))
         dsn = build_dsn(self.hostname, entry.sender, failed, headers, entry.id, entry.created, now, expired)
         await self.queue.enqueue("", [entry.sender], dsn, dsn=True)
+
+
+class RelayService(Service):
+    """Runs a RelayRunner while the process runs; stopping waits for attempts in flight."""
+
+    def __init__(self, runner: RelayRunner) -> None:
+        self.runner = runner
+
+    def startService(self) -> None:
+        super().startService()
+        self.runner.start()
+
+    def stopService(self) -> "defer.Deferred[Any]":
+        super().stopService()
+        return self.runner.stop()
