@@ -179,3 +179,52 @@ class SmugglingTests(TestCase):
         self.assertEqual(out[9], (501, "501 5.5.2 Cannot Base64-decode Client responses"))
         self.assertEqual(out[10], (421, "421 4.7.0 mx.example.test Error: too many errors"))
         self.assertTrue(eof)
+
+
+class ClientHelloSegmentTests(TestCase):
+    def setUp(self) -> None:
+        self.h = SubmissionHarness(self, reactor)
+
+    async def test_clienthello_in_starttls_segment(self) -> None:
+        """A ClientHello sent in the same segment as STARTTLS still completes the handshake."""
+        def run() -> Any:
+            import ssl
+
+            c = RawSMTP(self.h.plain)
+            c.cmd("EHLO c.example")
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            obj = c.ctx.wrap_bio(inc, out, server_hostname="localhost")
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            c.send(b"STARTTLS\r\n" + out.read())
+            assert c.reply()[0] == 220
+            data = c.buf
+            while True:
+                try:
+                    if data:
+                        inc.write(data)
+                        data = b""
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if out.pending:
+                        c.send(out.read())
+                    data = c.sock.recv(65536)
+                    if not data:
+                        raise EOFError
+            if out.pending:
+                c.send(out.read())
+            obj.write(b"EHLO c.example\r\n")
+            c.send(out.read())
+            reply = b""
+            while b"\r\n250 " not in reply:
+                inc.write(c.sock.recv(65536))
+                try:
+                    reply += obj.read()
+                except ssl.SSLWantReadError:
+                    pass
+            return reply.decode()
+        text = await deferToThread(run)
+        self.assertIn("AUTH PLAIN", text)
