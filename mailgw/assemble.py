@@ -106,6 +106,64 @@ def check(config: Config) -> None:
     build_tls(config)
 
 
+# --------------------------------------------------------------------------- submission relay
+
+
+def _smarthost(config: Config, name: str, sub: Any) -> Any:
+    """[submission.NAME.smarthost] as the client's SmarthostConfig (password read from its file)."""
+    from mailgw.smtp.client import SmarthostConfig
+
+    host = sub.smarthost
+    if host is None:
+        return None
+    password = None
+    if host.auth_password_file:
+        try:
+            with open(host.auth_password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"submission.{name}.smarthost.auth_password_file: {exc.strerror}") from None
+    return SmarthostConfig(host=host.host, port=host.port, starttls="implicit" if host.implicit_tls else host.starttls,
+                           ca_file=host.ca_file, username=host.auth_user, password=password,
+                           helo=config.server.hostname)
+
+
+def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
+    """One [submission.NAME]: its queue and relay runner, and a listener per bind / bind_tls endpoint."""
+    from mailgw.smtp.factory import SubmissionFactory
+    from mailgw.smtp.policy import SubmissionPolicy
+    from mailgw.smtp.queue import RelayQueue
+    from mailgw.smtp.relay import RelayRunner, RelayService
+
+    config, reactor = gateway.config, gateway.reactor
+    if gateway.auth is None or gateway.store is None:
+        log.warn("submission.{name}: no store or credential checker assembled; listener not started",
+                 name=name, event="submission.disabled")
+        return
+    tls = gateway.tls.get(sub.tls)
+    if tls is None:
+        raise ConfigError(f"submission.{name}.tls: no [tls.{sub.tls}] certificate")
+    policy = SubmissionPolicy(local_domains=frozenset(sub.local_domains), send_as=sub.send_as,
+                              max_message_size=sub.max_message_size, max_recipients=sub.max_recipients,
+                              long_lines=sub.long_lines, idle_timeout=sub.timeout)
+    queue = RelayQueue(os.path.join(config.server.state_dir, "queue", name), reactor, gateway.disk_pool)
+    gateway.extras[f"queue.{name}"] = queue
+    if gateway.queue is None:
+        gateway.queue = queue
+    factory = SubmissionFactory(name, gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
+                                reactor, gateway.disk_pool, mechanisms=tuple(m.upper() for m in sub.auth),
+                                registry=gateway.sessions)
+    runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
+                         _smarthost(config, name, sub), max_queue_age=sub.max_queue_age)
+    assert gateway.root is not None
+    RelayService(runner).setServiceParent(gateway.root)
+    for i, endpoint in enumerate(sub.bind):
+        gateway.listen(endpoint, factory, label=f"submission.{name}.bind[{i}]")
+    implicit = factory.for_implicit_tls()
+    for i, endpoint in enumerate(sub.bind_tls):
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]")
+
+
 def build(config: Config, reactor: Any) -> MailgwService:
     """The whole service tree of one mailgw process."""
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
@@ -114,4 +172,6 @@ def build(config: Config, reactor: Any) -> MailgwService:
     gateway.root = root
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
+    for name, sub in config.submission.items():
+        build_submission(gateway, name, sub)
     return root
