@@ -164,6 +164,38 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
         gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]")
 
 
+# --------------------------------------------------------------------------- IMAP virtual servers
+
+
+def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
+    """One [imap.NAME]: a STARTTLS-capable factory for `bind`, an implicit-TLS one for `bind_tls`."""
+    from mailgw.config.schema import expand_mechanisms
+    from mailgw.imap.config import IMAPLimits
+    from mailgw.imap.factory import IMAPServerFactory
+
+    if gateway.auth is None or gateway.store is None:
+        log.warn("imap.{name}: no store or credential checker assembled; listener not started",
+                 name=name, event="imap.disabled")
+        return
+    tls = gateway.tls.get(imap.tls) if imap.tls else None
+    if imap.tls and tls is None:
+        raise ConfigError(f"imap.{name}.tls: no [tls.{imap.tls}] certificate")
+    if imap.bind_tls and tls is None:
+        raise ConfigError(f"imap.{name}.bind_tls: an implicit-TLS listener needs imap.{name}.tls")
+    limits = IMAPLimits(max_line=imap.max_line, append_limit=imap.append_limit,
+                        preauth_timeout=imap.preauth_timeout, autologout=imap.autologout,
+                        max_user_ip_sessions=imap.max_connections_per_user_ip)
+    common = dict(require_tls=imap.require_tls, mechanisms=expand_mechanisms(imap.auth),
+                  fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
+                  limits=limits, registry=gateway.sessions)
+    plain = IMAPServerFactory(name, gateway.auth, gateway.store, tls, gateway.reactor, **common)
+    for i, endpoint in enumerate(imap.bind):
+        gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]")
+    implicit = IMAPServerFactory(name, gateway.auth, gateway.store, tls, gateway.reactor, implicit_tls=True, **common)
+    for i, endpoint in enumerate(imap.bind_tls):
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]")
+
+
 def build(config: Config, reactor: Any) -> MailgwService:
     """The whole service tree of one mailgw process."""
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
@@ -174,4 +206,6 @@ def build(config: Config, reactor: Any) -> MailgwService:
     os.makedirs(config.server.state_dir, exist_ok=True)
     for name, sub in config.submission.items():
         build_submission(gateway, name, sub)
+    for name, imap in config.imap.items():
+        build_imap(gateway, name, imap)
     return root

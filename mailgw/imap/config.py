@@ -23,6 +23,7 @@ class IMAPLimits:
     max_pipelined: int = 64  # commands waiting while one runs; past it, reading pauses
     max_buffer: int = 256 * 1024  # unread input while a command runs; past it, reading pauses
     max_auth_failures: int = 3
+    max_user_ip_sessions: int = 10  # concurrent logged-in sessions per (user, client IP)
     max_bad_commands: int = 20
     fetch_batch: int = 200  # messages per reactor turn in FETCH/SEARCH
 

@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -93,7 +93,19 @@ def cmd_login(s: "IMAPSession", req: Request) -> Any:
     return d
 
 
+def _too_many_sessions(s: "IMAPSession", identity: Identity) -> bool:
+    if s.registry is None:
+        return False
+    same = [x for x in s.registry.sessions() if getattr(x, "user", "") == identity.user
+            and getattr(x, "peer_host", None) == s.peer_host and x is not s]
+    return len(same) >= s.limits.max_user_ip_sessions
+
+
 def _logged_in(s: "IMAPSession", req: Request, identity: Identity) -> Any:
+    if _too_many_sessions(s, identity):
+        s.send(tagged(req.tag, b"NO", b"Maximum number of connections from user+IP exceeded", b"LIMIT"))
+        s.bye(b"Maximum number of connections from user+IP exceeded")
+        return None
     d = s.store.open_account(identity.user)
 
     def opened(account: Any) -> Optional[bytes]:
@@ -182,7 +194,7 @@ class _SASL:
             self._success(result.identity)
 
     def _success(self, identity: Identity) -> None:
-        d = _logged_in(self.s, self.req, identity)
+        d = maybeDeferred(_logged_in, self.s, self.req, identity)
         d.addCallbacks(self.done.callback, self.done.errback)
 
     def _error(self, failure: Failure) -> None:
