@@ -69,7 +69,7 @@ class LineAndLiteralTests(unittest.SynchronousTestCase):
         c = h.connect()
         c.login()
         out = c.send(b"a CREATE {14+}\r\nb CAPABILITY\r\n\r\n")
-        self.assertEqual(out, b"a NO [CANNOT] Invalid mailbox name: Contains control characters\r\n")
+        self.assertEqual(out, b"a NO Mailbox name is not valid mUTF-7\r\n")
         out = c.send(b"n NOOP {12+}\r\nz CAPABILITY\r\n")
         self.assertEqual(out, b"n BAD Error in IMAP command received by server.\r\n")
 
