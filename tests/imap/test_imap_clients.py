@@ -170,3 +170,53 @@ class CurlTests(unittest.TestCase):
             self.assertIn(b"\\Sent", res.stdout)
 
         return self._curl("--ssl-reqd", url).addCallback(check)
+
+
+class CurlNTLMTests(unittest.TestCase):
+    """curl --login-options AUTH=NTLM: one-line Type 2 challenge, over TLS and on an NTLM-only plain server."""
+
+    def _server(self, require_tls: bool, mechanisms: tuple[str, ...]) -> LiveServer:
+        from mailgw.auth.md4 import nt_hash
+        from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
+        from mailgw.auth.memory import MemoryDirectory
+        from mailgw.auth.service import AuthService, ListenerPolicy
+        directory = MemoryDirectory()
+        directory.add_user("alice", PASSWORD, ["alice@example.test"], nt_hash=nt_hash(PASSWORD))
+        auth = AuthService([directory], _reactor, failure_delay=0,
+                           ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory]), domain="MAILGW"),
+                           listeners={"live": ListenerPolicy(mechanisms, require_tls)})
+        server = LiveServer(_reactor, require_tls=require_tls, mechanisms=mechanisms, auth=auth)
+        self.addCleanup(server.stop)
+        server.store.account("alice").append("INBOX", MESSAGE)
+        return server
+
+    def _curl(self, url: str, password: str = PASSWORD) -> Any:
+        cmd = ["curl", "-sS", "--cacert", certificate()[0], "--login-options", "AUTH=NTLM",
+               "-u", "alice:" + password, url]
+        return deferToThread(subprocess.run, cmd, capture_output=True, timeout=30)
+
+    def test_ntlm_over_imaps(self) -> Any:
+        """NTLM over implicit TLS fetches the message; a wrong password exits 67."""
+        server = self._server(True, ("PLAIN", "LOGIN", "NTLM"))
+        url = "imaps://127.0.0.1:%d/INBOX;UID=1" % server.tls_port
+
+        def ok(res: Any) -> Any:
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(res.stdout, MESSAGE)
+            return self._curl(url, "wrong")
+
+        def denied(res: Any) -> None:
+            self.assertEqual(res.returncode, 67, res.stderr)
+
+        return self._curl(url).addCallback(ok).addCallback(denied)
+
+    def test_ntlm_only_plain_server(self) -> Any:
+        """The non-encrypted NTLM-only server authenticates curl without TLS."""
+        server = self._server(False, ("NTLM",))
+        url = "imap://127.0.0.1:%d/INBOX;UID=1" % server.plain_port
+
+        def ok(res: Any) -> None:
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(res.stdout, MESSAGE)
+
+        return self._curl(url).addCallback(ok)
