@@ -67,20 +67,29 @@ class MessageData:
 
 
 def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: bool,
-                   uid_always: bool, flags_changed: bool) -> bytes:
-    """`* seq FETCH (...)` for one message."""
-    out: list[bytes] = []
+                   uid_always: bool, flags_changed: bool) -> list[bytes]:
+    """`* seq FETCH (...)` for one message, as pieces for writeSequence (bodies are never copied)."""
+    out: list[bytes] = [b"* %d FETCH (" % seq]
     names = {i.name for i in items}
+    sep = b""
     if uid_always and "UID" not in names:
         out.append(b"UID %d" % data.info.uid)
+        sep = b" "
     for item in items:
-        out.append(item.label() + b" " + _value(item, data, recent))
+        value = _value(item, data, recent)
+        if isinstance(value, Literal):
+            out.append(sep + item.label() + b" {%d}\r\n" % len(value.value))
+            out.append(value.value)
+        else:
+            out.append(sep + item.label() + b" " + value)
+        sep = b" "
     if flags_changed and "FLAGS" not in names:
-        out.append(b"FLAGS " + flags_of(data.info.flags, recent))
-    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+        out.append(sep + b"FLAGS " + flags_of(data.info.flags, recent))
+    out.append(b")\r\n")
+    return out
 
 
-def _value(item: FetchItem, data: MessageData, recent: bool) -> bytes:
+def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal":
     name = item.name
     info = data.info
     if name == "UID":
@@ -98,11 +107,11 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> bytes:
     if name == "BODY":
         return encode(bodystructure(data.root(), False))
     if name == "RFC822":
-        return encode(Literal(data.full()))
+        return Literal(data.full())
     if name == "RFC822.HEADER":
-        return encode(Literal(data.header()))
+        return Literal(data.header())
     if name == "RFC822.TEXT":
-        return encode(Literal(data.root().body))
+        return Literal(data.root().body)
     section = item.section
     assert section is not None
     if not section.part and section.text in HEADER_ONLY:
@@ -119,7 +128,7 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> bytes:
     if item.partial is not None:
         origin, count = item.partial
         raw = raw[origin : origin + count]
-    return encode(Literal(raw))
+    return Literal(raw)
 
 
 def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], None], finished: Callable[[], None],

@@ -137,6 +137,10 @@ class IMAPSession(Protocol):
         if not self.closing and self.transport is not None:
             self.transport.write(data)
 
+    def send_pieces(self, pieces: list[bytes]) -> None:
+        if not self.closing and self.transport is not None:
+            self.transport.writeSequence(pieces)
+
     def bye(self, text: bytes) -> None:
         self.send(b"* BYE " + text + b"\r\n")
         self.close()

@@ -121,8 +121,8 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
                 missing[0] = True
                 return
             try:
-                s.send(fetch_response(pos + 1, MessageData(folder, info, fast), items, uid in recent,
-                                      req.uid, uid in changed))
+                s.send_pieces(fetch_response(pos + 1, MessageData(folder, info, fast), items, uid in recent,
+                                             req.uid, uid in changed))
             except MessageExpunged:
                 missing[0] = True
             except Exception:
