@@ -28,6 +28,11 @@ def certificate() -> tuple[str, str]:
     """(cert_path, key_path) of a self-signed EC certificate for localhost / 127.0.0.1 (made once)."""
     if "paths" in _CERT:
         return _CERT["paths"]
+    shared = os.environ.get("MAILGW_IMAP_TEST_CERT")  # "cert.pem:key.pem", shared with a child process
+    if shared:
+        cert_path, key_path = shared.split(":", 1)
+        _CERT["paths"] = (cert_path, key_path)
+        return cert_path, key_path
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
