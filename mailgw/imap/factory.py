@@ -9,6 +9,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailgw.imap.commands import table  # noqa: F401  (installs the command table)
 from mailgw.imap.config import IMAPLimits, IMAPPolicy
+from mailgw.imap.fetch import FetchCache
 from mailgw.imap.session import IMAPSession
 from mailgw.interfaces import IAuthService, IMessageStore, IServerTLS
 
@@ -33,10 +34,12 @@ class IMAPServerFactory(Factory):
         self.reactor = reactor
         self.implicit_tls = implicit_tls
         self.registry = registry
+        self.fetch_cache = FetchCache()
 
     def buildProtocol(self, addr: Any) -> IMAPSession:
         proto = IMAPSession(self.policy, self.auth_service, self.store, self.reactor,
-                            None if self.implicit_tls else self.tls, self.implicit_tls, self.registry)
+                            None if self.implicit_tls else self.tls, self.implicit_tls, self.registry,
+                            self.fetch_cache)
         proto.factory = self
         return proto
 

@@ -7,7 +7,8 @@ clients never make the store open message files; otherwise everything is compute
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Iterable, Optional
 
 from mailgw.imap.envelope import bodystructure, envelope
 from mailgw.imap.mime import Part, parse_message, section_bytes
@@ -23,11 +24,33 @@ def flags_of(flags: Iterable[str], recent: bool) -> bytes:
     return b"(" + b" ".join(f.encode("ascii", "replace") for f in names) + b")"
 
 
+class FetchCache:
+    """LRU of serialised ENVELOPE / BODYSTRUCTURE values; a (user, folder, UIDVALIDITY, UID) never changes content."""
+
+    def __init__(self, size: int = 20000) -> None:
+        self.size = size
+        self._data: "OrderedDict[Hashable, bytes]" = OrderedDict()
+
+    def get(self, key: Hashable) -> Optional[bytes]:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        self._data[key] = value
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
 class MessageData:
     """Lazy access to one message: header bytes, full bytes, parsed trees (each read at most once)."""
 
-    def __init__(self, folder: IFolder, info: MessageInfo, fast: bool) -> None:
+    def __init__(self, folder: IFolder, info: MessageInfo, fast: bool, cache: Optional[FetchCache] = None,
+                 owner: str = "") -> None:
         self.folder, self.info, self.fast = folder, info, fast
+        self.cache = cache
+        self.key = (owner, folder.name, folder.uid_validity, info.uid)
         self._full: Optional[bytes] = None
         self._header: Optional[bytes] = None
         self._root: Optional[Part] = None
@@ -101,11 +124,11 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
     if name == "RFC822.SIZE":
         return b"%d" % data.size()
     if name == "ENVELOPE":
-        return encode(envelope(data.head_root()))
+        return _cached(data, "E", lambda: encode(envelope(data.head_root())))
     if name == "BODYSTRUCTURE":
-        return encode(bodystructure(data.root(), True))
+        return _cached(data, "S", lambda: encode(bodystructure(data.root(), True)))
     if name == "BODY":
-        return encode(bodystructure(data.root(), False))
+        return _cached(data, "B", lambda: encode(bodystructure(data.root(), False)))
     if name == "RFC822":
         return Literal(data.full())
     if name == "RFC822.HEADER":
@@ -129,6 +152,17 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
         origin, count = item.partial
         raw = raw[origin : origin + count]
     return Literal(raw)
+
+
+def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes:
+    if data.cache is None:
+        return compute()
+    key = (kind, data.key)
+    value = data.cache.get(key)
+    if value is None:
+        value = compute()
+        data.cache.put(key, value)
+    return value
 
 
 def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], None], finished: Callable[[], None],

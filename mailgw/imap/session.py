@@ -48,8 +48,9 @@ class IMAPSession(Protocol):
     commands: dict[str, tuple[Handler, frozenset[str], bool]] = {}  # filled by mailgw.imap.commands.table
 
     def __init__(self, policy: IMAPPolicy, auth: Any, store: Any, reactor: Any, tls: Any = None,
-                 implicit_tls: bool = False, registry: Any = None) -> None:
+                 implicit_tls: bool = False, registry: Any = None, fetch_cache: Any = None) -> None:
         self.policy = policy
+        self.fetch_cache = fetch_cache
         self.limits = policy.limits
         self.auth = auth
         self.store = store

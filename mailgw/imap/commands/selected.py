@@ -121,7 +121,7 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
                 missing[0] = True
                 return
             try:
-                s.send_pieces(fetch_response(pos + 1, MessageData(folder, info, fast), items, uid in recent,
+                s.send_pieces(fetch_response(pos + 1, MessageData(folder, info, fast, s.fetch_cache, s.user), items, uid in recent,
                                              req.uid, uid in changed))
             except MessageExpunged:
                 missing[0] = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Union
@@ -35,19 +36,19 @@ Value = Union[None, int, bytes, str, Atom, Literal, Quoted, "list[Value]", "tupl
 NIL = Atom(b"NIL")
 
 
+_UNQUOTABLE = re.compile(rb"[^\x20-\x7e]")
+
+
 def _quotable(data: bytes) -> bool:
-    if len(data) > _QUOTED_LIMIT:
-        return False
-    for c in data:
-        if c < 0x20 or c > 0x7E:
-            return False
-    return True
+    return len(data) <= _QUOTED_LIMIT and _UNQUOTABLE.search(data) is None
 
 
 def string(data: bytes) -> bytes:
     """A string as quoted (when safe) or as a literal."""
-    if _quotable(data):
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if len(data) <= _QUOTED_LIMIT and _UNQUOTABLE.search(data) is None:
+        if b"\\" in data or b'"' in data:
+            data = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + data + b'"'
     return b"{%d}\r\n" % len(data) + data
 
 
@@ -59,49 +60,43 @@ def astring(data: bytes) -> bytes:
 
 
 def encode(value: Value) -> bytes:
-    """Serialise one value."""
+    """Serialise one value (nesting is bounded by what mailgw builds: MIME depth is capped)."""
     out: list[bytes] = []
-    _encode(value, out)
+    _encode(value, out, 0)
     return b"".join(out)
 
 
-def _encode(value: Value, out: list[bytes]) -> None:
-    # iterative over lists so that deep nesting cannot overflow the stack
-    stack: list[tuple[object, int]] = [(value, -1)]
-    while stack:
-        item, idx = stack.pop()
-        if idx >= 0:
-            seq = item  # type: ignore[assignment]
-            assert isinstance(seq, (list, tuple))
-            if idx >= len(seq):
-                out.append(b")")
-                continue
-            if idx > 0:
+def _encode(item: Value, out: list[bytes], depth: int) -> None:
+    if item is None:
+        out.append(b"NIL")
+    elif isinstance(item, bytes):
+        out.append(string(item))
+    elif isinstance(item, list) or isinstance(item, tuple):
+        if depth > 200:
+            raise ValueError("value nested too deeply")
+        out.append(b"(")
+        first = True
+        for sub in item:
+            if not first:
                 out.append(b" ")
-            stack.append((seq, idx + 1))
-            stack.append((seq[idx], -1))
-            continue
-        if item is None:
-            out.append(b"NIL")
-        elif isinstance(item, bool):
-            out.append(b"1" if item else b"0")
-        elif isinstance(item, int):
-            out.append(b"%d" % item)
-        elif isinstance(item, Atom):
-            out.append(item.value)
-        elif isinstance(item, Literal):
-            out.append(b"{%d}\r\n" % len(item.value) + item.value)
-        elif isinstance(item, Quoted):
-            out.append(string(item.value))
-        elif isinstance(item, bytes):
-            out.append(string(item))
-        elif isinstance(item, str):
-            out.append(string(item.encode("utf-8")))
-        elif isinstance(item, (list, tuple)):
-            out.append(b"(")
-            stack.append((item, 0))
-        else:
-            raise TypeError(f"cannot serialise {type(item).__name__}")
+            first = False
+            _encode(sub, out, depth + 1)
+        out.append(b")")
+    elif isinstance(item, bool):
+        out.append(b"1" if item else b"0")
+    elif isinstance(item, int):
+        out.append(b"%d" % item)
+    elif isinstance(item, Atom):
+        out.append(item.value)
+    elif isinstance(item, Literal):
+        out.append(b"{%d}\r\n" % len(item.value))
+        out.append(item.value)
+    elif isinstance(item, Quoted):
+        out.append(string(item.value))
+    elif isinstance(item, str):
+        out.append(string(item.encode("utf-8")))
+    else:
+        raise TypeError(f"cannot serialise {type(item).__name__}")
 
 
 def untagged(*parts: bytes) -> bytes:
