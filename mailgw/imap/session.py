@@ -360,7 +360,12 @@ class IMAPSession(Protocol):
 
     def _done(self, _: Any) -> None:
         self.busy = False
-        if not self.closing and not self._in_pump:
+        if self.closing:
+            return
+        if self.mode == "idle" and self.dirty and self.folder is not None:
+            self.folder_changed(self.folder)  # a change that arrived while the last push ran
+            return
+        if not self._in_pump:
             self.pump()
 
     # ------------------------------------------------------------------ capabilities
