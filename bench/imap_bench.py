@@ -104,7 +104,7 @@ def free_port() -> int:
 
 
 def rss_tree(pid: int) -> int:
-    """Resident set size (bytes) of a process and all its descendants, from /proc."""
+    """Proportional set size (bytes; shared pages split between sharers) of a process tree, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -119,9 +119,9 @@ def rss_tree(pid: int) -> int:
         p = stack.pop()
         stack.extend(children.get(p, []))
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1]) * 1024
         except OSError:
             pass
@@ -309,8 +309,8 @@ def main() -> None:
             if not args.no_mbsync and shutil.which("mbsync"):
                 r["mbsync_full_s"] = mbsync_time(s, work)
             base, used = idle_memory(s, args.idle)
-            r["idle_rss_base_mb"] = base / 2**20
-            r["idle_rss_mb"] = used / 2**20
+            r["idle_pss_base_mb"] = base / 2**20
+            r["idle_pss_mb"] = used / 2**20
             r["idle_kb_per_conn"] = (used - base) / 1024 / max(args.idle, 1)
     finally:
         for s in servers:
