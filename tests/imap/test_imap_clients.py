@@ -220,3 +220,72 @@ class CurlNTLMTests(unittest.TestCase):
             self.assertEqual(res.stdout, MESSAGE)
 
         return self._curl(url).addCallback(ok)
+
+
+class ImapclientBreadthTests(unittest.TestCase):
+    """Many imapclient calls in one session, each checked against what the server should answer."""
+
+    def setUp(self) -> None:
+        self.server = LiveServer(_reactor)
+        self.addCleanup(self.server.stop)
+
+    def test_breadth(self) -> Any:
+        """namespace, id, folder ops, flags, copy, uid expunge, header fetch, date search, unselect, status."""
+        import datetime
+
+        from imapclient import IMAPClient
+        port = self.server.tls_port
+
+        def run() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            with IMAPClient("127.0.0.1", port, ssl=True, ssl_context=client_context()) as c:
+                out["caps_pre"] = c.capabilities()
+                c.login("alice", PASSWORD)
+                out["namespace"] = c.namespace()
+                out["id"] = c.id_({"name": "test"})
+                out["exists"] = (c.folder_exists("INBOX"), c.folder_exists("Nope"))
+                c.create_folder("A")
+                c.create_folder("A/B")
+                c.rename_folder("A", "C")
+                out["subfolders"] = [f[2] for f in c.list_folders("C/")]
+                c.subscribe_folder("C")
+                out["lsub"] = [f[2] for f in c.list_sub_folders()]
+                c.delete_folder("C/B")
+                for i in range(3):
+                    c.append("INBOX", b"From: a@b.test\r\nSubject: n%d\r\nDate: Mon, 0%d Jan 2026 10:00:00 +0000\r\n\r\nx\r\n"
+                             % (i, i + 1))
+                out["select"] = c.select_folder("INBOX")
+                out["add"] = c.add_flags([1, 2], [b"\\Flagged", b"Work"])
+                out["remove"] = c.remove_flags([2], [b"Work"])
+                out["get"] = c.get_flags([1, 2, 3])
+                out["since"] = c.search(["SENTSINCE", datetime.date(2026, 1, 2)])
+                out["headers"] = c.fetch([3], ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+                out["copy"] = c.copy([1, 2], "Archive")
+                c.set_flags([1], [b"\\Deleted"])
+                out["uid_expunge"] = c.uid_expunge([1])
+                out["after"] = c.search()
+                c.unselect_folder()
+                out["status"] = c.folder_status("Archive", ["MESSAGES", "UNSEEN"])
+                out["examine"] = b"READ-ONLY" in c.select_folder("Archive", readonly=True)
+                out["noop"] = c.noop()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertIn(b"AUTH=PLAIN", out["caps_pre"])
+            self.assertEqual(out["namespace"].personal, (("", "/"),))
+            self.assertEqual(dict(out["id"]), {b"name": b"mailgw"})
+            self.assertEqual(out["exists"], (True, False))
+            self.assertEqual(out["subfolders"], ["C/B"])
+            self.assertIn("C", out["lsub"])
+            self.assertEqual(out["select"][b"EXISTS"], 3)
+            self.assertEqual(out["select"][b"UIDNEXT"], 4)
+            self.assertIn(b"\\Flagged", out["get"][1])
+            self.assertNotIn(b"Work", out["get"][2])
+            self.assertEqual(out["get"][3], (b"\\Recent",))
+            self.assertEqual(out["since"], [2, 3])
+            self.assertEqual(out["headers"][3][b"BODY[HEADER.FIELDS (SUBJECT)]"], b"Subject: n2\r\n\r\n")
+            self.assertEqual(out["after"], [2, 3])
+            self.assertEqual(out["status"][b"MESSAGES"], 2)
+            self.assertTrue(out["examine"])
+
+        return deferToThread(run).addCallback(check)
