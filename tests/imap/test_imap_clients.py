@@ -289,3 +289,57 @@ class ImapclientBreadthTests(unittest.TestCase):
             self.assertTrue(out["examine"])
 
         return deferToThread(run).addCallback(check)
+
+
+class MaildirStoreTests(unittest.TestCase):
+    """The same client workflows over the Maildir store, whose Deferreds fire later from its thread pool."""
+
+    def setUp(self) -> None:
+        import tempfile
+
+        from twisted.python.threadpool import ThreadPool
+
+        from mailgw.store.maildir.account import MaildirStore
+        self.pool = ThreadPool(1, 4, "imap-test-disk")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        root = tempfile.mkdtemp(prefix="mailgw-imap-maildir-")
+        self.store = MaildirStore(root + "/{user}", _reactor, self.pool, poll_interval=0.2)
+        self.server = LiveServer(_reactor, store=self.store)
+        self.addCleanup(self.server.stop)
+
+    def test_workflow(self) -> Any:
+        """Append, select, fetch, search, store, copy, move, expunge, IDLE push from a delivery."""
+        from imapclient import IMAPClient
+        port = self.server.tls_port
+
+        def run() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            with IMAPClient("127.0.0.1", port, ssl=True, ssl_context=client_context()) as c:
+                c.login("alice", PASSWORD)
+                for i in range(5):
+                    c.append("INBOX", MESSAGE.replace(b"8-bit", b"n%d" % i))
+                out["select"] = c.select_folder("INBOX")
+                out["fetch"] = c.fetch([1, 2, 3, 4, 5], ["UID", "FLAGS", "RFC822.SIZE", "ENVELOPE", "BODY[]"])
+                out["search"] = c.search(["SUBJECT", "n3"])
+                c.add_flags([1], [b"\\Deleted"])
+                out["expunge"] = c.expunge()
+                out["copy"] = c.copy([2], "Archive")
+                out["move"] = c.move([3], "Trash")
+                c.idle()
+                blockingCallFromThread(_reactor, self.store.deliver, "alice", b"Subject: pushed\r\n\r\nx\r\n")
+                out["idle"] = c.idle_check(timeout=10)
+                c.idle_done()
+                out["status"] = c.folder_status("Trash", ["MESSAGES"])
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(out["select"][b"EXISTS"], 5)
+            self.assertEqual(len(out["fetch"]), 5)
+            self.assertEqual(out["fetch"][1][b"BODY[]"], MESSAGE.replace(b"8-bit", b"n0"))
+            self.assertIn(b"\\Seen", out["fetch"][1][b"FLAGS"])
+            self.assertEqual(out["search"], [4])
+            self.assertEqual(out["status"][b"MESSAGES"], 1)
+            self.assertTrue(any(r[1] == b"EXISTS" for r in out["idle"]), out["idle"])
+
+        return deferToThread(run).addCallback(check)
