@@ -166,7 +166,7 @@ def _language(part: Part) -> Optional[Value]:
     raw = _nstr(part, b"content-language")
     if not raw:
         return None
-    langs = [x.strip() for x in raw.split(b",") if x.strip()]
+    langs: list[Value] = [x.strip() for x in raw.split(b",") if x.strip()]
     return langs[0] if len(langs) == 1 else langs
 
 

@@ -131,13 +131,13 @@ def matches(key: Key, ctx: Context) -> bool:
         size = ctx.data.size()
         return size > n if which == "LARGER" else size < n  # type: ignore[operator]
     if op == "DATE":
-        which, day = a
-        if which.startswith("SENT"):  # type: ignore[union-attr]
+        which, day = str(a[0]), a[1]
+        if which.startswith("SENT"):
             values = ctx.header_values(b"date")
             got = header_date(values[0]) if values else None
             if got is None:
                 return False
-            which = which[4:]  # type: ignore[index]
+            which = which[4:]
         else:
             got = info.internal_date.date()
         if which == "BEFORE":

@@ -152,7 +152,7 @@ class IMAPSession(Protocol):
             self.framer.drop_buffer()
             if self.transport is not None:
                 try:
-                    self.transport.unregisterProducer()  # TLS shutdown waits for producers to go
+                    self.transport.unregisterProducer()  # type: ignore[attr-defined]  # TLS shutdown waits for producers
                 except (AttributeError, RuntimeError):
                     pass
                 self.transport.loseConnection()
@@ -434,10 +434,10 @@ class IMAPSession(Protocol):
             index = {u: i for i, u in enumerate(self.uids)}
             recent = folder.recent_uids()
             for uid in sorted(changes.flags):
-                pos = index.get(uid)
-                if pos is not None:
+                where = index.get(uid)
+                if where is not None:
                     out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (
-                        pos + 1, uid, flags_of(changes.flags[uid], uid in recent)))
+                        where + 1, uid, flags_of(changes.flags[uid], uid in recent)))
         if out:
             self.send(b"".join(out))
 

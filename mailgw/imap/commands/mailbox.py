@@ -204,7 +204,8 @@ def cmd_append(s: "IMAPSession", req: Request) -> Any:
     if not data:
         raise Reply(b"NO", "Can't save a zero byte message.")
     assert s.account is not None
-    d = s.account.append(name, data, frozenset(flags or ()), when)  # type: ignore[arg-type]
+    wanted: frozenset[str] = frozenset(flags) if isinstance(flags, tuple) else frozenset()
+    d = s.account.append(name, data, wanted, when)  # type: ignore[arg-type]
 
     def appended(res: Any) -> bytes:
         return tagged(req.tag, b"OK", b"Append completed.", b"APPENDUID %d %d" % (res.uid_validity, res.uid))

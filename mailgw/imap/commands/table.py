@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mailgw.imap.commands import auth, mailbox, selected
 from mailgw.imap.session import IMAPSession
 
-COMMANDS = {**auth.COMMANDS, **mailbox.COMMANDS, **selected.COMMANDS}
+COMMANDS: dict[str, Any] = {**auth.COMMANDS, **mailbox.COMMANDS, **selected.COMMANDS}
 
 
 def install() -> None:
