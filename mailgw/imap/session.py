@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -19,15 +19,18 @@ from zope.interface import implementer
 from mailgw.errors import AuthFailed, AuthUnavailable, MailError
 from mailgw.imap.config import IMAPPolicy
 from mailgw.imap.names import BadName
+from mailgw.imap.updates import SELECTED, SelectedState
 from mailgw.imap.wire import framing
 from mailgw.imap.wire.grammar import BadTag, Request, command_name, parse_command
 from mailgw.imap.wire.reader import ParseError, tag_of_lines
 from mailgw.imap.wire.response import tagged
 from mailgw.interfaces import ClientInfo, IAccount, IFolder, IFolderListener, Identity
 
+__all__ = ["IMAPSession", "Reply", "NOT_AUTHENTICATED", "AUTHENTICATED", "SELECTED", "LOGOUT"]
+
 log = Logger()
 
-NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "nonauth", "auth", "selected", "logout"
+NOT_AUTHENTICATED, AUTHENTICATED, LOGOUT = "nonauth", "auth", "logout"
 BAD_TAG = b"* BAD Error in IMAP command received by server.\r\n"
 
 Handler = Callable[["IMAPSession", Request], Any]
@@ -42,7 +45,7 @@ class Reply(Exception):
 
 
 @implementer(IFolderListener, IPushProducer)
-class IMAPSession(Protocol):
+class IMAPSession(SelectedState, Protocol):
     """One client connection."""
 
     commands: dict[str, tuple[Handler, frozenset[str], bool]] = {}  # filled by mailgw.imap.commands.table
@@ -392,64 +395,3 @@ class IMAPSession(Protocol):
         caps += [b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN",
                  b"SPECIAL-USE", b"APPENDLIMIT=%d" % self.limits.append_limit]
         return caps
-
-    # ------------------------------------------------------------------ selected state
-    def folder_changed(self, folder: IFolder) -> None:
-        if folder is not self.folder:
-            return
-        self.dirty = True
-        if self.mode == "idle" and not self.busy:
-            self.busy = True
-            d = self.report_updates()
-            d.addErrback(lambda f: log.failure("idle refresh failed", f, event="imap.idle_error"))
-            d.addBoth(self._done)
-
-    def report_updates(self) -> "Deferred[None]":
-        """Refresh the view and send EXPUNGE / EXISTS / RECENT / FETCH FLAGS (only at allowed points)."""
-        folder = self.folder
-        if folder is None:
-            return succeed(None)
-        self.dirty = False
-        d = folder.refresh()
-        d.addCallback(self._apply_changes, folder)
-        return d
-
-    def _apply_changes(self, changes: Any, folder: IFolder) -> None:
-        if folder is not self.folder:
-            return
-        out: list[bytes] = []
-        current = folder.messages()
-        present = {m.uid for m in current}
-        # RFC 3501 §7.4.1: highest sequence numbers first, so no renumbering between them
-        for pos in range(len(self.uids) - 1, -1, -1):
-            if self.uids[pos] not in present:
-                out.append(b"* %d EXPUNGE\r\n" % (pos + 1))
-        old_count = len(self.uids) - len(out)
-        self.uids = [m.uid for m in current]
-        if len(self.uids) != old_count or changes.added:
-            out.append(b"* %d EXISTS\r\n" % len(self.uids))
-            out.append(b"* %d RECENT\r\n" % len(folder.recent_uids()))
-        if changes.flags:
-            from mailgw.imap.fetch import flags_of
-            index = {u: i for i, u in enumerate(self.uids)}
-            recent = folder.recent_uids()
-            for uid in sorted(changes.flags):
-                where = index.get(uid)
-                if where is not None:
-                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (
-                        where + 1, uid, flags_of(changes.flags[uid], uid in recent)))
-        if out:
-            self.send(b"".join(out))
-
-    def close_folder(self) -> None:
-        if self.folder is not None:
-            try:
-                self.folder.remove_listener(self)
-                self.folder.close()
-            except Exception:
-                log.failure("folder close failed", event="imap.close_error")
-        self.folder = None
-        self.uids = []
-        self.dirty = False
-        if self.state == SELECTED:
-            self.state = AUTHENTICATED
