@@ -17,6 +17,15 @@ from mailgw.imap.wire.response import Literal, encode, internal_date, sort_flags
 from mailgw.interfaces import IFolder, MessageInfo
 
 HEADER_ONLY = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+STREAM_THRESHOLD = 1024 * 1024  # whole messages above this are streamed from the file, 64 KiB at a time
+CHUNK = 64 * 1024
+
+
+class Streamed:
+    """A whole-message literal to be copied from the stored file (the `{n}` prefix is already written)."""
+
+    def __init__(self, file: Any, size: int) -> None:
+        self.file, self.size = file, size
 
 
 def flags_of(flags: Iterable[str], recent: bool) -> bytes:
@@ -88,6 +97,16 @@ class MessageData:
     def size(self) -> int:
         return self.info.size if self.fast else len(self.full())
 
+    def streamed(self) -> Optional[Streamed]:
+        """The open file of a big message not yet read, with its real length; None for small ones."""
+        if self._full is not None or self.info.size <= STREAM_THRESHOLD:
+            return None
+        f = self.folder.open_message(self.info.uid)
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(0)
+        return Streamed(f, size)
+
 
 def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: bool,
                    uid_always: bool, flags_changed: bool) -> list[bytes]:
@@ -100,7 +119,10 @@ def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: 
         sep = b" "
     for item in items:
         value = _value(item, data, recent)
-        if isinstance(value, Literal):
+        if isinstance(value, Streamed):
+            out.append(sep + item.label() + b" {%d}\r\n" % value.size)
+            out.append(value)  # type: ignore[arg-type]
+        elif isinstance(value, Literal):
             out.append(sep + item.label() + b" {%d}\r\n" % len(value.value))
             out.append(value.value)
         else:
@@ -112,7 +134,7 @@ def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: 
     return out
 
 
-def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal":
+def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal | Streamed":
     name = item.name
     info = data.info
     if name == "UID":
@@ -130,7 +152,7 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
     if name == "BODY":
         return _cached(data, "B", lambda: encode(bodystructure(data.root(), False)))
     if name == "RFC822":
-        return Literal(data.full())
+        return data.streamed() or Literal(data.full())
     if name == "RFC822.HEADER":
         return Literal(data.header())
     if name == "RFC822.TEXT":
@@ -143,6 +165,10 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
         else:
             raw = section_bytes(data.head_root(), (), section.text, section.fields)
     elif not section.part and not section.text:
+        if item.partial is None:
+            big = data.streamed()
+            if big is not None:
+                return big
         raw = data.full()
     else:
         raw = section_bytes(data.root(), section.part, section.text, section.fields)
@@ -165,10 +191,43 @@ def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes
     return value
 
 
-def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], None], finished: Callable[[], None],
-               batch: int) -> None:
-    """Run `step` over `work`, stopping whenever the transport's write buffer is full (pull-free backpressure)
-    and yielding to the reactor every `batch` items."""
+def write_pieces(session: Any, pieces: list[Any], done: Callable[[], None]) -> None:
+    """Write bytes pieces; a Streamed piece is copied from its file while the transport accepts data."""
+    queue = list(pieces)
+
+    def run() -> None:
+        while queue and not session.closing:
+            if not isinstance(queue[0], Streamed):
+                batch = []
+                while queue and not isinstance(queue[0], Streamed):
+                    batch.append(queue.pop(0))
+                session.send_pieces(batch)
+                continue
+            stream = queue[0]
+            while stream.size > 0 and not session.closing:
+                if session.write_paused:
+                    session.resume_hooks.append(run)
+                    return
+                chunk = stream.file.read(min(CHUNK, stream.size))
+                if not chunk:
+                    chunk = b" " * stream.size  # the file shrank under us: keep the literal's length honest
+                session.send(chunk)
+                stream.size -= len(chunk)
+            stream.file.close()
+            queue.pop(0)
+        for piece in queue:
+            if isinstance(piece, Streamed):
+                piece.file.close()
+        if not session.closing:
+            done()
+
+    run()
+
+
+def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], Optional[list[Any]]],
+               finished: Callable[[], None], batch: int) -> None:
+    """Run `step` over `work`, writing what it returns; stops whenever the transport's write buffer is full
+    (push-producer backpressure) and yields to the reactor every `batch` items."""
     it = iter(work)
 
     def run() -> None:
@@ -185,7 +244,12 @@ def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], None], f
             except StopIteration:
                 finished()
                 return
-            step(item)
+            pieces = step(item)
             count += 1
+            if pieces:
+                if any(isinstance(p, Streamed) for p in pieces):
+                    write_pieces(session, pieces, run)
+                    return
+                session.send_pieces(pieces)
 
     run()

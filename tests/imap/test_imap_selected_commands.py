@@ -306,3 +306,35 @@ class SharedFolderTests(unittest.SynchronousTestCase):
         self.assertEqual(a.read(), b"* OK Still here\r\n")
         h.reactor.advance(1800)
         self.assertIn(b"* BYE Disconnected for inactivity.\r\n", a.read())
+
+
+class StreamingTests(unittest.SynchronousTestCase):
+    """Whole messages over 1 MiB are copied from the file in 64 KiB chunks, pausing with the transport."""
+
+    def test_big_body_streams_with_backpressure(self) -> None:
+        """BODY[] of a 3 MiB message arrives intact, written in chunks only while the transport accepts data."""
+        big = MESSAGE + b"".join(b"line %07d of a big message\r\n" % i for i in range(110000))
+        h, c = selected(big, MESSAGE)
+        transport = c.transport
+        writes: list[int] = []
+        original = transport.write
+
+        def write(data: bytes) -> None:  # a transport whose buffer "fills" after 256 KiB
+            writes.append(len(data))
+            original(data)
+            if len(transport.value()) > 256 * 1024 and transport.producer is not None:
+                transport.producer.pauseProducing()
+
+        transport.write = write  # type: ignore[method-assign]
+        out = c.send(b"a FETCH 1:2 (UID BODY.PEEK[])\r\n")
+        self.assertLess(len(out), 512 * 1024)
+        rounds = 0
+        while not out.endswith(b"a OK Fetch completed.\r\n"):
+            rounds += 1
+            self.assertLess(rounds, 100)
+            c.proto.resumeProducing()
+            out += c.read()
+        self.assertGreater(rounds, 5)
+        self.assertLessEqual(max(writes), 64 * 1024)
+        self.assertEqual(out, b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(big) + big + b")\r\n"
+                         b"* 2 FETCH (UID 2 BODY[] {%d}\r\n" % len(MESSAGE) + MESSAGE + b")\r\na OK Fetch completed.\r\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -112,22 +112,23 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
         fast = s.policy.fast_message_retrieval
         missing = [False]
 
-        def step(pos: int) -> None:
+        def step(pos: int) -> Optional[list[Any]]:
             if pos >= len(s.uids):
-                return
+                return None
             uid = s.uids[pos]
             info = current.get(uid)
             if info is None:
                 missing[0] = True
-                return
+                return None
             try:
-                s.send_pieces(fetch_response(pos + 1, MessageData(folder, info, fast, s.fetch_cache, s.user), items, uid in recent,
-                                             req.uid, uid in changed))
+                data = MessageData(folder, info, fast, s.fetch_cache, s.user)
+                return fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
             except MessageExpunged:
                 missing[0] = True
             except Exception:
                 log.failure("fetch of uid {uid} failed", uid=uid, event="imap.fetch_error")
                 missing[0] = True
+            return None
 
         def finished() -> None:
             if missing[0]:
@@ -187,7 +188,7 @@ def cmd_search(s: "IMAPSession", req: Request) -> Any:
         uid = s.uids[pos]
         info = index.get(uid)
         if info is None:
-            return
+            return None
         try:
             if matches(key, Context(pos + 1, MessageData(folder, info, fast), uid in recent, count, max_uid, cache)):  # type: ignore[arg-type]
                 hits.append(uid if req.uid else pos + 1)
