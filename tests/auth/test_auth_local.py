@@ -38,7 +38,7 @@ def fast_argon2(password: str) -> str:
 class FormatTests(SynchronousTestCase):
     def test_round_trip(self) -> None:
         """A written file parses back to the same accounts, including NT hash and addresses."""
-        path = self.mktemp()
+        path = os.path.abspath(self.mktemp())
         users = {"alice": LocalUser("alice", fast_argon2("S3cret!"), ("alice@example.test",), nt_hash("S3cret!")),
                  "bob": LocalUser("bob", fast_argon2("hunter2"))}
         write_users_file(path, users)
@@ -53,7 +53,7 @@ class FormatTests(SynchronousTestCase):
 
     def test_mode_refused(self) -> None:
         """A group- or world-readable users file is refused."""
-        path = self.mktemp()
+        path = os.path.abspath(self.mktemp())
         write_users_file(path, {})
         os.chmod(path, 0o640)
         self.assertRaises(ConfigError, read_users_file, path)
@@ -74,7 +74,7 @@ class FormatTests(SynchronousTestCase):
 
 class LocalDirectoryTests(TestCase):
     def setUp(self) -> None:
-        self.path = self.mktemp()
+        self.path = os.path.abspath(self.mktemp())
         write_users_file(self.path, {
             "alice": LocalUser("alice", fast_argon2("S3cret!"), ("alice@example.test",), nt_hash("S3cret!")),
             "bob": LocalUser("bob", hash_password("hunter2", "bcrypt"), ("bob@example.test",)),
@@ -152,7 +152,7 @@ class UserCLITests(SynchronousTestCase):
         return usercli.run(args, io.StringIO(stdin), out, err), out.getvalue(), err.getvalue()
 
     def setUp(self) -> None:
-        self.path = self.mktemp()
+        self.path = os.path.abspath(self.mktemp())
 
     def test_add_passwd_del_list(self) -> None:
         """add, passwd, list and del edit the file; the password comes from stdin."""
