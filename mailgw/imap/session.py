@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailgw.errors import AuthFailed, AuthUnavailable, MailError
+from mailgw.imap import metrics
 from mailgw.imap.config import IMAPPolicy
 from mailgw.imap.names import BadName
 from mailgw.imap.updates import SELECTED, SelectedState
@@ -81,6 +82,9 @@ class IMAPSession(SelectedState, Protocol):
         self.resume_hooks: list[Callable[[], None]] = []
         self.enabled: set[str] = set()
         self._in_pump = False
+        self._lost = False
+        self._command = ""
+        self._started = 0.0
         self._timer: Any = None
         self._keepalive: Any = None
         self.peer_host, self.peer_port = "", 0
@@ -96,6 +100,7 @@ class IMAPSession(SelectedState, Protocol):
             pass
         if self.registry is not None:
             self.registry.add(self.policy.name, "imap", self)
+        metrics.connection_opened(self.policy.name)
         self.reset_timer()
         caps = b" ".join(self.capabilities())
         self.send(b"* OK [CAPABILITY %s] mailgw ready.\r\n" % caps)
@@ -103,6 +108,9 @@ class IMAPSession(SelectedState, Protocol):
                  event="imap.connect")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self._lost:
+            self._lost = True
+            metrics.connection_closed(self.policy.name)
         self.closing = True
         for call in (self._timer, self._keepalive):
             if call is not None and call.active():
@@ -327,15 +335,23 @@ class IMAPSession(SelectedState, Protocol):
             expunge_ok: bool = True) -> None:
         """Run a handler; its result (a tagged line, or None) may come later through a Deferred."""
         self.busy = True
+        self._command = req.name if req is not None else ""
+        self._started = self.reactor.seconds()
         d = maybeDeferred(fn) if arg is None else maybeDeferred(fn, arg)
         tag = req.tag if req is not None else None
         d.addCallback(self._finish, tag, expunge_ok)
         d.addErrback(self._failed, tag)
         d.addBoth(self._done)
 
+    def _measure(self, status: bytes) -> None:
+        if self._command:
+            metrics.record_command(self._command, status, self.reactor.seconds() - self._started)
+            self._command = ""
+
     def _finish(self, result: Any, tag: Optional[bytes], expunge_ok: bool) -> Any:
         if not isinstance(result, bytes):
             return None
+        self._measure(result.split(b" ", 2)[1] if result.count(b" ") >= 2 else b"OK")
         if self.state == SELECTED and self.dirty and expunge_ok and self.mode is None:
             d = self.report_updates()
             d.addCallback(lambda _: self.send(result))
@@ -346,6 +362,7 @@ class IMAPSession(SelectedState, Protocol):
     def _failed(self, failure: Failure, tag: Optional[bytes]) -> None:
         err = failure.value
         tag = tag or b"*"
+        self._measure(err.status if isinstance(err, Reply) else b"NO")
         if isinstance(err, Reply):
             code = err.code.encode("ascii") if err.code else b""
             self.send(tagged(tag, err.status, err.text.encode("utf-8", "replace"), code))

@@ -216,3 +216,26 @@ class AuthenticateTests(unittest.SynchronousTestCase):
         c = Harness().connect()
         self.assertEqual(c.send(b"a SELECT INBOX\r\n"), b"a BAD Not authenticated.\r\n")
         self.assertEqual(c.send(b"b FETCH 1 FLAGS\r\n"), b"b BAD No mailbox selected.\r\n")
+
+
+class MetricsTests(unittest.SynchronousTestCase):
+    """Commands and connections are counted with bounded labels."""
+
+    def test_command_and_connection_counters(self) -> None:
+        """A NOOP counts as command=NOOP status=ok; an unknown command is not a label; connections are gauged."""
+        from mailgw.observe.metrics import REGISTRY
+
+        def sample(name: str, **labels: str) -> float:
+            return REGISTRY.get_sample_value(name, labels) or 0.0
+
+        noop = sample("mailgw_imap_commands_total", command="NOOP", status="ok")
+        bad = sample("mailgw_imap_commands_total", command="LOGIN", status="no")
+        active = sample("mailgw_connections_active", listener="test", protocol="imap")
+        c = Harness().connect(tls=False)
+        self.assertEqual(sample("mailgw_connections_active", listener="test", protocol="imap"), active + 1)
+        c.send(b"a NOOP\r\nb LOGIN x y\r\nc FROB\r\n")
+        self.assertEqual(sample("mailgw_imap_commands_total", command="NOOP", status="ok"), noop + 1)
+        self.assertEqual(sample("mailgw_imap_commands_total", command="LOGIN", status="no"), bad + 1)
+        self.assertIsNone(REGISTRY.get_sample_value("mailgw_imap_commands_total", {"command": "FROB", "status": "bad"}))
+        c.proto.connectionLost(None)
+        self.assertEqual(sample("mailgw_connections_active", listener="test", protocol="imap"), active)
