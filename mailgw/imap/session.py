@@ -177,6 +177,8 @@ class IMAPSession(SelectedState, Protocol):
         hooks, self.resume_hooks = self.resume_hooks, []
         for hook in hooks:
             self.reactor.callLater(0, hook)
+        if not hooks and not self.busy:
+            self.reactor.callLater(0, self.pump)  # input that waited for the client to read its replies
 
     def stopProducing(self) -> None:
         self.closing = True
@@ -214,7 +216,7 @@ class IMAPSession(SelectedState, Protocol):
             self.reset_timer()
         self.framer.feed(data)
         self.pump()
-        if self.busy and not self.read_paused and (
+        if (self.busy or self.write_paused) and not self.read_paused and (
                 self.framer.buffered() > self.limits.max_buffer
                 or self.framer.pending_lines() > self.limits.max_pipelined):
             self.read_paused = True
@@ -225,14 +227,15 @@ class IMAPSession(SelectedState, Protocol):
             return
         self._in_pump = True
         try:
-            while not self.busy and not self.closing:
+            # a client that does not read its replies stops being read (security.md G38)
+            while not self.busy and not self.closing and not self.write_paused:
                 event = self.framer.pull(line_mode=self.mode is not None)
                 if event is None:
                     break
                 self.handle_event(event)
         finally:
             self._in_pump = False
-        if self.read_paused and not self.busy and not self.closing:
+        if self.read_paused and not self.busy and not self.closing and not self.write_paused:
             self.read_paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
 

@@ -177,3 +177,32 @@ class PipeliningAndTimeoutTests(unittest.SynchronousTestCase):
         self.assertEqual(c.read(), b"")
         h.reactor.advance(2)
         self.assertEqual(c.read(), b"* BYE Disconnected for inactivity.\r\n")
+
+
+class SlowReaderTests(unittest.SynchronousTestCase):
+    """A client that does not read its replies stops being read."""
+
+    def test_commands_wait_while_writes_are_paused(self) -> None:
+        """While the transport's buffer is full, queued commands wait and reading pauses; they run on resume."""
+        c = Harness().connect()
+        c.proto.pauseProducing()
+        self.assertEqual(c.send(b"a NOOP\r\n" * 100), b"")
+        self.assertEqual(c.transport.producerState, "paused")
+        c.proto.resumeProducing()
+        out = c.read()
+        self.assertEqual(out.count(b"a OK NOOP completed."), 100)
+        self.assertEqual(c.transport.producerState, "producing")
+
+
+class InterfaceTests(unittest.SynchronousTestCase):
+    """The session provides the interfaces it is registered under."""
+
+    def test_verify(self) -> None:
+        """IMAPSession provides IFolderListener (store notifications) and IPushProducer (write backpressure)."""
+        from twisted.internet.interfaces import IPushProducer
+        from zope.interface.verify import verifyObject
+
+        from mailgw.interfaces import IFolderListener
+        c = Harness().connect()
+        self.assertTrue(verifyObject(IFolderListener, c.proto))
+        self.assertTrue(verifyObject(IPushProducer, c.proto))
