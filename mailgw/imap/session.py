@@ -50,6 +50,7 @@ class IMAPSession(SelectedState, Protocol):
     """One client connection."""
 
     commands: dict[str, tuple[Handler, frozenset[str], bool]] = {}  # filled by mailgw.imap.commands.table
+    ABORT_AFTER = 10.0  # seconds between a close and a forced abort
 
     def __init__(self, policy: IMAPPolicy, auth: Any, store: Any, reactor: Any, tls: Any = None,
                  implicit_tls: bool = False, registry: Any = None, fetch_cache: Any = None) -> None:
@@ -86,6 +87,7 @@ class IMAPSession(SelectedState, Protocol):
         self._command = ""
         self._started = 0.0
         self._timer: Any = None
+        self._abort: Any = None
         self._keepalive: Any = None
         self.peer_host, self.peer_port = "", 0
 
@@ -112,10 +114,10 @@ class IMAPSession(SelectedState, Protocol):
             self._lost = True
             metrics.connection_closed(self.policy.name)
         self.closing = True
-        for call in (self._timer, self._keepalive):
+        for call in (self._timer, self._keepalive, self._abort):
             if call is not None and call.active():
                 call.cancel()
-        self._timer = self._keepalive = None
+        self._timer = self._keepalive = self._abort = None
         self.framer.drop_buffer()
         self.close_folder()
         if self.registry is not None:
@@ -167,6 +169,14 @@ class IMAPSession(SelectedState, Protocol):
                 except (AttributeError, RuntimeError):
                     pass
                 self.transport.loseConnection()
+                # a TLS peer that never finishes its handshake (or never reads) cannot hold the socket
+                self._abort = self.reactor.callLater(self.ABORT_AFTER, self._abort_now)
+
+    def _abort_now(self) -> None:
+        self._abort = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None and not self._lost:
+            abort()
 
     # IPushProducer: the transport tells us when its write buffer is full
     def pauseProducing(self) -> None:

@@ -206,3 +206,19 @@ class InterfaceTests(unittest.SynchronousTestCase):
         c = Harness().connect()
         self.assertTrue(verifyObject(IFolderListener, c.proto))
         self.assertTrue(verifyObject(IPushProducer, c.proto))
+
+
+class AbortTests(unittest.SynchronousTestCase):
+    """A closed session whose transport never finishes closing is aborted."""
+
+    def test_abort_after_close(self) -> None:
+        """After BYE, a transport still connected 10 s later is aborted."""
+        h = Harness()
+        c = h.connect()
+        aborted: list[bool] = []
+        c.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        h.reactor.advance(61)
+        self.assertIn(b"* BYE Disconnected for inactivity.", c.read())
+        self.assertEqual(aborted, [])
+        h.reactor.advance(10)
+        self.assertEqual(aborted, [True])

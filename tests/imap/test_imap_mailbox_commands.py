@@ -212,3 +212,14 @@ class StatusAppendTests(unittest.SynchronousTestCase):
         """A zero-byte message is refused."""
         _, c = logged_in()
         self.assertEqual(c.send(b"a APPEND INBOX {0+}\r\n\r\n"), b"a NO Can't save a zero byte message.\r\n")
+
+
+class LsubParentTests(unittest.SynchronousTestCase):
+    """LSUB with '%' shows unsubscribed parents of subscribed names as \\Noselect."""
+
+    def test_parent_noselect(self) -> None:
+        """foo/bar subscribed, foo not: LSUB "" "%" lists foo with \\Noselect."""
+        _, c = logged_in()
+        c.send(b"a CREATE foo/bar\r\nb SUBSCRIBE foo/bar\r\nc UNSUBSCRIBE foo\r\n")
+        self.assertEqual(c.send(b'd LSUB "" "f%"\r\n'), b'* LSUB (\\Noselect) "/" foo\r\nd OK Lsub completed.\r\n')
+        self.assertEqual(c.send(b'e LSUB "" "foo/*"\r\n'), b'* LSUB () "/" foo/bar\r\ne OK Lsub completed.\r\n')

@@ -166,8 +166,18 @@ def cmd_lsub(s: "IMAPSession", req: Request) -> Any:
     d = s.account.subscriptions()
 
     def listed(subs: list[str]) -> bytes:
+        subscribed = set(subs)
         out = [b'* LSUB () "/" %s\r\n' % astring(encode_mailbox(n)) for n in subs
                if any(match(p, n) for p in patterns)]
+        # RFC 3501 §6.3.9: with "%", an unsubscribed parent of a subscribed name shows as \Noselect
+        parents: list[str] = []
+        for n in subs:
+            parts = n.split("/")
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in subscribed and parent not in parents and any(match(p, parent) for p in patterns):
+                    parents.append(parent)
+        out += [b'* LSUB (\\Noselect) "/" %s\r\n' % astring(encode_mailbox(n)) for n in parents]
         s.send(b"".join(out))
         return tagged(req.tag, b"OK", b"Lsub completed.")
 
