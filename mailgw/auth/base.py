@@ -23,7 +23,7 @@ DISABLED = "disabled"
 class IReasonedDirectory(Interface):
     """An IDirectory that can also say *why* a password check failed (unknown user, wrong password)."""
 
-    def check_password(login: str, password: str) -> "Deferred[Verdict]":  # type: ignore[empty-body]
+    def check_password(login: str, password: str) -> "Deferred[Verdict]":
         """Identity on success, else one of UNKNOWN_USER / BAD_PASSWORD / DISABLED; AuthUnavailable on outage."""
 
 

@@ -140,10 +140,10 @@ class NTLMAcceptor:
     def target_info(self, now: float) -> bytes:
         """AV pairs (always UTF-16LE) ending in MsvAvTimestamp and MsvAvEOL."""
         filetime = int((now + _FILETIME_EPOCH) * 10_000_000)
-        enc = lambda s: s.encode("utf-16-le")  # noqa: E731
-        return w.av_pairs([(w.AV_NB_DOMAIN, enc(self.domain)), (w.AV_NB_COMPUTER, enc(self.hostname)),
-                           (w.AV_DNS_DOMAIN, enc(self.dns_domain)), (w.AV_DNS_COMPUTER, enc(self.dns_hostname)),
-                           (w.AV_TIMESTAMP, struct.pack("<Q", filetime))])
+        names = [(w.AV_NB_DOMAIN, self.domain), (w.AV_NB_COMPUTER, self.hostname),
+                 (w.AV_DNS_DOMAIN, self.dns_domain), (w.AV_DNS_COMPUTER, self.dns_hostname)]
+        return w.av_pairs([(av_id, text.encode("utf-16-le")) for av_id, text in names]
+                          + [(w.AV_TIMESTAMP, struct.pack("<Q", filetime))])
 
 
 @implementer(ISASLExchange)
@@ -165,7 +165,7 @@ class NTLMExchange:
     def _reject(self, reason: str, login: str = "") -> "Deferred[SASLChallenge | SASLSuccess]":
         self._state = "done"
         self._challenge = b""
-        return self._service.reject(self._client, self.mechanism, login, reason)  # type: ignore[return-value]
+        return self._service.reject(self._client, self.mechanism, login, reason)
 
     def step(self, response: Optional[bytes]) -> "Deferred[SASLChallenge | SASLSuccess]":
         if self._state == "negotiate":
@@ -223,4 +223,4 @@ class NTLMExchange:
             return identity, ""
 
         d = self._service.check(msg.user, self._client, self.mechanism, ask)
-        return d.addCallback(SASLSuccess)  # type: ignore[arg-type]
+        return d.addCallback(SASLSuccess)

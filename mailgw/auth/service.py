@@ -8,10 +8,11 @@ the failure delay, failure budgets, and the one `auth_failed` log line fail2ban 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
+from typing import Any, Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -75,7 +76,8 @@ class AuthService:
     users and wrong passwords take the same time. `listeners` maps a listener name (ClientInfo.
     listener) to its ListenerPolicy; listeners not in the map may use every mechanism the service
     has, but PLAIN/LOGIN never before TLS unless `plaintext_without_tls` (a lab setting).
-    `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
+    `on_result(protocol, mechanism, backend, result)` and `on_backend_time(backend, seconds)` feed
+    metrics. `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
     `proxy_users` may use a PLAIN authorization identity other than their own.
     """
 
@@ -83,7 +85,8 @@ class AuthService:
                  limits: Optional[AuthLimits] = None, ntlm: Optional[MechanismFactory] = None,
                  listeners: Optional[Mapping[str, ListenerPolicy]] = None,
                  proxy_users: Sequence[str] = (), plaintext_without_tls: bool = False,
-                 on_result: Optional[ResultHook] = None) -> None:
+                 on_result: Optional[ResultHook] = None,
+                 on_backend_time: Optional[Callable[[str, float], None]] = None) -> None:
         self.backends = list(backends)
         self.failure_delay = float(failure_delay)
         self.limits = limits or AuthLimits()
@@ -95,6 +98,7 @@ class AuthService:
         self._reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
         self._on_result = on_result
+        self._on_backend_time = on_backend_time  # e.g. mailgw_auth_backend_duration_seconds{backend}
 
     # ------------------------------------------------------------------ policy
 
@@ -143,6 +147,8 @@ class AuthService:
     def login(self, username: str, password: str, client: ClientInfo) -> "Deferred[Identity]":
         """IMAP LOGIN (and any plain user/password check): allowed where PLAIN or LOGIN would be."""
         allowed, require_tls = self._policy(client)
+        if not any(m in allowed for m in PLAINTEXT_MECHANISMS):
+            return fail(UnknownMechanism())  # this listener takes no passwords (e.g. NTLM only)
         if not any(self._permitted(m, client, allowed, require_tls) for m in PLAINTEXT_MECHANISMS):
             return fail(TLSRequired())
         return self.check_password(username, password, client, PASSWORD_COMMAND)
@@ -205,7 +211,7 @@ class AuthService:
         return identity
 
     def reject(self, client: ClientInfo, mechanism: str, login: str, reason: str,
-               error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Identity]":
+               error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Any]":
         """Fail an exchange with AuthFailed(reason) (or `error`) after the delay; counted and logged."""
         err = error if error is not None else AuthFailed(reason)
         t0 = self._reactor.seconds() if started is None else started
@@ -223,6 +229,7 @@ class AuthService:
         outage: Optional[AuthUnavailable] = None
         reason = UNKNOWN_USER
         for backend in self.backends:
+            started = self._reactor.seconds()
             try:
                 verdict: Verdict | None
                 if IReasonedDirectory.providedBy(backend):
@@ -233,6 +240,12 @@ class AuthService:
             except AuthUnavailable as e:
                 outage = e
                 continue
+            except Exception as e:  # a backend bug must not become "BAD Server error" or a success
+                log.failure("backend {backend} failed", Failure(), backend=backend.name, event="auth.backend_error")
+                outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
+                continue
+            finally:
+                self._backend_time(backend.name, self._reactor.seconds() - started)
             if isinstance(verdict, Identity):
                 return verdict, ""
             if verdict != UNKNOWN_USER:
@@ -249,6 +262,11 @@ class AuthService:
             except AuthUnavailable as e:
                 outage = e
                 continue
+            except Exception as e:
+                log.failure("backend {backend} lookup failed", Failure(), backend=backend.name,
+                            event="auth.backend_error")
+                outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
+                continue
             if found is not None:
                 return found
         if outage is not None:
@@ -257,9 +275,10 @@ class AuthService:
 
     def lookup(self, address: str) -> "Deferred[Optional[Identity]]":
         """Resolve a login or address across the backends in order; AuthUnavailable if unsure."""
-        if clean_login(address) is None:
-            return succeed(None)
-        return Deferred.fromCoroutine(self.lookup_async(address.strip()))
+        address = address.strip()
+        if not address or len(address) > 320 or any(ord(c) < 0x20 or c == "\x7f" for c in address):
+            return succeed(None)  # RFC 5321 §4.5.3.1: 64 + 1 + 255; no controls (LDAP escapes the rest)
+        return Deferred.fromCoroutine(self.lookup_async(address))
 
     # ------------------------------------------------------------------ outcomes
 
@@ -274,25 +293,29 @@ class AuthService:
         factor = self._limiter.delay_factor(client.peer_host)
         wait = t0 + self.failure_delay * factor - self._reactor.seconds()
         if wait > 0:
-            d: Deferred[None] = Deferred()
-            call = self._reactor.callLater(wait, d.callback, None)  # type: ignore[attr-defined]
-            d.addErrback(lambda f: (call.cancel() if call.active() else None, f)[1])
-            await d
+            await deferLater(self._reactor, wait)  # never blocks the reactor; cancellable
         raise error
 
     def _log_failure(self, client: ClientInfo, mechanism: str, login: str, reason: str, temporary: bool) -> None:
         fmt = ('auth_failed proto={proto} listener={listener} rip={rip} user="{user}" mech={mech} '
                'reason={reason}')
         fields = dict(proto=client.protocol, listener=client.listener or "-", rip=client.peer_host,
-                      user=log_safe(login), mech=mechanism, reason=reason, event="auth.failure")
+                      user=log_safe(login), mech=mechanism, reason=reason, event="auth_failed")
         (log.warn if temporary else log.info)(fmt, **fields)
 
     def _succeeded(self, client: ClientInfo, mechanism: str, login: str, identity: Identity) -> None:
         log.info('auth_ok proto={proto} listener={listener} rip={rip} user="{user}" account={account} '
                  'mech={mech} backend={backend}', proto=client.protocol, listener=client.listener or "-",
                  rip=client.peer_host, user=log_safe(login), account=log_safe(identity.user),
-                 mech=mechanism, backend=identity.backend, event="auth.success")
+                 mech=mechanism, backend=identity.backend, event="auth_ok")
         self._report(client, mechanism, identity.backend, "ok")
+
+    def _backend_time(self, backend: str, seconds: float) -> None:
+        if self._on_backend_time is not None:
+            try:
+                self._on_backend_time(backend, seconds)
+            except Exception:
+                log.failure("auth backend time hook failed", Failure(), event="auth.hook_error")
 
     def _report(self, client: ClientInfo, mechanism: str, backend: str, result: str) -> None:
         if self._on_result is not None:

@@ -180,7 +180,7 @@ class MalformedTests(NTLMCase):
         self.type2(exchange, CURL_TYPE1)
         with capturedLogs() as events:
             f = self.failureResultOf(exchange.step(type3), AuthFailed)
-        self.assertEqual([e["reason"] for e in events if e.get("event") == "auth.failure"], [f.value.reason])
+        self.assertEqual([e["reason"] for e in events if e.get("event") == "auth_failed"], [f.value.reason])
         return f.value  # type: ignore[no-any-return]
 
     def good(self) -> bytes:
