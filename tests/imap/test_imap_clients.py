@@ -305,6 +305,7 @@ class MaildirStoreTests(unittest.TestCase):
         self.addCleanup(self.pool.stop)
         root = tempfile.mkdtemp(prefix="mailgw-imap-maildir-")
         self.store = MaildirStore(root + "/{user}", _reactor, self.pool, poll_interval=0.2)
+        self.addCleanup(self.store.close)
         self.server = LiveServer(_reactor, store=self.store)
         self.addCleanup(self.server.stop)
 
