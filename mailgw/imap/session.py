@@ -295,6 +295,8 @@ class IMAPSession(SelectedState, Protocol):
             self.send(BAD_TAG if tag is None else tagged(tag, b"BAD", b"Too many literals"))
             return
         limit = self.limits.append_limit if name == "APPEND" else self.limits.command_literal
+        if name != "APPEND" and self.framer.literal_bytes() + event.size > self.limits.command_literals_total:
+            limit = min(limit, max(0, self.limits.command_literals_total - self.framer.literal_bytes()))
         if event.size > limit:
             self.framer.reject()
             if not event.nonsync:

@@ -222,3 +222,19 @@ class AbortTests(unittest.SynchronousTestCase):
         self.assertEqual(aborted, [])
         h.reactor.advance(10)
         self.assertEqual(aborted, [True])
+
+
+class LiteralTotalTests(unittest.SynchronousTestCase):
+    """All literals of one command together are capped (CVE-2025-61600 class)."""
+
+    def test_total_cap(self) -> None:
+        """Twenty 60 KiB literals in one SEARCH pass the per-literal cap but not the 1 MiB total."""
+        c = Harness().connect()
+        c.select()
+        chunk = b"x" * 60000
+        out = b""
+        c.send(b"a SEARCH OR BODY {60000+}\r\n")
+        for _ in range(17):
+            out += c.send(chunk + b" OR BODY {60000+}\r\n")
+        out += c.send(chunk + b" ALL\r\nb NOOP\r\n")
+        self.assertEqual(out, b"a NO [TOOBIG] Literal too big\r\nb OK NOOP completed.\r\n")

@@ -148,6 +148,10 @@ class Framer:
         self._reset_command()
         return data
 
+    def literal_bytes(self) -> int:
+        """Octets of the literals already taken for the command being read."""
+        return sum(len(lit) for lit in self._literals)
+
     def in_command(self) -> bool:
         return bool(self._lines) or self._literal is not None or self._offer is not None
 
