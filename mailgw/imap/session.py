@@ -258,7 +258,11 @@ class IMAPSession(SelectedState, Protocol):
         elif isinstance(event, framing.RawLine):
             handler = self.line_handler
             if handler is not None:
-                self.run(handler, event.data)
+                try:
+                    handler(event.data)
+                except Exception:
+                    log.failure("imap continuation handler failed", event="imap.internal_error")
+                    self.bye(b"Internal error")
         elif isinstance(event, framing.LiteralOffer):
             self.offer(event)
         elif isinstance(event, framing.LineTooLong):
@@ -322,6 +326,11 @@ class IMAPSession(SelectedState, Protocol):
         except ParseError as e:
             tag = tag_of_lines(cmd.lines) or b"*"
             self.send(tagged(tag, b"BAD", e.text.encode("ascii", "replace")))
+            self.bad()
+            return
+        except Exception:  # a parser bug must not end the connection (the property tests look for these)
+            log.failure("imap parser failed", event="imap.parser_error")
+            self.send(tagged(tag_of_lines(cmd.lines) or b"*", b"BAD", b"Error in IMAP command received by server."))
             self.bad()
             return
         entry = self.commands.get(req.name)

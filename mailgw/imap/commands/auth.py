@@ -179,8 +179,9 @@ class _SASL:
         return self.done
 
     def _step(self, response: Optional[bytes]) -> None:
-        d = self.exchange.step(response)
+        d = maybeDeferred(self.exchange.step, response)
         d.addCallbacks(self._stepped, self._error)
+        d.addErrback(self.done.errback)  # a bug in a mechanism ends this command, not the connection
 
     def _stepped(self, result: Any) -> None:
         if isinstance(result, SASLChallenge):
