@@ -239,3 +239,21 @@ class MetricsTests(unittest.SynchronousTestCase):
         self.assertIsNone(REGISTRY.get_sample_value("mailgw_imap_commands_total", {"command": "FROB", "status": "bad"}))
         c.proto.connectionLost(None)
         self.assertEqual(sample("mailgw_connections_active", listener="test", protocol="imap"), active)
+
+
+class UserIPCapTests(unittest.SynchronousTestCase):
+    """At most max_user_ip_sessions logged-in IMAP sessions per (user, client IP)."""
+
+    def test_cap(self) -> None:
+        """The third login from the same IP with a cap of 2 is refused with NO [LIMIT] and BYE."""
+        from mailgw.imap.config import IMAPLimits
+        from mailgw.net.sessions import SessionRegistry
+        h = Harness(limits=IMAPLimits(max_user_ip_sessions=2))
+        h.factory.registry = SessionRegistry()
+        first, second, third = h.connect(), h.connect(), h.connect()
+        self.assertTrue(first.login().startswith(b"L OK"))
+        self.assertTrue(second.login().startswith(b"L OK"))
+        self.assertEqual(third.login(), b"L NO [LIMIT] Maximum number of connections from user+IP exceeded\r\n"
+                                        b"* BYE Maximum number of connections from user+IP exceeded\r\n")
+        first.proto.connectionLost(None)
+        self.assertTrue(h.connect().login().startswith(b"L OK"))

@@ -96,8 +96,8 @@ def cmd_login(s: "IMAPSession", req: Request) -> Any:
 def _too_many_sessions(s: "IMAPSession", identity: Identity) -> bool:
     if s.registry is None:
         return False
-    same = [x for x in s.registry.sessions() if getattr(x, "user", "") == identity.user
-            and getattr(x, "peer_host", None) == s.peer_host and x is not s]
+    same = [x for x in s.registry.sessions() if isinstance(x, type(s)) and x is not s
+            and x.user == identity.user and x.peer_host == s.peer_host]
     return len(same) >= s.limits.max_user_ip_sessions
 
 
