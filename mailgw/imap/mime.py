@@ -6,9 +6,11 @@ message content; the worst case is a part treated as text/plain.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 MAX_MIME_DEPTH = 20
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 ftext, then optional WSP, then ':'
 
 
 def header_end(data: bytes, start: int, end: int) -> int:
@@ -44,14 +46,11 @@ def parse_fields(block: bytes) -> list[tuple[bytes, bytes]]:
         if name is not None:
             fields.append((name, b"\r\n".join(value)))
             name = None
-        colon = line.find(b":")
-        if colon <= 0:
+        m = _FIELD.match(line)
+        if m is None:
             continue
-        candidate = line[:colon].rstrip(b" \t")
-        if not candidate or any(c <= 0x20 or c >= 0x7F for c in candidate):
-            continue
-        name = candidate.lower()
-        value = [line[colon + 1 :]]
+        name = m.group(1).lower()
+        value = [line[m.end() :]]
     if name is not None:
         fields.append((name, b"\r\n".join(value)))
     return fields
