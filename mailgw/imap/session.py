@@ -335,7 +335,7 @@ class IMAPSession(SelectedState, Protocol):
             return
         entry = self.commands.get(req.name)
         if entry is None:
-            self.send(tagged(req.tag, b"BAD", b"Unknown command."))
+            self.send(tagged(req.tag, b"BAD", b"Unknown command"))
             self.bad()
             return
         handler, states, expunge_ok = entry

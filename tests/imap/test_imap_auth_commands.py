@@ -72,6 +72,8 @@ class PlaintextBeforeTLSTests(unittest.SynchronousTestCase):
         h = Harness()
         c = h.connect(tls=False)
         self.assertEqual(c.send(b"a LOGIN alice " + PASSWORD.encode() + b"\r\n"),
+                         b"* BAD [ALERT] Plaintext authentication not allowed without SSL/TLS, but your client did it "
+                         b"anyway. If anyone was listening, the password was exposed.\r\n"
                          b"a NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) "
                          b"connections.\r\n")
         self.assertEqual(h.asked, 0)
@@ -101,7 +103,7 @@ class PlaintextBeforeTLSTests(unittest.SynchronousTestCase):
         c = h.connect(tls=False)
         self.assertEqual(c.greeting, b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=NTLM "
                                      b"LOGINDISABLED] mailgw ready.\r\n")
-        self.assertTrue(c.send(b"a LOGIN alice x\r\n").startswith(b"a NO [PRIVACYREQUIRED]"))
+        self.assertIn(b"\r\na NO [PRIVACYREQUIRED]", c.send(b"a LOGIN alice x\r\n"))
         self.assertEqual(c.send(b"b AUTHENTICATE PLAIN\r\n"),
                          b"b NO [PRIVACYREQUIRED] Plaintext authentication disabled.\r\n")
         self.assertEqual(h.asked, 0)

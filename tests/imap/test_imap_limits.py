@@ -25,17 +25,17 @@ class TagAndCommandTests(unittest.SynchronousTestCase):
         self.assertEqual(c.send(b"ok NOOP\r\n"), b"ok OK NOOP completed.\r\n")
 
     def test_unknown_and_missing_command(self) -> None:
-        """An unknown command is '<tag> BAD Unknown command.'; a bare tag is 'Missing command.'."""
+        """An unknown command is '<tag> BAD Unknown command'; a bare tag is 'Missing command.'."""
         c = Harness().connect()
-        self.assertEqual(c.send(b"a FROB\r\n"), b"a BAD Unknown command.\r\n")
+        self.assertEqual(c.send(b"a FROB\r\n"), b"a BAD Unknown command\r\n")
         self.assertEqual(c.send(b"b\r\n"), b"b BAD Missing command.\r\n")
-        self.assertEqual(c.send(b"c UID NOOP\r\n"), b"c BAD Unknown command.\r\n")
+        self.assertEqual(c.send(b"c UID NOOP\r\n"), b"c BAD Unknown command\r\n")
 
     def test_too_many_bad_commands(self) -> None:
         """The 20th bad command in a row is answered with BYE and the connection closes."""
         c = Harness().connect()
         out = c.send(b"a FROB\r\n" * 20)
-        self.assertTrue(out.endswith(b"a BAD Unknown command.\r\n* BYE Too many invalid IMAP commands.\r\n"))
+        self.assertTrue(out.endswith(b"a BAD Unknown command\r\n* BYE Too many invalid IMAP commands.\r\n"))
         self.assertTrue(c.transport.disconnecting)
 
 

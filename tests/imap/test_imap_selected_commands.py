@@ -151,8 +151,8 @@ class FetchTests(unittest.SynchronousTestCase):
                          b"a OK Fetch completed.\r\n")
         self.assertEqual(c.send(b"b FETCH 3:1,1:* (UID)\r\n"),
                          b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nb OK Fetch completed.\r\n")
-        self.assertEqual(c.send(b"c FETCH 0 FLAGS\r\n"), b"c BAD Error in IMAP command: Invalid messageset\r\n")
-        self.assertEqual(c.send(b"d UID FETCH 4294967296 FLAGS\r\n"), b"d BAD Error in IMAP command: Invalid uidset\r\n")
+        self.assertEqual(c.send(b"c FETCH 0 FLAGS\r\n"), b"c BAD Error in IMAP command FETCH: Invalid messageset\r\n")
+        self.assertEqual(c.send(b"d UID FETCH 4294967296 FLAGS\r\n"), b"d BAD Error in IMAP command UID FETCH: Invalid uidset\r\n")
         self.assertEqual(c.send(b"e FETCH 1 (FLAGS BOGUS)\r\n"),
                          b"e BAD Error in IMAP command FETCH: Unknown parameter BOGUS\r\n")
         self.assertEqual(c.send(b"f FETCH 1 FAST\r\n")[:40], b"* 1 FETCH (FLAGS (\\Recent) INTERNALDATE ")

@@ -24,6 +24,8 @@ log = Logger()
 MAX_SASL_LINE = 12 * 1024  # security.md E29
 PRIVACY_LOGIN = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 PRIVACY_AUTH = "Plaintext authentication disabled."
+ALERT_LOGIN = (b"* BAD [ALERT] Plaintext authentication not allowed without SSL/TLS, but your client did it anyway. "
+               b"If anyone was listening, the password was exposed.\r\n")
 
 
 def cmd_capability(s: "IMAPSession", req: Request) -> bytes:
@@ -84,6 +86,7 @@ def cmd_login(s: "IMAPSession", req: Request) -> Any:
     assert isinstance(user, bytes) and isinstance(password, bytes)
     if not s.tls and (s.policy.require_tls or not s.login_allowed()):
         log.info("plaintext_auth_refused rip={rip} mech=LOGIN", rip=s.peer_host, event="imap.plaintext_refused")
+        s.send(ALERT_LOGIN)  # as Dovecot: the user should know the password crossed the wire in clear
         raise Reply(b"NO", PRIVACY_LOGIN, "PRIVACYREQUIRED")
     if not s.login_allowed():
         raise Reply(b"NO", "LOGIN is not enabled on this server.", "CANNOT")

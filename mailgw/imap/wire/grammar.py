@@ -61,7 +61,7 @@ def parse_command(cmd: Command) -> Request:
         r.sp()
         name = r.keyword()
         if name not in UID_COMMANDS:
-            raise ParseError("Unknown command.")
+            raise ParseError("Unknown command")
         uid = True
     req = Request(tag, name, uid)
     parser = _PARSERS.get(name)
@@ -69,7 +69,7 @@ def parse_command(cmd: Command) -> Request:
         if name in NO_ARGS:
             r.end()
             return req
-        raise ParseError("Unknown command.")
+        raise ParseError("Unknown command")
     req.args = parser(r, uid)
     r.end()
     return req
@@ -79,12 +79,13 @@ def _mailbox(r: Reader) -> bytes:
     return r.astring()
 
 
-def _seq(r: Reader, uid: bool) -> sequence.SequenceSet:
+def _seq(r: Reader, uid: bool, command: str) -> sequence.SequenceSet:
     tok = r.take(_SEQ_CHARS)
     try:
         return sequence.parse(tok)
     except sequence.SequenceSetError as e:
-        raise ParseError("Error in IMAP command: Invalid %s" % ("uidset" if uid else "messageset")) from e
+        kind = "uidset" if uid else "messageset"
+        raise ParseError(f"Error in IMAP command {'UID ' if uid else ''}{command}: Invalid {kind}") from e
 
 
 def parse_flag(raw: bytes) -> str:
@@ -260,14 +261,14 @@ def _search(r: Reader, uid: bool) -> tuple[object, ...]:
 
 def _fetch(r: Reader, uid: bool) -> tuple[object, ...]:
     r.sp()
-    sset = _seq(r, uid)
+    sset = _seq(r, uid, "FETCH")
     r.sp()
     return (sset, parse_items(r))
 
 
 def _store(r: Reader, uid: bool) -> tuple[object, ...]:
     r.sp()
-    sset = _seq(r, uid)
+    sset = _seq(r, uid, "STORE")
     r.sp()
     word = r.take(_STORE_CHARS).upper()
     silent = word.endswith(b".SILENT")
@@ -289,7 +290,7 @@ def _store(r: Reader, uid: bool) -> tuple[object, ...]:
 
 def _copy(r: Reader, uid: bool) -> tuple[object, ...]:
     r.sp()
-    sset = _seq(r, uid)
+    sset = _seq(r, uid, "COPY")
     r.sp()
     return (sset, _mailbox(r))
 
@@ -299,7 +300,7 @@ def _uid_expunge(r: Reader, uid: bool) -> tuple[object, ...]:
         r.end()
         return ()
     r.sp()
-    return (_seq(r, uid),)
+    return (_seq(r, uid, "EXPUNGE"),)
 
 
 def _id(r: Reader, uid: bool) -> tuple[object, ...]:
