@@ -12,8 +12,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import crypto
-from twisted.internet import ssl
 
 from mailgw.auth.memory import MemoryDirectory
 from mailgw.auth.service import AuthService, ListenerPolicy
@@ -55,25 +53,11 @@ def certificate() -> tuple[str, str]:
     return cert_path, key_path
 
 
-class FileTLS:
-    """A minimal IServerTLS over the generated certificate (main's net/tls replaces it in assemble)."""
-
-    name = "test"
-
-    def __init__(self) -> None:
-        cert_path, key_path = certificate()
-        with open(cert_path, "rb") as f:
-            cert = crypto.load_certificate(crypto.FILETYPE_PEM, f.read())
-        with open(key_path, "rb") as f:
-            key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
-        self._opts = ssl.CertificateOptions(privateKey=key, certificate=cert,
-                                            raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
-
-    def context_factory(self) -> Any:
-        return self._opts
-
-    def reload(self) -> None:
-        pass
+def FileTLS() -> Any:
+    """mailgw's own TLS policy (net/tls.ServerTLS) over the generated certificate."""
+    from mailgw.net.tls import ServerTLS
+    cert_path, key_path = certificate()
+    return ServerTLS("test", cert_path, key_path, "TLSv1.2", ("localhost",))
 
 
 class LiveServer:
