@@ -145,3 +145,60 @@ class RealProcessTests(TestCase):
 
         return deferToThread(session, gw.port("imap.t.bind[0]"), gw.port("imap.t.bind_tls[0]"),
                              files.ca_file).addCallback(check)
+
+
+SUBMISSION = """
+[submission.t]
+bind = ["tcp:0:interface=127.0.0.1"]
+tls = "t"
+local_domains = ["localhost"]
+"""
+
+
+class RealProcessDeliveryTests(TestCase):
+    """Across components in the real process: SMTP submission delivers, an IMAP client in IDLE sees it."""
+
+    timeout = 90
+
+    def test_submission_to_idle(self) -> Any:
+        """A message submitted over 587 (STARTTLS + AUTH) to a local address is pushed to IDLE as EXISTS."""
+        import importlib.util
+        import smtplib
+
+        if importlib.util.find_spec("mailgw.smtp") is None:
+            raise SkipTest("the submission relay is not in this tree")
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        text, files = write_files(base)
+        config = os.path.join(base, "mailgw.toml")
+        with open(config, "w") as f:
+            f.write(text + SUBMISSION)
+        gw = Gateway(config, base)
+        self.addCleanup(gw.stop)
+        gw.start(expect=3)
+        ctx = ssl.create_default_context(cafile=files.ca_file)
+
+        def run() -> list[Any]:
+            from imapclient import IMAPClient
+            with IMAPClient("127.0.0.1", gw.port("imap.t.bind_tls[0]"), ssl=True, ssl_context=ctx) as c:
+                c.login("alice", PASSWORD)
+                c.select_folder("INBOX")
+                c.idle()
+                with smtplib.SMTP("127.0.0.1", gw.port("submission.t.bind[0]"), timeout=20) as s:
+                    s.starttls(context=ctx)
+                    s.login("alice", PASSWORD)
+                    s.sendmail("alice@localhost", ["alice@localhost"],
+                               b"From: alice@localhost\r\nTo: alice@localhost\r\nSubject: via smtp\r\n\r\nhello\r\n")
+                seen: list[Any] = []
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not any(r[1] == b"EXISTS" for r in seen):
+                    seen += c.idle_check(timeout=2)
+                c.idle_done()
+                seen.append(c.fetch([1], ["ENVELOPE"])[1][b"ENVELOPE"].subject)
+            return seen
+
+        def check(seen: list[Any]) -> None:
+            self.assertIn((1, b"EXISTS"), seen[:-1])
+            self.assertEqual(seen[-1], b"via smtp")
+
+        return deferToThread(run).addCallback(check)
