@@ -13,7 +13,7 @@ import math
 import ssl
 import threading
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ldap3 import BASE, NONE, SAFE_SYNC, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailgw.auth.base import BAD_PASSWORD, UNKNOWN_USER, IReasonedDirectory, Verdict
+from mailgw.auth.base import BAD_PASSWORD, UNKNOWN_USER, IReasonedDirectory, Verdict, verdict_identity
 from mailgw.auth.names import MAX_LOGIN_LENGTH, split_login
 from mailgw.auth.threads import BlockingRunner
 from mailgw.errors import AuthUnavailable, ConfigError
@@ -59,7 +59,8 @@ class LDAPDirectory:
                  starttls: bool = False, timeout: float = 5.0, nt_hash_attribute: Optional[str] = None,
                  require_group: Optional[str] = None, uid_attribute: str = "uid",
                  address_attributes: Sequence[str] = ("mail",), allow_plaintext: bool = False,
-                 runner: Optional[BlockingRunner] = None, pool_size: int = 4) -> None:
+                 runner: Optional[BlockingRunner] = None, pool_size: int = 4,
+                 on_error: Optional[Callable[[str, str], None]] = None) -> None:
         self.name = name
         key = f"auth.{name}"
         if not urls:
@@ -86,6 +87,8 @@ class LDAPDirectory:
         self._tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
         self._runner = runner or BlockingRunner(reactor, f"ldap-{name}", maxthreads=pool_size)
         self._local = _Local()
+        self._reactor = reactor
+        self._on_error = on_error  # (server, kind: connect|timeout|bind|search) -> mailgw_ldap_errors_total
         self._down_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -119,10 +122,17 @@ class LDAPDirectory:
                 return conn
             except (LDAPException, _Outage, OSError, ssl.SSLError) as e:
                 self._down_until[url] = time.monotonic() + _HOLD_DOWN
-                log.warn("ldap {directory} {url} unavailable: {error}", directory=self.name, url=url,
-                         error=str(e), event="auth.ldap_error")
+                self._report(url, _kind(e, "bind" if "bind failed" in str(e) else "connect"), e)
                 last = e
         raise _Outage(str(last))
+
+    def _report(self, server: str, kind: str, error: Exception) -> None:
+        """Log (and count) a directory error from a pool thread, on the reactor thread."""
+        self._reactor.callFromThread(log.warn, "ldap {directory} {server} {kind} error: {error}",
+                                     directory=self.name, server=server, kind=kind, error=str(error)[:300],
+                                     event="auth.ldap_error")
+        if self._on_error is not None:
+            self._reactor.callFromThread(self._on_error, server, kind)
 
     def _drop(self, attr: str) -> None:
         conn = getattr(self._local, attr)
@@ -145,6 +155,8 @@ class LDAPDirectory:
                 return op(conn)
             except (LDAPException, _Outage, OSError, ssl.SSLError) as e:
                 error = e
+                if conn is not None:  # _open reports its own failures
+                    self._report(conn.server.host, _kind(e, "search" if isinstance(e, _Outage) else "connect"), e)
                 self._drop(attr)
         raise AuthUnavailable(detail=f"ldap {self.name}: {error}")
 
@@ -254,7 +266,7 @@ class LDAPDirectory:
         return self._runner.run(self._check, login, password)
 
     def verify_password(self, login: str, password: str) -> "Deferred[Optional[Identity]]":
-        return self.check_password(login, password).addCallback(lambda v: v if isinstance(v, Identity) else None)
+        return self.check_password(login, password).addCallback(verdict_identity)
 
     def lookup(self, login: str) -> "Deferred[Optional[Identity]]":
         return self._runner.run(self._lookup, login)
@@ -276,3 +288,9 @@ def _values(value: Any) -> list[Any]:
 def _first(value: Any) -> Any:
     values = _values(value)
     return values[0] if values else None
+
+
+def _kind(error: Exception, default: str) -> str:
+    """connect | timeout | bind | search, for the error counter."""
+    text = str(error).lower()
+    return "timeout" if "timed out" in text or "timeout" in text else default

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailgw.auth.ntlm import SessionVerifier
 from mailgw.errors import AuthUnavailable
 from mailgw.interfaces import Identity, INTLMVerifier
 
@@ -143,7 +144,7 @@ class _Helper(ProcessProtocol):
 
 
 @implementer(INTLMVerifier)
-class WinbindNTLMVerifier:
+class WinbindNTLMVerifier(SessionVerifier):
     """Verifies NTLMv2 responses through `ntlm_auth` helper processes (`[auth.ntlm] source = "winbind"`).
 
     `argv` is `[auth.ntlm] winbind_helper`, e.g. ["/usr/bin/ntlm_auth", "--helper-protocol=ntlm-server-1"].
@@ -213,15 +214,6 @@ class WinbindNTLMVerifier:
             key = b""
         identity = await self._lookup(user) if self._lookup is not None else None
         return (identity or Identity(user.lower(), (), self.name)), key
-
-    def verify_session(self, user: str, domain: str, server_challenge: bytes,
-                       nt_response: bytes) -> "Deferred[Optional[tuple[Identity, bytes]]]":
-        return Deferred.fromCoroutine(self._verify(user, domain, server_challenge, nt_response))
-
-    def verify(self, user: str, domain: str, server_challenge: bytes,
-               nt_response: bytes) -> "Deferred[Optional[Identity]]":
-        return self.verify_session(user, domain, server_challenge, nt_response).addCallback(
-            lambda r: r[0] if r else None)
 
     def stop(self) -> "Deferred[object]":
         """Terminate the helper processes; fires when all have exited (KILL after 5 s)."""

@@ -7,7 +7,6 @@ would. FAKE_NTLM_MODE: "ok" (default), "crash" (exit on the first request), "han
 """
 
 import base64
-import hashlib
 import hmac
 import os
 import sys

@@ -157,12 +157,14 @@ class OutageTests(LDAPCase):
     @inlineCallbacks
     def test_stalled_server_times_out(self):  # type: ignore[no-untyped-def]
         """A server that accepts but never answers gives AuthUnavailable after the timeout."""
-        d = self.directory(timeout=1)
+        errors: list[str] = []
+        d = self.directory(timeout=1, on_error=lambda server, kind: errors.append(kind))
         self.slapd.pause()
         self.addCleanup(self.slapd.resume)
         started = reactor.seconds()
         yield self.assertFailure(d.check_password("alice", "S3cret!"), AuthUnavailable)
         self.assertLess(reactor.seconds() - started, 10)
+        self.assertIn("timeout", errors)
 
     @inlineCallbacks
     def test_failover(self):  # type: ignore[no-untyped-def]
@@ -172,9 +174,13 @@ class OutageTests(LDAPCase):
 
     @inlineCallbacks
     def test_all_dead(self):  # type: ignore[no-untyped-def]
-        """When no URL answers, the result is AuthUnavailable, never a bad password."""
-        d = self.directory([dead_url(), dead_url()])
+        """When no URL answers, the result is AuthUnavailable, never a bad password; errors are counted."""
+        errors: list[tuple[str, str]] = []
+        urls = [dead_url(), dead_url()]
+        d = self.directory(urls, on_error=lambda server, kind: errors.append((server, kind)))
         yield self.assertFailure(d.check_password("bob", "hunter2"), AuthUnavailable)
+        self.assertEqual({kind for _, kind in errors}, {"connect"})
+        self.assertEqual({server for server, _ in errors}, set(urls))
 
 
 class TLSTests(LDAPCase):
@@ -230,4 +236,9 @@ class ConfigTests(SynchronousTestCase):
         self.assertRaises(ConfigError, LDAPDirectory, "ldap.x", ["http://x"], *args)
         self.assertRaises(ConfigError, LDAPDirectory, "ldap.x", [], *args)
         self.assertRaises(ConfigError, LDAPDirectory, "ldap.x", ["ldaps://x"], *args, user_filter="(uid=alice)")
-        self.assertNotIn("pw", repr(LDAPDirectory("ldap.x", ["ldaps://x"], *args)))
+        directory = LDAPDirectory("ldap.x", ["ldaps://x"], *args)
+        self.assertNotIn("pw", repr(directory))
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import IDirectory
+        verifyObject(IDirectory, directory)
+        directory.close()

@@ -293,3 +293,40 @@ class RobustnessTests(SynchronousTestCase):
         directory.add_user("obrien", "pw", ["o'brien@example.test"])
         self.assertEqual(self.successResultOf(service.lookup("o'brien@example.test")).user, "obrien")
         self.assertIsNone(self.successResultOf(service.lookup("ali\r\nce")))
+
+    def test_verifier_bug_releases_budget(self) -> None:
+        """A mechanism check that raises a bug is AuthUnavailable and does not leak in-flight budget."""
+        service, _ = make_service(limits=None)
+
+        async def broken(cleaned: str) -> tuple[None, str]:
+            raise ValueError("bug")
+
+        for _ in range(30):
+            self.failureResultOf(service.check("alice", TLS, "NTLM", broken), AuthUnavailable)
+        self.flushLoggedErrors(ValueError)
+        self.successResultOf(service.login("alice", "S3cret!", TLS))
+
+
+class ListenerKeyTests(SynchronousTestCase):
+    def test_config_section_keys(self) -> None:
+        """Policies keyed "imap.NAME" / "submission.NAME" apply to ClientInfo.listener NAME."""
+        service, _ = make_service(listeners={"imap.legacy": ListenerPolicy(("ntlm",), require_tls=False),
+                                             "submission.relay": ListenerPolicy(("login",), require_tls=True)})
+        self.assertRaises(UnknownMechanism, service.start, "PLAIN", ClientInfo("imap", "legacy", "192.0.2.1", tls=True))
+        smtp = ClientInfo("smtp", "relay", "192.0.2.1", tls=True)
+        self.assertEqual(service.mechanisms(smtp, ("plain", "login"), True), ("LOGIN",))
+        self.assertRaises(UnknownMechanism, service.start, "PLAIN", smtp)
+
+    def test_unknown_listener_fails_closed(self) -> None:
+        """With policies configured, a listener missing from them gets nothing before TLS."""
+        from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
+        directory = MemoryDirectory()
+        policies = {"imap.secure": ListenerPolicy(("plain",), require_tls=True)}
+        service = AuthService([directory], Clock(), failure_delay=0, listeners=policies,
+                              ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory])))
+        stray = ClientInfo("imap", "stray", "192.0.2.1", tls=False)
+        self.assertEqual(service.mechanisms(stray, ("ntlm",), False), ())
+        self.assertRaises(TLSRequired, service.start, "NTLM", stray)
+        unmapped = AuthService([directory], Clock(), failure_delay=0,
+                               ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory])))
+        self.assertEqual(unmapped.mechanisms(stray, ("ntlm",), False), ("NTLM",))

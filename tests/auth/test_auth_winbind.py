@@ -112,6 +112,14 @@ class WinbindTests(WinbindCase):
 
 
 class ProtocolTests(SynchronousTestCase):
+    def test_interface(self) -> None:
+        """WinbindNTLMVerifier provides INTLMVerifier."""
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import INTLMVerifier
+        verifier = WinbindNTLMVerifier(["/bin/false"], reactor)
+        verifyObject(INTLMVerifier, verifier)
+        self.successResultOf(verifier.stop())
+
     def test_request_encoding(self) -> None:
         """Requests carry base64 names, hex challenge and response, and end with a dot line."""
         text = encode_request("al:ce", "CORP", b"\x01" * 8, b"\x02" * 3).decode()
