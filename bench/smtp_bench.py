@@ -54,9 +54,12 @@ def run_mailgw(state: str, sink_port: int, cert: str, key: str) -> None:
     from mailgw.smtp.queue import RelayQueue
     from mailgw.smtp.relay import RelayRunner
     from mailgw.store.memory import MemoryStore
-    from smtp_support import FileTLS, start_pool
+    from twisted.python.threadpool import ThreadPool
 
-    pool = start_pool(reactor, "bench")
+    from smtp_support import FileTLS
+
+    pool = ThreadPool(2, int(os.environ.get("SMTP_BENCH_THREADS", "4")), "bench")
+    pool.start()
     reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
     queue = RelayQueue(os.path.join(state, "queue"), reactor, pool)
     directory = MemoryDirectory()
@@ -67,10 +70,16 @@ def run_mailgw(state: str, sink_port: int, cert: str, key: str) -> None:
                                 reactor, pool)
     runner = RelayRunner(queue, reactor, "mailgw.bench", policy.is_local, None,
                          SmarthostConfig("127.0.0.1", sink_port, "off", helo="mailgw.bench"), concurrency=4)
-    runner.start()
+    if not os.environ.get("SMTP_BENCH_NO_RELAY"):
+        runner.start()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=64)
     print(f"PORT {port.getHost().port}", flush=True)
-    reactor.run()
+    if os.environ.get("SMTP_BENCH_PROFILE"):
+        import cProfile
+
+        cProfile.runctx("reactor.run()", globals(), {"reactor": reactor}, os.environ["SMTP_BENCH_PROFILE"])
+    else:
+        reactor.run()
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen, int]:

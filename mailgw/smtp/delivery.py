@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from mailgw.smtp import wire
 from mailgw.smtp.policy import header_from_addresses
+from mailgw.smtp.queue import Spool
 
 if TYPE_CHECKING:
     from mailgw.smtp.server import SubmissionSession
@@ -45,10 +46,10 @@ def received_header(session: "SubmissionSession", queue_id: str) -> bytes:
 class DataTransaction:
     """The message between 354 and its final reply."""
 
-    def __init__(self, session: "SubmissionSession") -> None:
+    def __init__(self, session: "SubmissionSession", spool: Spool) -> None:
         self.session = session
         self.policy = session.policy
-        self.spool = session.factory.queue.open_spool()
+        self.spool = spool
         self.trace_id = os.path.basename(self.spool.path)
         self.spool.write(received_header(session, self.trace_id))
         self.decoder = wire.DataDecoder(self._sink, wire.TEXT_LINE_LIMIT)

@@ -156,6 +156,10 @@ class RelayQueue:
         fh = open(path, "xb")
         return Spool(self, path, fh)
 
+    def open_spool_async(self) -> "Deferred[Spool]":
+        """open_spool in the pool: creating a file can wait on the journal behind other fsyncs."""
+        return deferToThreadPool(self.reactor, self.pool, self.open_spool)
+
     def commit(self, spool: Spool, sender: str, recipients: list[str], user: str = "", dsn: bool = False) -> "Deferred[str]":
         """Make the spooled message durable for `recipients`; fires with the queue id."""
         spool.close()

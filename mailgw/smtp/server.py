@@ -15,7 +15,6 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailgw.errors import MailError
 from mailgw.interfaces import ClientInfo, Identity
 from mailgw.smtp import wire
 from mailgw.smtp.delivery import DataTransaction
@@ -349,16 +348,26 @@ class SubmissionSession(SASLMixin, Protocol):
         if arg:
             self.error(wire.reply(501, "5.5.4", "Syntax: DATA"))
             return
-        try:
-            self.data = DataTransaction(self)
-        except (OSError, MailError) as e:
-            log.error("smtp spool open failed: {err}", err=str(e), event="storage_error")
-            self.send(wire.reply(451, "4.3.0", "Error: queue file write error"))
+        self.busy = True
+        d = self.factory.queue.open_spool_async()
+        d.addCallbacks(self._spool_opened, self._spool_failed)
+        d.addErrback(lambda f: log.failure("smtp DATA", f, event="smtp.internal_error"))
+
+    def _spool_opened(self, spool: Any) -> None:
+        if self.closing or self.mail_from is None:
+            spool.abort()
             return
+        self.data = DataTransaction(self, spool)
+        self.busy = False
         self.send(wire.reply(354, "", "End data with <CR><LF>.<CR><LF>"))
         rest = self.framer.take_buffer()
         if rest:
             self._data_bytes(rest)
+
+    def _spool_failed(self, failure: Failure) -> None:
+        log.error("smtp spool open failed: {err}", err=str(failure.value), event="storage_error")
+        self.send(wire.reply(451, "4.3.0", "Error: queue file write error"))
+        self.resume()
 
     def _data_bytes(self, data: bytes) -> None:
         assert self.data is not None

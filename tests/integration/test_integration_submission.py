@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import smtplib
 import ssl
 
@@ -42,8 +44,8 @@ class RealProcessSubmissionTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
+        base = tempfile.mkdtemp(prefix="mailgw-submission-")
+        self.addCleanup(shutil.rmtree, base, True)
         files = make_server_cert(base, ["localhost", "127.0.0.1"])
         users = os.path.join(base, "users")
         fd = os.open(users, os.O_WRONLY | os.O_CREAT, 0o600)

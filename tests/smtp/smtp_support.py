@@ -226,8 +226,7 @@ class SubmissionHarness:
         from mailgw.smtp.queue import RelayQueue
         from mailgw.store.memory import MemoryStore
 
-        self.dir = testcase.mktemp()
-        os.makedirs(self.dir)
+        self.dir = tmpdir(testcase)
         self.certs = make_certs(self.dir)
         self.tls = FileTLS(self.certs["cert"], self.certs["key"])
         self.directory = MemoryDirectory()
@@ -342,3 +341,13 @@ class RawSMTP:
             self.sock.close()
         except OSError:
             pass
+
+
+def tmpdir(testcase: Any) -> str:
+    """A fresh directory under the system temp dir, removed after the test (trial's mktemp writes into cwd)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="mailgw-smtp-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path

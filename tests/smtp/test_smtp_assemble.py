@@ -18,7 +18,7 @@ from mailgw.auth.service import AuthService
 from mailgw.config import load_config_text
 from mailgw.net.sessions import SessionRegistry
 from mailgw.store.memory import MemoryStore
-from smtp_support import SinkFactory, SinkBehaviour, make_certs
+from smtp_support import SinkFactory, SinkBehaviour, make_certs, tmpdir
 
 CONFIG = """
 config_version = 1
@@ -47,8 +47,7 @@ class AssembleTests(TestCase):
 
     async def test_build_submission(self) -> None:
         """The assembled listeners accept STARTTLS and implicit TLS, deliver locally and relay via the smarthost."""
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
+        base = tmpdir(self)
         certs = make_certs(base, ("mx.example.test", "localhost"))
         users = os.path.join(base, "users")
         open(users, "w").close()

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from mailgw.smtp.client import SmarthostConfig, deliver
 from mailgw.smtp.queue import RelayQueue
 from mailgw.smtp.relay import RelayRunner
-from smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs
+from smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs, tmpdir
 
 PW = SubmissionHarness.PASSWORD
 
@@ -69,8 +69,7 @@ class RelayTests(TestCase):
                                    helo="mx.example.test")
 
     def sinkdir(self) -> str:
-        d = self.mktemp()
-        os.makedirs(d)
+        d = tmpdir(self)
         return d
 
     def runner(self, cfg: SmarthostConfig | None = None, **kw: Any) -> RelayRunner:
@@ -108,8 +107,7 @@ class RelayTests(TestCase):
 
     async def test_wrong_ca_defers_without_password(self) -> None:
         """A smarthost certificate that does not verify: no AUTH is sent and the recipient stays temporary."""
-        d = self.mktemp()
-        os.makedirs(d)
+        d = tmpdir(self)
         other = make_certs(d)
         bad = SmarthostConfig(self.cfg.host, self.cfg.port, "required", other["ca"], tls_hostname="smarthost.example.test",
                               username="relayuser", password="relaypw")
