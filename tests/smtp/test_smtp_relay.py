@@ -205,3 +205,14 @@ class RelayTests(TestCase):
         self.assertEqual(os.listdir(again.data_dir), [qid])
         with open(again.data_path(qid), "rb") as f:
             self.assertEqual(f.read(), b"Subject: k\r\n\r\nb\r\n")
+
+    async def test_batch_one_session(self) -> None:
+        """Several due messages share one smarthost session (RSET between them); a refused one is settled alone."""
+        self.behaviour.rcpt_reply["gone@remote.example"] = b"550 5.1.1 no such user\r\n"
+        for i, rcpt in enumerate(["a@remote.example", "gone@remote.example", "b@remote.example"]):
+            await self.h.queue.enqueue("alice@example.test", [rcpt], f"Subject: {i}\r\n\r\nbody\r\n".encode())
+        self.runner()
+        await self.until(lambda: not self.h.queue.index and len(self.h.inbox("alice")) == 1)
+        self.assertEqual([m.recipients for m in self.sink.messages], [["a@remote.example"], ["b@remote.example"]])
+        self.assertEqual(sum(1 for c in self.sink.commands if c.startswith("STARTTLS")), 1)
+        self.assertEqual(sum(1 for c in self.sink.commands if c == "RSET"), 2)
