@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Container, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -148,6 +148,7 @@ class RelayQueue:
                 del self.index[queue_id]
         for queue_id, entry in fresh.items():
             self.index.setdefault(queue_id, entry)
+        self.index = dict(sorted(self.index.items()))
 
     # ----------------------------------------------------------------- receiving
 
@@ -210,8 +211,15 @@ class RelayQueue:
     def exists(self, queue_id: str) -> bool:
         return os.path.exists(self._env_path(queue_id))
 
-    def due(self, now: float) -> list[QueueEntry]:
-        return sorted((e for e in self.index.values() if e.next_attempt <= now), key=lambda e: e.id)
+    def due(self, now: float, limit: Optional[int] = None, skip: Container[str] = ()) -> list[QueueEntry]:
+        """Entries whose next attempt has come, oldest first (the index is kept in arrival order)."""
+        out: list[QueueEntry] = []
+        for e in self.index.values():
+            if e.next_attempt <= now and e.id not in skip:
+                out.append(e)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
     def update(self, entry: QueueEntry) -> "Deferred[None]":
         """Durably rewrite an envelope after an attempt (fewer recipients, new retry time)."""

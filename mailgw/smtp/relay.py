@@ -83,7 +83,10 @@ class RelayRunner:
             self.queue.recover_index()
             self.queue.flush()
         now = self.reactor.seconds()
-        due = [e for e in self.queue.due(now) if e.id not in self.in_flight]
+        free = self.concurrency - self.running_batches
+        if free <= 0:
+            return
+        due = self.queue.due(now, limit=free * self.batch_size, skip=self.in_flight)
         while due and self.running_batches < self.concurrency:
             batch, due = due[: self.batch_size], due[self.batch_size :]
             self.running_batches += 1
@@ -97,7 +100,7 @@ class RelayRunner:
         self.running_batches -= 1
         for queue_id in queue_ids:
             self.in_flight.pop(queue_id, None)
-        if self.queue.due(self.reactor.seconds()):
+        if self.queue.due(self.reactor.seconds(), limit=1, skip=self.in_flight):
             self.wake()
 
     # ----------------------------------------------------------------- one attempt
@@ -185,7 +188,7 @@ class RelayRunner:
 
 
 class RelayService(Service):
-    """Runs a RelayRunner while the process runs; stopping waits for attempts in flight."""
+    """Runs a RelayRunner while the process runs."""
 
     def __init__(self, runner: RelayRunner) -> None:
         self.runner = runner
@@ -194,6 +197,8 @@ class RelayService(Service):
         super().startService()
         self.runner.start()
 
-    def stopService(self) -> "defer.Deferred[Any]":
+    def stopService(self) -> None:
+        # Not waiting for attempts in flight: MultiService stops the disk pool alongside us, and
+        # their queue updates would never run. An interrupted attempt is retried after restart.
         super().stopService()
-        return self.runner.stop()
+        self.runner.stop()
