@@ -105,6 +105,8 @@ class Job:
 class ESMTPClient(Protocol):
     """Sends one or more messages over one session; `done` fires with a DeliveryResult per job (never errbacks)."""
 
+    transport: Any
+
     def __init__(self, cfg: SmarthostConfig, jobs: list[Job], reactor: Any) -> None:
         self.cfg, self.jobs, self.reactor = cfg, jobs, reactor
         self.done: defer.Deferred[list[DeliveryResult]] = defer.Deferred()
@@ -281,7 +283,7 @@ class ESMTPClient(Protocol):
                 if timer.active():
                     timer.cancel()
         if self._lost is not None:
-            raise self._lost.value
+            self._lost.raiseException()
         self.transport.write(stuffer.finish())
 
     async def _quit(self) -> None:

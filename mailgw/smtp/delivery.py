@@ -139,7 +139,7 @@ class DataTransaction:
             results = await defer.DeferredList([s.factory.local.deliver(u, data) for u in users], consumeErrors=True)
             for user, (ok, value) in zip(users, results):
                 if not ok:  # the queue runner retries (or bounces) the local delivery
-                    log.warn("local delivery to {user} deferred: {err}", user=user, err=str(value.value),
+                    log.warn("local delivery to {user} deferred: {err}", user=user, err=str(getattr(value, "value", value)),
                              event="smtp.local_deferred")
                     queue_rcpts += by_user[user]
         if queue_rcpts:

@@ -166,9 +166,9 @@ class RelayQueue:
         spool.close()
         entry = QueueEntry(new_queue_id(), sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn)
         d = deferToThreadPool(self.reactor, self.pool, self._commit_sync, spool.path, entry)
-        d.addCallback(self._committed)
-        d.addErrback(self._failed, spool)
-        return d
+        done: Deferred[str] = d.addCallback(self._committed)
+        done.addErrback(self._failed, spool)
+        return done
 
     def _commit_sync(self, spool_path: str, entry: QueueEntry) -> QueueEntry:
         with open(spool_path, "rb+") as f:
@@ -236,11 +236,12 @@ class RelayQueue:
     def remove(self, queue_id: str) -> "Deferred[None]":
         """Forget a finished message: envelope first (the commit point), then its data."""
         self.index.pop(queue_id, None)
-        return deferToThreadPool(self.reactor, self.pool, remove_files, self.directory, queue_id)
+        d: Deferred[bool] = deferToThreadPool(self.reactor, self.pool, remove_files, self.directory, queue_id)
+        return d.addCallback(lambda _: None)
 
     # ----------------------------------------------------------------- admin (IRelayQueue)
 
-    def entries(self) -> list[dict]:
+    def entries(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [entry_summary(e, now) for e in sorted(self.index.values(), key=lambda e: e.id)]
 
@@ -292,7 +293,7 @@ def remove_files(directory: str, queue_id: str) -> bool:
     return found
 
 
-def entry_summary(e: QueueEntry, now: float) -> dict:
+def entry_summary(e: QueueEntry, now: float) -> dict[str, Any]:
     return {
         "id": e.id,
         "sender": e.sender,

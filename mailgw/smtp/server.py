@@ -38,6 +38,7 @@ class SubmissionSession(SASLMixin, Protocol):
     """One client connection on a [submission.NAME] listener."""
 
     factory: "SubmissionFactory"
+    transport: Any  # ITCPTransport + ITLSTransport (or the TLS protocol on implicit-TLS ports)
 
     def __init__(self, factory: "SubmissionFactory", implicit_tls: bool) -> None:
         self.factory = factory
