@@ -16,6 +16,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mailgw.errors import MailError
+from mailgw.observe import metrics
 from mailgw.smtp.client import DeliveryResult, Job, SmarthostConfig, deliver_batch
 from mailgw.smtp.dsn import build_dsn, original_headers
 from mailgw.smtp.local import LocalDelivery
@@ -34,13 +35,14 @@ class RelayRunner:
                  local: Optional[LocalDelivery], smarthost: Optional[SmarthostConfig],
                  max_queue_age: float = 5 * 86400.0, backoff: tuple[float, ...] = DEFAULT_BACKOFF,
                  concurrency: int = 4, poll_interval: float = 5.0, deliver_fn: DeliverFn = deliver_batch,
-                 batch_size: int = 20) -> None:
+                 batch_size: int = 20, name: str = "smarthost") -> None:
         self.queue, self.reactor, self.hostname = queue, reactor, hostname
         self.is_local, self.local, self.smarthost = is_local, local, smarthost
         self.max_queue_age, self.backoff = max_queue_age, backoff
         self.concurrency, self.poll_interval = concurrency, poll_interval
         self.deliver_fn = deliver_fn
         self.batch_size = batch_size  # messages per smarthost session
+        self.name = name
         self.running_batches = 0
         self.in_flight: dict[str, defer.Deferred[None]] = {}
         self._loop: Optional[LoopingCall] = None
@@ -83,6 +85,9 @@ class RelayRunner:
             self.queue.recover_index()
             self.queue.flush()
         now = self.reactor.seconds()
+        metrics.relay_queue_messages.set(len(self.queue.index))
+        oldest = next(iter(self.queue.index.values()), None)
+        metrics.relay_queue_oldest_age_seconds.set(max(0.0, now - oldest.created) if oldest else 0.0)
         free = self.concurrency - self.running_batches
         if free <= 0:
             return
@@ -163,12 +168,14 @@ class RelayRunner:
             pending = []
         for r in sent:
             log.info("relay sent {id} to {rcpt}", id=entry.id, rcpt=r, event="relay.sent", result="sent")
+            metrics.relay_deliveries_total.labels(relay=self.name, result="sent").inc()
         if failed:
             await self._bounce(entry, failed, now, expired)
         if not pending:
             await self.queue.remove(entry.id)
             return
         entry.recipients = pending
+        metrics.relay_deliveries_total.labels(relay=self.name, result="deferred").inc(len(pending))
         entry.attempts += 1
         entry.last_error = "; ".join(sorted({replies.get(r, (0, "?"))[1] for r in pending}))[:500]
         entry.next_attempt = now + self.backoff[min(entry.attempts - 1, len(self.backoff) - 1)]
@@ -180,6 +187,7 @@ class RelayRunner:
         for r, (code, text) in failed.items():
             log.warn("relay bounced {id} to {rcpt}: {text}", id=entry.id, rcpt=r, text=text, event="relay.bounced",
                      result="bounced")
+            metrics.relay_deliveries_total.labels(relay=self.name, result="bounced").inc()
         if entry.dsn or not entry.sender:
             return  # RFC 3464 §2: never bounce a bounce
         headers = original_headers(self.queue.data_path(entry.id))

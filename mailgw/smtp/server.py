@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailgw.interfaces import ClientInfo, Identity
+from mailgw.observe import metrics
 from mailgw.smtp import wire
 from mailgw.smtp.delivery import DataTransaction
 from mailgw.smtp.sasl import SASLMixin
@@ -98,6 +99,8 @@ class SubmissionSession(SASLMixin, Protocol):
 
     def send(self, data: bytes) -> None:
         if not self.closing:
+            if data[:1] in (b"4", b"5"):
+                metrics.smtp_rejects_total.labels(listener=self.factory.name, code=data[:3].decode()).inc()
             self.transport.write(data)
 
     def close(self, data: bytes = b"") -> None:
@@ -383,6 +386,8 @@ class SubmissionSession(SASLMixin, Protocol):
         """Called by the DataTransaction with the final reply to the message."""
         self.data = None
         self.mail_from, self.rcpts, self.local_users = None, [], {}
+        result = "accepted" if reply.startswith(b"250") else "rejected"
+        metrics.smtp_messages_total.labels(listener=self.factory.name, result=result).inc()
         self.send(reply)
         self.resume()
 
