@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mailgw.errors import StorageUnavailable
 from mailgw.smtp import wire
 from mailgw.smtp.policy import header_from_addresses
 from mailgw.smtp.queue import Spool
@@ -102,7 +103,8 @@ class DataTransaction:
         defer.ensureDeferred(self._finish()).addCallbacks(self.session.data_finished, self._crashed)
 
     def _crashed(self, failure: Any) -> None:
-        log.failure("smtp delivery failed", failure, event="storage_error")
+        if not failure.check(StorageUnavailable):
+            log.failure("smtp delivery failed", failure, event="storage_error")
         self._drop()
         self.session.data_finished(wire.reply(451, "4.3.0", "Error: queue file write error"))
 

@@ -192,8 +192,10 @@ class RelayQueue:
 
     def _failed(self, failure: Any, spool: Spool) -> None:
         spool.abort()
-        log.failure("queue write failed", failure, event="storage_error")
-        raise StorageUnavailable(detail=str(failure.value))
+        err = failure.value
+        log.error("storage_error op=queue_commit errno={errno}: {err}", errno=getattr(err, "errno", None),
+                  err=str(err), event="storage_error")
+        raise StorageUnavailable(detail=str(err))
 
     def enqueue(self, sender: str, recipients: list[str], message: bytes, dsn: bool = False) -> "Deferred[str]":
         spool = self.open_spool()

@@ -136,8 +136,8 @@ class SubmissionSession(SASLMixin, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        self._touch()
         if self.data is not None and self.data.receiving:
+            self._touch()  # RFC 5321 §4.5.3.2.5: the timer runs per data block
             self._data_bytes(data)
             return
         self.framer.feed(data)
@@ -166,6 +166,7 @@ class SubmissionSession(SASLMixin, Protocol):
             self.pump()
 
     def _event(self, ev: wire.FramerEvent) -> None:
+        self._touch()  # only complete lines count: a trickled partial command never keeps the session
         if isinstance(ev, Flood):
             log.warn("smtp line flood from {peer}", peer=self.peer_host, event="smtp.flood")
             self.close(wire.reply(421, "4.7.0", f"{self.hostname} Error: Line too long, closing"))

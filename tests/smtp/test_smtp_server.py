@@ -160,3 +160,27 @@ class SubmissionTests(TestCase):
         self.assertEqual(r[8][0], 250)
         self.assertEqual(self.h.queue.entries(), [])
         self.assertEqual(self.h.inbox("bob"), [])
+
+    async def test_storage_error(self) -> None:
+        """A failing fsync (ENOSPC, faked) answers 451 4.3.0, leaves nothing in the queue and keeps the session."""
+        import errno
+        import os
+
+        def broken(*_: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.h.queue._commit_sync = broken  # type: ignore[method-assign]
+
+        def run() -> list[Any]:
+            c = self.raw(implicit=True)
+            c.cmd("EHLO c.example")
+            c.login()
+            c.cmd("MAIL FROM:<alice@example.test>")
+            c.cmd("RCPT TO:<far@remote.example>")
+            c.cmd("DATA")
+            c.send(MSG + b".\r\n")
+            return [c.reply(), c.cmd("NOOP")]
+        r = await deferToThread(run)
+        self.assertEqual(r[0], (451, "451 4.3.0 Error: queue file write error"))
+        self.assertEqual(r[1][0], 250)
+        self.assertEqual(self.h.queue.entries(), [])
+        self.assertEqual(os.listdir(self.h.queue.tmp_dir), [])
