@@ -94,6 +94,7 @@ class Job:
     data_path: str
     size: int
     eight_bit: bool = False
+    smtputf8: bool = False
     result: dict[str, tuple[int, str]] = field(default_factory=dict)
     final: set[str] = field(default_factory=set)  # recipients whose outcome this attempt is settled
 
@@ -226,8 +227,13 @@ class ESMTPClient(Protocol):
             params += f" SIZE={job.size}"
         if job.eight_bit and "8BITMIME" in ext:
             params += " BODY=8BITMIME"
-        if not job.sender.isascii() and "SMTPUTF8" in ext:
-            params += " SMTPUTF8"
+        if job.smtputf8:
+            if "SMTPUTF8" in ext:
+                params += " SMTPUTF8"
+            elif not all(a.isascii() for a in [job.sender, *job.recipients]):
+                for r in job.recipients:  # RFC 6531 §3.2: cannot be relayed without the extension
+                    job.settle(r, 553, ["5.6.7 smarthost does not support SMTPUTF8"])
+                return
         code, lines = await self._command(f"MAIL FROM:<{job.sender}>{params}", "mail")
         if code != 250:
             for r in job.recipients:

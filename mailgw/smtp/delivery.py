@@ -34,9 +34,11 @@ def received_header(session: "SubmissionSession", queue_id: str) -> bytes:
     """RFC 5321 §4.4 trace field with the TLS version and cipher and the authenticated user (RFC 3848)."""
     version, cipher = session.tls_details()
     date = email.utils.formatdate(session.factory.reactor.seconds(), localtime=False)
+    utf8 = session.mail_from is not None and "SMTPUTF8" in session.mail_from.params
+    proto = "UTF8SMTPSA" if utf8 else "ESMTPSA"  # RFC 3848, RFC 6531 §3.7.3
     text = (
         f"Received: from {_clean(session.helo or 'unknown')} ([{session.peer_host}])\r\n"
-        f"\tby {session.hostname} (mailgw) with ESMTPSA id {queue_id}\r\n"
+        f"\tby {session.hostname} (mailgw) with {proto} id {queue_id}\r\n"
         f"\t(using {version or 'TLS'} with cipher {cipher or 'unknown'})\r\n"
         f"\t(authenticated user {_clean(session.login)});\r\n"
         f"\t{date}\r\n"
@@ -145,7 +147,10 @@ class DataTransaction:
                              event="smtp.local_deferred")
                     queue_rcpts += by_user[user]
         if queue_rcpts:
-            queue_id = await s.factory.queue.commit(self.spool, sender, queue_rcpts, user=s.login)
+            params = s.mail_from.params
+            queue_id = await s.factory.queue.commit(
+                self.spool, sender, queue_rcpts, user=s.login, smtputf8="SMTPUTF8" in params,
+                eight_bit=(params.get("BODY") or "").upper() == "8BITMIME")
         else:
             self._drop()
             queue_id = self.trace_id

@@ -46,6 +46,8 @@ class QueueEntry:
     last_error: str = ""
     user: str = ""  # the authenticated submitter (logs and DSNs only)
     dsn: bool = False  # this message is itself a bounce: never bounce it again
+    smtputf8: bool = False  # submitted with MAIL ... SMTPUTF8 (RFC 6531)
+    eight_bit: bool = False  # submitted with BODY=8BITMIME
     bounced: list[str] = field(default_factory=list)  # permanently failed, DSN pending
 
     def to_json(self) -> bytes:
@@ -161,10 +163,12 @@ class RelayQueue:
         """open_spool in the pool: creating a file can wait on the journal behind other fsyncs."""
         return deferToThreadPool(self.reactor, self.pool, self.open_spool)
 
-    def commit(self, spool: Spool, sender: str, recipients: list[str], user: str = "", dsn: bool = False) -> "Deferred[str]":
+    def commit(self, spool: Spool, sender: str, recipients: list[str], user: str = "", dsn: bool = False,
+               smtputf8: bool = False, eight_bit: bool = False) -> "Deferred[str]":
         """Make the spooled message durable for `recipients`; fires with the queue id."""
         spool.close()
-        entry = QueueEntry(new_queue_id(), sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn)
+        entry = QueueEntry(new_queue_id(), sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn,
+                           smtputf8=smtputf8, eight_bit=eight_bit)
         d = deferToThreadPool(self.reactor, self.pool, self._commit_sync, spool.path, entry)
         done: Deferred[str] = d.addCallback(self._committed)
         done.addErrback(self._failed, spool)

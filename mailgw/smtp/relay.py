@@ -133,7 +133,7 @@ class RelayRunner:
             if remote and self.smarthost is None:
                 replies[entry.id].update({r: (0, "no smarthost configured") for r in remote})
             elif remote:
-                jobs.append((entry, Job(entry.sender, remote, path, entry.size)))
+                jobs.append((entry, Job(entry.sender, remote, path, entry.size, entry.eight_bit, entry.smtputf8)))
         if jobs:
             assert self.smarthost is not None
             results = await self.deliver_fn(self.reactor, self.smarthost, [job for _, job in jobs])

@@ -228,7 +228,7 @@ class SubmissionSession(SASLMixin, Protocol):
                 lines.append("AUTH " + " ".join(mechs))
         else:
             lines.append("STARTTLS")  # RFC 3207; AUTH only after it (security.md A4)
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"] + (["SMTPUTF8"] if self.policy.smtputf8 else [])
         self.send(wire.multiline(250, lines))
 
     def do_HELO(self, arg: str) -> None:
@@ -271,7 +271,7 @@ class SubmissionSession(SASLMixin, Protocol):
             self.error(wire.reply(503, "5.5.1", "Error: nested MAIL command"))
             return
         try:
-            path = wire.parse_path(arg, "FROM", allow_empty=True, utf8_allowed=False)
+            path = wire.parse_path(arg, "FROM", allow_empty=True, utf8_allowed=self.policy.smtputf8)
             self._check_mail_params(path)
         except AddressError as e:
             self.error(e.reply())
@@ -297,6 +297,9 @@ class SubmissionSession(SASLMixin, Protocol):
                     raise AddressError(501, "5.5.4", "Bad BODY parameter")
             elif name == "AUTH":
                 pass  # RFC 4954 §5: accepted, never trusted
+            elif name == "SMTPUTF8" and self.policy.smtputf8:
+                if value is not None:
+                    raise AddressError(501, "5.5.4", "SMTPUTF8 takes no value")
             else:
                 raise AddressError(555, "5.5.4", f"Unsupported option: {name}")
 
@@ -305,7 +308,8 @@ class SubmissionSession(SASLMixin, Protocol):
             self.error(wire.reply(503, "5.5.1", "Error: need MAIL command"))
             return
         try:
-            path = wire.parse_path(arg, "TO", allow_empty=False, utf8_allowed=False)
+            utf8 = "SMTPUTF8" in self.mail_from.params  # RFC 6531 §3.4
+            path = wire.parse_path(arg, "TO", allow_empty=False, utf8_allowed=utf8)
             if path.params:
                 raise AddressError(555, "5.5.4", f"Unsupported option: {next(iter(path.params))}")
         except AddressError as e:

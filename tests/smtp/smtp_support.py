@@ -110,6 +110,7 @@ class SinkBehaviour:
     starttls: bool = True
     tls: Any = None  # context factory for STARTTLS
     auth: Optional[tuple[str, str]] = None  # required PLAIN credentials
+    smtputf8: bool = False
 
 
 class SinkProtocol(Protocol):
@@ -159,6 +160,8 @@ class SinkProtocol(Protocol):
                 ext.append("250-STARTTLS")
             if b.auth:
                 ext.append("250-AUTH PLAIN LOGIN")
+            if b.smtputf8:
+                ext.append("250-SMTPUTF8")
             w(("\r\n".join(ext) + "\r\n250 ENHANCEDSTATUSCODES\r\n").encode())
         elif verb == "STARTTLS":
             w(b"220 2.0.0 go ahead\r\n")

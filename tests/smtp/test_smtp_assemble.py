@@ -92,3 +92,7 @@ class AssembleTests(TestCase):
         self.assertTrue(sink.messages[0].body.endswith(msg))
         self.assertEqual(len(gw.store.account("bob").folder("INBOX").stored), 1)
         self.assertIs(gw.queue, gw.extras["queue.t"])
+        runner = next(svc.runner for svc in root if hasattr(svc, "runner"))
+        while gw.queue.index or runner.in_flight:  # let the relay session finish before the services stop
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)

@@ -216,3 +216,27 @@ class RelayTests(TestCase):
         self.assertEqual([m.recipients for m in self.sink.messages], [["a@remote.example"], ["b@remote.example"]])
         self.assertEqual(sum(1 for c in self.sink.commands if c.startswith("STARTTLS")), 1)
         self.assertEqual(sum(1 for c in self.sink.commands if c == "RSET"), 2)
+
+    async def test_smtputf8_end_to_end(self) -> None:
+        """A UTF-8 recipient submitted with SMTPUTF8 is relayed with SMTPUTF8, or bounced 5.6.7 if unsupported."""
+        ctx = ssl.create_default_context(cafile=self.h.certs["ca"])
+        msg = "From: alice@example.test\r\nTo: jörg@remote.example\r\nSubject: grüße\r\n\r\nhallo\r\n".encode()
+
+        def submit(rcpt: str) -> Any:
+            with smtplib.SMTP("127.0.0.1", self.h.plain, timeout=10) as s:
+                s.starttls(context=ctx)
+                s.login("alice", PW)
+                return s.sendmail("alice@example.test", [rcpt], msg, mail_options=["SMTPUTF8"])
+        self.behaviour.smtputf8 = True
+        await deferToThread(submit, "jörg@remote.example")
+        self.runner()
+        await self.until(lambda: len(self.sink.messages) == 1 and not self.h.queue.index)
+        self.assertEqual(self.sink.messages[0].recipients, ["jörg@remote.example"])
+        self.assertIn("MAIL FROM:<alice@example.test> SIZE=", [c for c in self.sink.commands if c.startswith("MAIL")][0])
+        self.assertTrue([c for c in self.sink.commands if c.startswith("MAIL")][0].endswith(" SMTPUTF8"))
+        self.assertIn(b"with UTF8SMTPSA", self.sink.messages[0].body)
+        self.behaviour.smtputf8 = False
+        await deferToThread(submit, "jürgen@remote.example")
+        await self.until(lambda: len(self.h.inbox("alice")) == 1 and not self.h.queue.index)
+        self.assertIn("Status: 5.6.7", self.h.inbox("alice")[0].decode())
+        self.assertEqual(len(self.sink.messages), 1)
