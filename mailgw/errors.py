@@ -173,3 +173,10 @@ class MessageExpunged(StoreError):
     imap_code = "EXPUNGEISSUED"  # RFC 5530
     public = "Message has been expunged"
     temporary = False
+
+
+# --- certificates (mailgwctl cert / ca) -----------------------------------------------------
+
+
+class CertificateRefused(Exception):
+    """A certificate request, issue or install refused; str() is one line naming the problem."""

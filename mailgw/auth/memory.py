@@ -9,8 +9,7 @@ from typing import Optional
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict
-from mailgw.auth.names import split_login
+from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, resolve_login, verdict_identity
 from mailgw.interfaces import IDirectory, Identity
 
 
@@ -57,14 +56,8 @@ class MemoryDirectory:
 
     def find(self, login: str) -> Optional[MemoryUser]:
         """The account a login name or address names, or None."""
-        key = login.strip().casefold()
-        if key in self._users:
-            return self._users[key]
-        for entry in self._users.values():
-            if key in (a.casefold() for a in entry.addresses):
-                return entry
-        _, local, _ = split_login(key)
-        return self._users.get(local)
+        by_address = {a.casefold(): u for u in self._users.values() for a in u.addresses}
+        return resolve_login(login, self._users, by_address)
 
     def _identity(self, entry: MemoryUser) -> Identity:
         return Identity(entry.user, tuple(entry.addresses), self.name)
@@ -81,8 +74,7 @@ class MemoryDirectory:
         return succeed(self._identity(entry))
 
     def verify_password(self, login: str, password: str) -> "Deferred[Optional[Identity]]":
-        return self.check_password(login, password).addCallback(
-            lambda v: v if isinstance(v, Identity) else None)
+        return self.check_password(login, password).addCallback(verdict_identity)
 
     def lookup(self, login: str) -> "Deferred[Optional[Identity]]":
         entry = self.find(login)
