@@ -220,7 +220,7 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
                                 reactor, gateway.disk_pool, mechanisms=tuple(m.upper() for m in sub.auth),
                                 registry=gateway.sessions)
     runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
-                         _smarthost(config, name, sub), max_queue_age=sub.max_queue_age)
+                         _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
     assert gateway.root is not None
     RelayService(runner).setServiceParent(gateway.root)
     for i, endpoint in enumerate(sub.bind):

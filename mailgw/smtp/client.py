@@ -85,22 +85,38 @@ def tls_options(cfg: SmarthostConfig) -> Any:
     return optionsForClientTLS(name, trustRoot=trust)
 
 
-class ESMTPClient(Protocol):
-    """Sends one message; `done` fires with a DeliveryResult (never errbacks)."""
+@dataclass
+class Job:
+    """One message of a session: its envelope, its file, and the replies collected for it."""
 
-    def __init__(self, cfg: SmarthostConfig, sender: str, recipients: list[str], data_path: str, size: int,
-                 reactor: Any, eight_bit: bool = False) -> None:
-        self.cfg, self.sender, self.recipients = cfg, sender, list(recipients)
-        self.data_path, self.size, self.reactor, self.eight_bit = data_path, size, reactor, eight_bit
-        self.done: defer.Deferred[DeliveryResult] = defer.Deferred()
+    sender: str
+    recipients: list[str]
+    data_path: str
+    size: int
+    eight_bit: bool = False
+    smtputf8: bool = False
+    result: dict[str, tuple[int, str]] = field(default_factory=dict)
+    final: set[str] = field(default_factory=set)  # recipients whose outcome this attempt is settled
+
+    def settle(self, rcpt: str, code: int, lines: list[str]) -> None:
+        self.result[rcpt] = (code, f"{code} " + " ".join(lines))
+        self.final.add(rcpt)
+
+
+class ESMTPClient(Protocol):
+    """Sends one or more messages over one session; `done` fires with a DeliveryResult per job (never errbacks)."""
+
+    transport: Any
+
+    def __init__(self, cfg: SmarthostConfig, jobs: list[Job], reactor: Any) -> None:
+        self.cfg, self.jobs, self.reactor = cfg, jobs, reactor
+        self.done: defer.Deferred[list[DeliveryResult]] = defer.Deferred()
         self._buf = b""
         self._lines: list[str] = []
         self._waiting: Optional[defer.Deferred[tuple[int, list[str]]]] = None
         self._timer: Any = None
         self._lost: Optional[Failure] = None
         self._tls = ""
-        self._result: dict[str, tuple[int, str]] = {}
-        self._final: set[str] = set()  # recipients whose outcome this attempt is settled
 
     # ----------------------------------------------------------------- transport events
 
@@ -136,9 +152,6 @@ class ESMTPClient(Protocol):
 
     # ----------------------------------------------------------------- helpers
 
-    def _settle(self, rcpt: str, code: int, lines: list[str]) -> None:
-        self._result[rcpt] = (code, f"{code} " + " ".join(lines))
-        self._final.add(rcpt)
 
     def _fail_wait(self, reason: Failure) -> None:
         w, self._waiting = self._waiting, None
@@ -200,40 +213,50 @@ class ESMTPClient(Protocol):
                 raise SMTPReplyError("starttls", 454, "smarthost does not offer STARTTLS")
         if self.cfg.username is not None:
             await self._auth(ext)
+        for i, job in enumerate(self.jobs):
+            if i:
+                code, lines = await self._command("RSET", "mail")
+                if code != 250:
+                    raise SMTPReplyError("rset", code, " ".join(lines))
+            await self._transaction(job, ext)
+        await self._quit()
+
+    async def _transaction(self, job: Job, ext: dict[str, str]) -> None:
         params = ""
         if "SIZE" in ext:
-            params += f" SIZE={self.size}"
-        if self.eight_bit and "8BITMIME" in ext:
+            params += f" SIZE={job.size}"
+        if job.eight_bit and "8BITMIME" in ext:
             params += " BODY=8BITMIME"
-        if not self.sender.isascii() and "SMTPUTF8" in ext:
-            params += " SMTPUTF8"
-        code, lines = await self._command(f"MAIL FROM:<{self.sender}>{params}", "mail")
+        if job.smtputf8:
+            if "SMTPUTF8" in ext:
+                params += " SMTPUTF8"
+            elif not all(a.isascii() for a in [job.sender, *job.recipients]):
+                for r in job.recipients:  # RFC 6531 §3.2: cannot be relayed without the extension
+                    job.settle(r, 553, ["5.6.7 smarthost does not support SMTPUTF8"])
+                return
+        code, lines = await self._command(f"MAIL FROM:<{job.sender}>{params}", "mail")
         if code != 250:
-            for r in self.recipients:
-                self._settle(r, code, lines)
-            await self._quit()
+            for r in job.recipients:
+                job.settle(r, code, lines)
             return
         accepted = []
-        for r in self.recipients:
+        for r in job.recipients:
             code, lines = await self._command(f"RCPT TO:<{r}>", "rcpt")
             if code in (250, 251):
                 accepted.append(r)
             else:
-                self._settle(r, code, lines)
+                job.settle(r, code, lines)
         if not accepted:
-            await self._quit()
             return
         code, lines = await self._command("DATA", "data")
         if code != 354:
             for r in accepted:
-                self._settle(r, code, lines)
-            await self._quit()
+                job.settle(r, code, lines)
             return
-        await self._send_body()
+        await self._send_body(job)
         code, lines = await self._expect("end")
         for r in accepted:
-            self._settle(r, code, lines)
-        await self._quit()
+            job.settle(r, code, lines)
 
     async def _auth(self, ext: dict[str, str]) -> None:
         mechs = ext.get("AUTH", "").upper().split()
@@ -252,13 +275,13 @@ class ESMTPClient(Protocol):
         if code != 235:
             raise SMTPReplyError("auth", code, " ".join(lines))
 
-    async def _send_body(self) -> None:
+    async def _send_body(self, job: Job) -> None:
         stuffer = DotStuffer()
-        with open(self.data_path, "rb") as f:
+        with open(job.data_path, "rb") as f:
             sender = FileSender()
             sender.CHUNK_SIZE = 64 * 1024
             d = sender.beginFileTransfer(f, self.transport, transform=stuffer.stuff)
-            timer = self.reactor.callLater(self.cfg.timeouts["block"] + self.size / 1000.0,
+            timer = self.reactor.callLater(self.cfg.timeouts["block"] + job.size / 1000.0,
                                            self.transport.abortConnection)
             try:
                 await d
@@ -266,7 +289,7 @@ class ESMTPClient(Protocol):
                 if timer.active():
                     timer.cancel()
         if self._lost is not None:
-            raise self._lost.value
+            self._lost.raiseException()
         self.transport.write(stuffer.finish())
 
     async def _quit(self) -> None:
@@ -282,27 +305,34 @@ class ESMTPClient(Protocol):
             # misconfiguration (AUTH 535, TLS verify) must defer mail, not bounce it.
             err = outcome.value
             text = str(err) if isinstance(err, SMTPReplyError) else f"{type(err).__name__}: {err}"
-            for r in self.recipients:
-                if r not in self._final:
-                    self._result[r] = (0, text)
+            for job in self.jobs:
+                for r in job.recipients:
+                    if r not in job.final:
+                        job.result[r] = (0, text)
             if self.transport is not None:
                 self.transport.abortConnection()
-        self.done.callback(DeliveryResult(dict(self._result), self._tls))
+        self.done.callback([DeliveryResult(dict(job.result), self._tls) for job in self.jobs])
 
 
-def deliver(reactor: Any, cfg: SmarthostConfig, sender: str, recipients: list[str], data_path: str, size: int,
-            eight_bit: bool = False) -> "defer.Deferred[DeliveryResult]":
-    """Connect to the smarthost and try to send one message; never errbacks."""
+def deliver_batch(reactor: Any, cfg: SmarthostConfig, jobs: list[Job]) -> "defer.Deferred[list[DeliveryResult]]":
+    """Connect to the smarthost once and try to send each job in turn; never errbacks."""
     endpoint: Any = HostnameEndpoint(reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout)
     if cfg.starttls == "implicit":
         endpoint = wrapClientTLS(tls_options(cfg), endpoint)
-    proto = ESMTPClient(cfg, sender, recipients, data_path, size, reactor, eight_bit)
+    proto = ESMTPClient(cfg, jobs, reactor)
     if cfg.starttls == "implicit":
         proto._tls = "implicit"
 
-    def failed(f: Failure) -> DeliveryResult:
-        return DeliveryResult({r: (0, f"connect: {f.getErrorMessage()}") for r in recipients})
+    def failed(f: Failure) -> list[DeliveryResult]:
+        return [DeliveryResult({r: (0, f"connect: {f.getErrorMessage()}") for r in job.recipients}) for job in jobs]
 
     d = connectProtocol(endpoint, proto)
     d.addCallbacks(lambda _: proto.done, failed)
     return d
+
+
+def deliver(reactor: Any, cfg: SmarthostConfig, sender: str, recipients: list[str], data_path: str, size: int,
+            eight_bit: bool = False) -> "defer.Deferred[DeliveryResult]":
+    """One message in its own session; never errbacks."""
+    d = deliver_batch(reactor, cfg, [Job(sender, list(recipients), data_path, size, eight_bit)])
+    return d.addCallback(lambda results: results[0])

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mailgw.errors import StorageUnavailable
 from mailgw.smtp import wire
 from mailgw.smtp.policy import header_from_addresses
+from mailgw.smtp.queue import Spool
 
 if TYPE_CHECKING:
     from mailgw.smtp.server import SubmissionSession
@@ -32,9 +34,11 @@ def received_header(session: "SubmissionSession", queue_id: str) -> bytes:
     """RFC 5321 §4.4 trace field with the TLS version and cipher and the authenticated user (RFC 3848)."""
     version, cipher = session.tls_details()
     date = email.utils.formatdate(session.factory.reactor.seconds(), localtime=False)
+    utf8 = session.mail_from is not None and "SMTPUTF8" in session.mail_from.params
+    proto = "UTF8SMTPSA" if utf8 else "ESMTPSA"  # RFC 3848, RFC 6531 §3.7.3
     text = (
         f"Received: from {_clean(session.helo or 'unknown')} ([{session.peer_host}])\r\n"
-        f"\tby {session.hostname} (mailgw) with ESMTPSA id {queue_id}\r\n"
+        f"\tby {session.hostname} (mailgw) with {proto} id {queue_id}\r\n"
         f"\t(using {version or 'TLS'} with cipher {cipher or 'unknown'})\r\n"
         f"\t(authenticated user {_clean(session.login)});\r\n"
         f"\t{date}\r\n"
@@ -45,10 +49,10 @@ def received_header(session: "SubmissionSession", queue_id: str) -> bytes:
 class DataTransaction:
     """The message between 354 and its final reply."""
 
-    def __init__(self, session: "SubmissionSession") -> None:
+    def __init__(self, session: "SubmissionSession", spool: Spool) -> None:
         self.session = session
         self.policy = session.policy
-        self.spool = session.factory.queue.open_spool()
+        self.spool = spool
         self.trace_id = os.path.basename(self.spool.path)
         self.spool.write(received_header(session, self.trace_id))
         self.decoder = wire.DataDecoder(self._sink, wire.TEXT_LINE_LIMIT)
@@ -101,7 +105,8 @@ class DataTransaction:
         defer.ensureDeferred(self._finish()).addCallbacks(self.session.data_finished, self._crashed)
 
     def _crashed(self, failure: Any) -> None:
-        log.failure("smtp delivery failed", failure, event="storage_error")
+        if not failure.check(StorageUnavailable):
+            log.failure("smtp delivery failed", failure, event="storage_error")
         self._drop()
         self.session.data_finished(wire.reply(451, "4.3.0", "Error: queue file write error"))
 
@@ -138,11 +143,14 @@ class DataTransaction:
             results = await defer.DeferredList([s.factory.local.deliver(u, data) for u in users], consumeErrors=True)
             for user, (ok, value) in zip(users, results):
                 if not ok:  # the queue runner retries (or bounces) the local delivery
-                    log.warn("local delivery to {user} deferred: {err}", user=user, err=str(value.value),
+                    log.warn("local delivery to {user} deferred: {err}", user=user, err=str(getattr(value, "value", value)),
                              event="smtp.local_deferred")
                     queue_rcpts += by_user[user]
         if queue_rcpts:
-            queue_id = await s.factory.queue.commit(self.spool, sender, queue_rcpts, user=s.login)
+            params = s.mail_from.params
+            queue_id = await s.factory.queue.commit(
+                self.spool, sender, queue_rcpts, user=s.login, smtputf8="SMTPUTF8" in params,
+                eight_bit=(params.get("BODY") or "").upper() == "8BITMIME")
         else:
             self._drop()
             queue_id = self.trace_id

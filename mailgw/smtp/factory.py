@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from mailgw.interfaces import IAuthService, IMessageStore, IServerTLS, ISessionRegistry
+from mailgw.observe import metrics
 from mailgw.smtp.local import LocalDelivery
 from mailgw.smtp.policy import SubmissionPolicy
 from mailgw.smtp.queue import RelayQueue
@@ -57,10 +58,14 @@ class SubmissionFactory(Factory):
 
     def session_opened(self, session: SubmissionSession) -> None:
         self.sessions.add(session)
+        metrics.connections_total.labels(listener=self.name, protocol="smtp").inc()
+        metrics.connections_active.labels(listener=self.name, protocol="smtp").inc()
         if self.registry is not None:
             self.registry.add(self.name, "smtp", session)
 
     def session_closed(self, session: SubmissionSession) -> None:
+        if session in self.sessions:
+            metrics.connections_active.labels(listener=self.name, protocol="smtp").dec()
         self.sessions.discard(session)
         if self.registry is not None:
             self.registry.remove(session)

@@ -25,6 +25,7 @@ class SubmissionPolicy:
     max_auth_failures: int = 3
     idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7
     max_header_bytes: int = 256 * 1024
+    smtputf8: bool = True  # RFC 6531: carried to the smarthost, bounced (5.6.7) if it cannot take it
 
     def __post_init__(self) -> None:
         if self.send_as not in SEND_AS_MODES:

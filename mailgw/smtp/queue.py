@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Container, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -46,6 +46,8 @@ class QueueEntry:
     last_error: str = ""
     user: str = ""  # the authenticated submitter (logs and DSNs only)
     dsn: bool = False  # this message is itself a bounce: never bounce it again
+    smtputf8: bool = False  # submitted with MAIL ... SMTPUTF8 (RFC 6531)
+    eight_bit: bool = False  # submitted with BODY=8BITMIME
     bounced: list[str] = field(default_factory=list)  # permanently failed, DSN pending
 
     def to_json(self) -> bytes:
@@ -148,6 +150,7 @@ class RelayQueue:
                 del self.index[queue_id]
         for queue_id, entry in fresh.items():
             self.index.setdefault(queue_id, entry)
+        self.index = dict(sorted(self.index.items()))
 
     # ----------------------------------------------------------------- receiving
 
@@ -156,14 +159,20 @@ class RelayQueue:
         fh = open(path, "xb")
         return Spool(self, path, fh)
 
-    def commit(self, spool: Spool, sender: str, recipients: list[str], user: str = "", dsn: bool = False) -> "Deferred[str]":
+    def open_spool_async(self) -> "Deferred[Spool]":
+        """open_spool in the pool: creating a file can wait on the journal behind other fsyncs."""
+        return deferToThreadPool(self.reactor, self.pool, self.open_spool)
+
+    def commit(self, spool: Spool, sender: str, recipients: list[str], user: str = "", dsn: bool = False,
+               smtputf8: bool = False, eight_bit: bool = False) -> "Deferred[str]":
         """Make the spooled message durable for `recipients`; fires with the queue id."""
         spool.close()
-        entry = QueueEntry(new_queue_id(), sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn)
+        entry = QueueEntry(new_queue_id(), sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn,
+                           smtputf8=smtputf8, eight_bit=eight_bit)
         d = deferToThreadPool(self.reactor, self.pool, self._commit_sync, spool.path, entry)
-        d.addCallback(self._committed)
-        d.addErrback(self._failed, spool)
-        return d
+        done: Deferred[str] = d.addCallback(self._committed)
+        done.addErrback(self._failed, spool)
+        return done
 
     def _commit_sync(self, spool_path: str, entry: QueueEntry) -> QueueEntry:
         with open(spool_path, "rb+") as f:
@@ -187,8 +196,10 @@ class RelayQueue:
 
     def _failed(self, failure: Any, spool: Spool) -> None:
         spool.abort()
-        log.failure("queue write failed", failure, event="storage_error")
-        raise StorageUnavailable(detail=str(failure.value))
+        err = failure.value
+        log.error("storage_error op=queue_commit errno={errno}: {err}", errno=getattr(err, "errno", None),
+                  err=str(err), event="storage_error")
+        raise StorageUnavailable(detail=str(err))
 
     def enqueue(self, sender: str, recipients: list[str], message: bytes, dsn: bool = False) -> "Deferred[str]":
         spool = self.open_spool()
@@ -206,8 +217,15 @@ class RelayQueue:
     def exists(self, queue_id: str) -> bool:
         return os.path.exists(self._env_path(queue_id))
 
-    def due(self, now: float) -> list[QueueEntry]:
-        return sorted((e for e in self.index.values() if e.next_attempt <= now), key=lambda e: e.id)
+    def due(self, now: float, limit: Optional[int] = None, skip: Container[str] = ()) -> list[QueueEntry]:
+        """Entries whose next attempt has come, oldest first (the index is kept in arrival order)."""
+        out: list[QueueEntry] = []
+        for e in self.index.values():
+            if e.next_attempt <= now and e.id not in skip:
+                out.append(e)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
     def update(self, entry: QueueEntry) -> "Deferred[None]":
         """Durably rewrite an envelope after an attempt (fewer recipients, new retry time)."""
@@ -224,11 +242,12 @@ class RelayQueue:
     def remove(self, queue_id: str) -> "Deferred[None]":
         """Forget a finished message: envelope first (the commit point), then its data."""
         self.index.pop(queue_id, None)
-        return deferToThreadPool(self.reactor, self.pool, remove_files, self.directory, queue_id)
+        d: Deferred[bool] = deferToThreadPool(self.reactor, self.pool, remove_files, self.directory, queue_id)
+        return d.addCallback(lambda _: None)
 
     # ----------------------------------------------------------------- admin (IRelayQueue)
 
-    def entries(self) -> list[dict]:
+    def entries(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [entry_summary(e, now) for e in sorted(self.index.values(), key=lambda e: e.id)]
 
@@ -280,7 +299,7 @@ def remove_files(directory: str, queue_id: str) -> bool:
     return found
 
 
-def entry_summary(e: QueueEntry, now: float) -> dict:
+def entry_summary(e: QueueEntry, now: float) -> dict[str, Any]:
     return {
         "id": e.id,
         "sender": e.sender,

@@ -16,7 +16,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mailgw.errors import MailError
-from mailgw.smtp.client import DeliveryResult, SmarthostConfig, deliver
+from mailgw.observe import metrics
+from mailgw.smtp.client import DeliveryResult, Job, SmarthostConfig, deliver_batch
 from mailgw.smtp.dsn import build_dsn, original_headers
 from mailgw.smtp.local import LocalDelivery
 from mailgw.smtp.queue import QueueEntry, RelayQueue
@@ -24,7 +25,7 @@ from mailgw.smtp.queue import QueueEntry, RelayQueue
 log = Logger()
 
 DEFAULT_BACKOFF = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
-DeliverFn = Callable[..., "defer.Deferred[DeliveryResult]"]
+DeliverFn = Callable[..., "defer.Deferred[list[DeliveryResult]]"]
 
 
 class RelayRunner:
@@ -33,12 +34,16 @@ class RelayRunner:
     def __init__(self, queue: RelayQueue, reactor: Any, hostname: str, is_local: Callable[[str], bool],
                  local: Optional[LocalDelivery], smarthost: Optional[SmarthostConfig],
                  max_queue_age: float = 5 * 86400.0, backoff: tuple[float, ...] = DEFAULT_BACKOFF,
-                 concurrency: int = 4, poll_interval: float = 5.0, deliver_fn: DeliverFn = deliver) -> None:
+                 concurrency: int = 4, poll_interval: float = 5.0, deliver_fn: DeliverFn = deliver_batch,
+                 batch_size: int = 20, name: str = "smarthost") -> None:
         self.queue, self.reactor, self.hostname = queue, reactor, hostname
         self.is_local, self.local, self.smarthost = is_local, local, smarthost
         self.max_queue_age, self.backoff = max_queue_age, backoff
         self.concurrency, self.poll_interval = concurrency, poll_interval
         self.deliver_fn = deliver_fn
+        self.batch_size = batch_size  # messages per smarthost session
+        self.name = name
+        self.running_batches = 0
         self.in_flight: dict[str, defer.Deferred[None]] = {}
         self._loop: Optional[LoopingCall] = None
         self._wake_pending = False
@@ -80,42 +85,62 @@ class RelayRunner:
             self.queue.recover_index()
             self.queue.flush()
         now = self.reactor.seconds()
-        for entry in self.queue.due(now):
-            if len(self.in_flight) >= self.concurrency:
-                break
-            if entry.id in self.in_flight:
-                continue
-            d = defer.ensureDeferred(self.attempt(entry))
-            self.in_flight[entry.id] = d
+        metrics.relay_queue_messages.set(len(self.queue.index))
+        oldest = next(iter(self.queue.index.values()), None)
+        metrics.relay_queue_oldest_age_seconds.set(max(0.0, now - oldest.created) if oldest else 0.0)
+        free = self.concurrency - self.running_batches
+        if free <= 0:
+            return
+        due = self.queue.due(now, limit=free * self.batch_size, skip=self.in_flight)
+        while due and self.running_batches < self.concurrency:
+            batch, due = due[: self.batch_size], due[self.batch_size :]
+            self.running_batches += 1
+            d = defer.ensureDeferred(self.attempt_batch(batch))
+            for entry in batch:
+                self.in_flight[entry.id] = d
             d.addErrback(lambda f: log.failure("relay attempt crashed", f, event="relay.internal_error"))
-            d.addBoth(self._done, entry.id)
+            d.addBoth(self._done, [e.id for e in batch])
 
-    def _done(self, _: Any, queue_id: str) -> None:
-        self.in_flight.pop(queue_id, None)
-        if self.queue.due(self.reactor.seconds()):
+    def _done(self, _: Any, queue_ids: list[str]) -> None:
+        self.running_batches -= 1
+        for queue_id in queue_ids:
+            self.in_flight.pop(queue_id, None)
+        if self.queue.due(self.reactor.seconds(), limit=1, skip=self.in_flight):
             self.wake()
 
     # ----------------------------------------------------------------- one attempt
 
     async def attempt(self, entry: QueueEntry) -> None:
-        if not self.queue.exists(entry.id):  # deleted by mailgwctl queue delete
-            self.queue.index.pop(entry.id, None)
-            return
-        self.attempts += 1
-        path = self.queue.data_path(entry.id)
-        replies: dict[str, tuple[int, str]] = {}
-        local = [r for r in entry.recipients if self.is_local(r)]
-        remote = [r for r in entry.recipients if not self.is_local(r)]
-        for rcpt in local:
-            replies[rcpt] = await self._deliver_local(rcpt, path)
-        if remote:
-            if self.smarthost is None:
-                for rcpt in remote:
-                    replies[rcpt] = (0, "no smarthost configured")
+        await self.attempt_batch([entry])
+
+    async def attempt_batch(self, entries: list[QueueEntry]) -> None:
+        """One attempt for each entry; their remote recipients share one smarthost session."""
+        live = []
+        for entry in entries:
+            if not self.queue.exists(entry.id):  # deleted by mailgwctl queue delete
+                self.queue.index.pop(entry.id, None)
             else:
-                result = await self.deliver_fn(self.reactor, self.smarthost, entry.sender, remote, path, entry.size)
-                replies.update(result.replies)
-        await self._settle(entry, replies)
+                live.append(entry)
+        self.attempts += len(live)
+        replies: dict[str, dict[str, tuple[int, str]]] = {e.id: {} for e in live}
+        jobs: list[tuple[QueueEntry, Job]] = []
+        for entry in live:
+            path = self.queue.data_path(entry.id)
+            for rcpt in entry.recipients:
+                if self.is_local(rcpt):
+                    replies[entry.id][rcpt] = await self._deliver_local(rcpt, path)
+            remote = [r for r in entry.recipients if not self.is_local(r)]
+            if remote and self.smarthost is None:
+                replies[entry.id].update({r: (0, "no smarthost configured") for r in remote})
+            elif remote:
+                jobs.append((entry, Job(entry.sender, remote, path, entry.size, entry.eight_bit, entry.smtputf8)))
+        if jobs:
+            assert self.smarthost is not None
+            results = await self.deliver_fn(self.reactor, self.smarthost, [job for _, job in jobs])
+            for (entry, _), result in zip(jobs, results):
+                replies[entry.id].update(result.replies)
+        for entry in live:
+            await self._settle(entry, replies[entry.id])
 
     async def _deliver_local(self, rcpt: str, path: str) -> tuple[int, str]:
         if self.local is None:
@@ -143,12 +168,14 @@ class RelayRunner:
             pending = []
         for r in sent:
             log.info("relay sent {id} to {rcpt}", id=entry.id, rcpt=r, event="relay.sent", result="sent")
+            metrics.relay_deliveries_total.labels(relay=self.name, result="sent").inc()
         if failed:
             await self._bounce(entry, failed, now, expired)
         if not pending:
             await self.queue.remove(entry.id)
             return
         entry.recipients = pending
+        metrics.relay_deliveries_total.labels(relay=self.name, result="deferred").inc(len(pending))
         entry.attempts += 1
         entry.last_error = "; ".join(sorted({replies.get(r, (0, "?"))[1] for r in pending}))[:500]
         entry.next_attempt = now + self.backoff[min(entry.attempts - 1, len(self.backoff) - 1)]
@@ -160,6 +187,7 @@ class RelayRunner:
         for r, (code, text) in failed.items():
             log.warn("relay bounced {id} to {rcpt}: {text}", id=entry.id, rcpt=r, text=text, event="relay.bounced",
                      result="bounced")
+            metrics.relay_deliveries_total.labels(relay=self.name, result="bounced").inc()
         if entry.dsn or not entry.sender:
             return  # RFC 3464 §2: never bounce a bounce
         headers = original_headers(self.queue.data_path(entry.id))
@@ -168,7 +196,7 @@ class RelayRunner:
 
 
 class RelayService(Service):
-    """Runs a RelayRunner while the process runs; stopping waits for attempts in flight."""
+    """Runs a RelayRunner while the process runs."""
 
     def __init__(self, runner: RelayRunner) -> None:
         self.runner = runner
@@ -177,6 +205,8 @@ class RelayService(Service):
         super().startService()
         self.runner.start()
 
-    def stopService(self) -> "defer.Deferred[Any]":
+    def stopService(self) -> None:
+        # Not waiting for attempts in flight: MultiService stops the disk pool alongside us, and
+        # their queue updates would never run. An interrupted attempt is retried after restart.
         super().stopService()
-        return self.runner.stop()
+        self.runner.stop()

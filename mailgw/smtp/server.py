@@ -15,8 +15,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailgw.errors import MailError
 from mailgw.interfaces import ClientInfo, Identity
+from mailgw.observe import metrics
 from mailgw.smtp import wire
 from mailgw.smtp.delivery import DataTransaction
 from mailgw.smtp.sasl import SASLMixin
@@ -39,6 +39,7 @@ class SubmissionSession(SASLMixin, Protocol):
     """One client connection on a [submission.NAME] listener."""
 
     factory: "SubmissionFactory"
+    transport: Any  # ITCPTransport + ITLSTransport (or the TLS protocol on implicit-TLS ports)
 
     def __init__(self, factory: "SubmissionFactory", implicit_tls: bool) -> None:
         self.factory = factory
@@ -98,6 +99,8 @@ class SubmissionSession(SASLMixin, Protocol):
 
     def send(self, data: bytes) -> None:
         if not self.closing:
+            if data[:1] in (b"4", b"5"):
+                metrics.smtp_rejects_total.labels(listener=self.factory.name, code=data[:3].decode()).inc()
             self.transport.write(data)
 
     def close(self, data: bytes = b"") -> None:
@@ -133,8 +136,8 @@ class SubmissionSession(SASLMixin, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        self._touch()
         if self.data is not None and self.data.receiving:
+            self._touch()  # RFC 5321 §4.5.3.2.5: the timer runs per data block
             self._data_bytes(data)
             return
         self.framer.feed(data)
@@ -163,6 +166,7 @@ class SubmissionSession(SASLMixin, Protocol):
             self.pump()
 
     def _event(self, ev: wire.FramerEvent) -> None:
+        self._touch()  # only complete lines count: a trickled partial command never keeps the session
         if isinstance(ev, Flood):
             log.warn("smtp line flood from {peer}", peer=self.peer_host, event="smtp.flood")
             self.close(wire.reply(421, "4.7.0", f"{self.hostname} Error: Line too long, closing"))
@@ -224,7 +228,7 @@ class SubmissionSession(SASLMixin, Protocol):
                 lines.append("AUTH " + " ".join(mechs))
         else:
             lines.append("STARTTLS")  # RFC 3207; AUTH only after it (security.md A4)
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"] + (["SMTPUTF8"] if self.policy.smtputf8 else [])
         self.send(wire.multiline(250, lines))
 
     def do_HELO(self, arg: str) -> None:
@@ -267,7 +271,7 @@ class SubmissionSession(SASLMixin, Protocol):
             self.error(wire.reply(503, "5.5.1", "Error: nested MAIL command"))
             return
         try:
-            path = wire.parse_path(arg, "FROM", allow_empty=True, utf8_allowed=False)
+            path = wire.parse_path(arg, "FROM", allow_empty=True, utf8_allowed=self.policy.smtputf8)
             self._check_mail_params(path)
         except AddressError as e:
             self.error(e.reply())
@@ -293,6 +297,9 @@ class SubmissionSession(SASLMixin, Protocol):
                     raise AddressError(501, "5.5.4", "Bad BODY parameter")
             elif name == "AUTH":
                 pass  # RFC 4954 §5: accepted, never trusted
+            elif name == "SMTPUTF8" and self.policy.smtputf8:
+                if value is not None:
+                    raise AddressError(501, "5.5.4", "SMTPUTF8 takes no value")
             else:
                 raise AddressError(555, "5.5.4", f"Unsupported option: {name}")
 
@@ -301,7 +308,8 @@ class SubmissionSession(SASLMixin, Protocol):
             self.error(wire.reply(503, "5.5.1", "Error: need MAIL command"))
             return
         try:
-            path = wire.parse_path(arg, "TO", allow_empty=False, utf8_allowed=False)
+            utf8 = "SMTPUTF8" in self.mail_from.params  # RFC 6531 §3.4
+            path = wire.parse_path(arg, "TO", allow_empty=False, utf8_allowed=utf8)
             if path.params:
                 raise AddressError(555, "5.5.4", f"Unsupported option: {next(iter(path.params))}")
         except AddressError as e:
@@ -349,16 +357,26 @@ class SubmissionSession(SASLMixin, Protocol):
         if arg:
             self.error(wire.reply(501, "5.5.4", "Syntax: DATA"))
             return
-        try:
-            self.data = DataTransaction(self)
-        except (OSError, MailError) as e:
-            log.error("smtp spool open failed: {err}", err=str(e), event="storage_error")
-            self.send(wire.reply(451, "4.3.0", "Error: queue file write error"))
+        self.busy = True
+        d = self.factory.queue.open_spool_async()
+        d.addCallbacks(self._spool_opened, self._spool_failed)
+        d.addErrback(lambda f: log.failure("smtp DATA", f, event="smtp.internal_error"))
+
+    def _spool_opened(self, spool: Any) -> None:
+        if self.closing or self.mail_from is None:
+            spool.abort()
             return
+        self.data = DataTransaction(self, spool)
+        self.busy = False
         self.send(wire.reply(354, "", "End data with <CR><LF>.<CR><LF>"))
         rest = self.framer.take_buffer()
         if rest:
             self._data_bytes(rest)
+
+    def _spool_failed(self, failure: Failure) -> None:
+        log.error("smtp spool open failed: {err}", err=str(failure.value), event="storage_error")
+        self.send(wire.reply(451, "4.3.0", "Error: queue file write error"))
+        self.resume()
 
     def _data_bytes(self, data: bytes) -> None:
         assert self.data is not None
@@ -373,6 +391,8 @@ class SubmissionSession(SASLMixin, Protocol):
         """Called by the DataTransaction with the final reply to the message."""
         self.data = None
         self.mail_from, self.rcpts, self.local_users = None, [], {}
+        result = "accepted" if reply.startswith(b"250") else "rejected"
+        metrics.smtp_messages_total.labels(listener=self.factory.name, result=result).inc()
         self.send(reply)
         self.resume()
 

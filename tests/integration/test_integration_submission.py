@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import smtplib
 import ssl
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.smtp.smtp_support import SinkBehaviour, SinkFactory
 from tests.support.certs import make_server_cert
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, environment
+
+PW = "Subm1ssion-pw"
 
 CONFIG = """
 config_version = 1
@@ -35,6 +45,7 @@ bind_tls = ["tcp:0:interface=127.0.0.1"]
 tls = "t"
 auth = ["plain", "login"]
 local_domains = ["example.test"]
+smarthost = {{ host = "127.0.0.1", port = {sink}, starttls = "off" }}
 """
 
 
@@ -42,16 +53,25 @@ class RealProcessSubmissionTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
+        base = tempfile.mkdtemp(prefix="mailgw-submission-")
+        self.addCleanup(shutil.rmtree, base, True)
         files = make_server_cert(base, ["localhost", "127.0.0.1"])
         users = os.path.join(base, "users")
         fd = os.open(users, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
+        self.state = os.path.join(base, "state")
+        self.sink = SinkFactory(SinkBehaviour(starttls=False))
+        sink_port = reactor.listenTCP(0, self.sink, interface="127.0.0.1")
+        self.addCleanup(sink_port.stopListening)
         config = os.path.join(base, "mailgw.toml")
         with open(config, "w") as f:
-            f.write(CONFIG.format(state=os.path.join(base, "state"), cert=files.cert_file, key=files.key_file,
-                                  users=users))
+            f.write(CONFIG.format(state=self.state, cert=files.cert_file, key=files.key_file, users=users,
+                                  sink=sink_port.getHost().port))
+        for user in ("alice", "bob"):
+            r = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", config, "user", "add", user,
+                                "--address", f"{user}@example.test", "--password-stdin"],
+                               input=PW + "\n", capture_output=True, text=True, env=environment(), timeout=60)
+            assert r.returncode == 0, r.stderr
         self.ca_file = files.ca_file
         self.gw = Gateway(config, base)
         self.addCleanup(self.gw.stop)
@@ -72,9 +92,12 @@ class RealProcessSubmissionTests(TestCase):
             time.sleep(0.05)
         self.fail("gateway did not start:\n" + "".join(self.gw.output))
 
-    def test_gates_on_the_real_process(self) -> None:
+    async def test_gates_on_the_real_process(self) -> None:
         """The real process offers STARTTLS then AUTH, refuses AUTH in clear and MAIL without AUTH."""
-        self.start()
+        await deferToThread(self.start)
+        await deferToThread(self.gates)
+
+    def gates(self) -> None:
         ctx = ssl.create_default_context(cafile=self.ca_file)
         with smtplib.SMTP("127.0.0.1", self.gw.port("submission.t.bind[0]"), timeout=10) as s:
             s.ehlo("c.example")
@@ -90,3 +113,30 @@ class RealProcessSubmissionTests(TestCase):
             s.ehlo("c.example")
             self.assertFalse(s.has_extn("starttls"))
             self.assertTrue(s.has_extn("auth"))
+
+    async def test_submit_deliver_relay(self) -> None:
+        """STARTTLS + AUTH on the real process: a local recipient lands in its Maildir, a remote one at the smarthost."""
+        await deferToThread(self.start)
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        msg = b"From: alice@example.test\r\nSubject: real\r\n\r\n.leading dot\r\nbody\r\n"
+
+        def submit() -> None:
+            with smtplib.SMTP("127.0.0.1", self.gw.port("submission.t.bind[0]"), timeout=30) as s:
+                s.starttls(context=ctx)
+                s.login("alice", PW)
+                s.sendmail("alice@example.test", ["bob@example.test", "far@remote.example"], msg)
+        await deferToThread(submit)
+        for _ in range(1000):
+            if self.sink.messages:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assertTrue(self.sink.messages[0].body.endswith(msg))
+        self.assertEqual(self.sink.messages[0].recipients, ["far@remote.example"])
+        delivered = []
+        for directory, _, files in os.walk(os.path.join(self.state, "mail")):
+            if os.path.basename(directory) in ("new", "cur"):
+                delivered += [os.path.join(directory, f) for f in files]
+        self.assertEqual(len(delivered), 1)
+        with open(delivered[0], "rb") as f:
+            self.assertTrue(f.read().endswith(msg))

@@ -110,6 +110,7 @@ class SinkBehaviour:
     starttls: bool = True
     tls: Any = None  # context factory for STARTTLS
     auth: Optional[tuple[str, str]] = None  # required PLAIN credentials
+    smtputf8: bool = False
 
 
 class SinkProtocol(Protocol):
@@ -159,6 +160,8 @@ class SinkProtocol(Protocol):
                 ext.append("250-STARTTLS")
             if b.auth:
                 ext.append("250-AUTH PLAIN LOGIN")
+            if b.smtputf8:
+                ext.append("250-SMTPUTF8")
             w(("\r\n".join(ext) + "\r\n250 ENHANCEDSTATUSCODES\r\n").encode())
         elif verb == "STARTTLS":
             w(b"220 2.0.0 go ahead\r\n")
@@ -226,8 +229,7 @@ class SubmissionHarness:
         from mailgw.smtp.queue import RelayQueue
         from mailgw.store.memory import MemoryStore
 
-        self.dir = testcase.mktemp()
-        os.makedirs(self.dir)
+        self.dir = tmpdir(testcase)
         self.certs = make_certs(self.dir)
         self.tls = FileTLS(self.certs["cert"], self.certs["key"])
         self.directory = MemoryDirectory()
@@ -342,3 +344,13 @@ class RawSMTP:
             self.sock.close()
         except OSError:
             pass
+
+
+def tmpdir(testcase: Any) -> str:
+    """A fresh directory under the system temp dir, removed after the test (trial's mktemp writes into cwd)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="mailgw-smtp-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path

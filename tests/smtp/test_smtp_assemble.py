@@ -18,7 +18,7 @@ from mailgw.auth.service import AuthService
 from mailgw.config import load_config_text
 from mailgw.net.sessions import SessionRegistry
 from mailgw.store.memory import MemoryStore
-from smtp_support import SinkFactory, SinkBehaviour, make_certs
+from smtp_support import SinkFactory, SinkBehaviour, make_certs, tmpdir
 
 CONFIG = """
 config_version = 1
@@ -47,8 +47,7 @@ class AssembleTests(TestCase):
 
     async def test_build_submission(self) -> None:
         """The assembled listeners accept STARTTLS and implicit TLS, deliver locally and relay via the smarthost."""
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
+        base = tmpdir(self)
         certs = make_certs(base, ("mx.example.test", "localhost"))
         users = os.path.join(base, "users")
         open(users, "w").close()
@@ -93,3 +92,7 @@ class AssembleTests(TestCase):
         self.assertTrue(sink.messages[0].body.endswith(msg))
         self.assertEqual(len(gw.store.account("bob").folder("INBOX").stored), 1)
         self.assertIs(gw.queue, gw.extras["queue.t"])
+        runner = next(svc.runner for svc in root if hasattr(svc, "runner"))
+        while gw.queue.index or runner.in_flight:  # let the relay session finish before the services stop
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)

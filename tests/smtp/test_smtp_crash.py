@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from smtp_support import SinkBehaviour, SinkFactory
+from smtp_support import SinkBehaviour, SinkFactory, tmpdir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "crash_server.py")
@@ -76,8 +76,7 @@ class CrashLoopTests(TestCase):
 
     async def test_kill9_loop(self) -> None:
         """50 rounds of SIGKILL during a burst; after recovery each acknowledged message reaches the sink once."""
-        state = self.mktemp()
-        os.makedirs(state)
+        state = tmpdir(self)
         acked: set[str] = set()
         tried: set[str] = set()
         rng = random.Random(5321)

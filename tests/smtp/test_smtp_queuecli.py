@@ -12,12 +12,12 @@ from twisted.trial.unittest import TestCase
 
 from mailgw.admin.cli import main
 from mailgw.smtp.queue import RelayQueue
-from smtp_support import start_pool
+from smtp_support import start_pool, tmpdir
 
 
 class QueueCLITests(TestCase):
     def setUp(self) -> None:
-        self.state = self.mktemp()
+        self.state = tmpdir(self)
         self.pool = start_pool(reactor)
         self.addCleanup(self.pool.stop)
         self.queue = RelayQueue(os.path.join(self.state, "queue", "relay"), reactor, self.pool)

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from mailgw.smtp.client import SmarthostConfig, deliver
 from mailgw.smtp.queue import RelayQueue
 from mailgw.smtp.relay import RelayRunner
-from smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs
+from smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs, tmpdir
 
 PW = SubmissionHarness.PASSWORD
 
@@ -69,8 +69,7 @@ class RelayTests(TestCase):
                                    helo="mx.example.test")
 
     def sinkdir(self) -> str:
-        d = self.mktemp()
-        os.makedirs(d)
+        d = tmpdir(self)
         return d
 
     def runner(self, cfg: SmarthostConfig | None = None, **kw: Any) -> RelayRunner:
@@ -108,8 +107,7 @@ class RelayTests(TestCase):
 
     async def test_wrong_ca_defers_without_password(self) -> None:
         """A smarthost certificate that does not verify: no AUTH is sent and the recipient stays temporary."""
-        d = self.mktemp()
-        os.makedirs(d)
+        d = tmpdir(self)
         other = make_certs(d)
         bad = SmarthostConfig(self.cfg.host, self.cfg.port, "required", other["ca"], tls_hostname="smarthost.example.test",
                               username="relayuser", password="relaypw")
@@ -207,3 +205,38 @@ class RelayTests(TestCase):
         self.assertEqual(os.listdir(again.data_dir), [qid])
         with open(again.data_path(qid), "rb") as f:
             self.assertEqual(f.read(), b"Subject: k\r\n\r\nb\r\n")
+
+    async def test_batch_one_session(self) -> None:
+        """Several due messages share one smarthost session (RSET between them); a refused one is settled alone."""
+        self.behaviour.rcpt_reply["gone@remote.example"] = b"550 5.1.1 no such user\r\n"
+        for i, rcpt in enumerate(["a@remote.example", "gone@remote.example", "b@remote.example"]):
+            await self.h.queue.enqueue("alice@example.test", [rcpt], f"Subject: {i}\r\n\r\nbody\r\n".encode())
+        self.runner()
+        await self.until(lambda: not self.h.queue.index and len(self.h.inbox("alice")) == 1)
+        self.assertEqual([m.recipients for m in self.sink.messages], [["a@remote.example"], ["b@remote.example"]])
+        self.assertEqual(sum(1 for c in self.sink.commands if c.startswith("STARTTLS")), 1)
+        self.assertEqual(sum(1 for c in self.sink.commands if c == "RSET"), 2)
+
+    async def test_smtputf8_end_to_end(self) -> None:
+        """A UTF-8 recipient submitted with SMTPUTF8 is relayed with SMTPUTF8, or bounced 5.6.7 if unsupported."""
+        ctx = ssl.create_default_context(cafile=self.h.certs["ca"])
+        msg = "From: alice@example.test\r\nTo: jörg@remote.example\r\nSubject: grüße\r\n\r\nhallo\r\n".encode()
+
+        def submit(rcpt: str) -> Any:
+            with smtplib.SMTP("127.0.0.1", self.h.plain, timeout=10) as s:
+                s.starttls(context=ctx)
+                s.login("alice", PW)
+                return s.sendmail("alice@example.test", [rcpt], msg, mail_options=["SMTPUTF8"])
+        self.behaviour.smtputf8 = True
+        await deferToThread(submit, "jörg@remote.example")
+        self.runner()
+        await self.until(lambda: len(self.sink.messages) == 1 and not self.h.queue.index)
+        self.assertEqual(self.sink.messages[0].recipients, ["jörg@remote.example"])
+        self.assertIn("MAIL FROM:<alice@example.test> SIZE=", [c for c in self.sink.commands if c.startswith("MAIL")][0])
+        self.assertTrue([c for c in self.sink.commands if c.startswith("MAIL")][0].endswith(" SMTPUTF8"))
+        self.assertIn(b"with UTF8SMTPSA", self.sink.messages[0].body)
+        self.behaviour.smtputf8 = False
+        await deferToThread(submit, "jürgen@remote.example")
+        await self.until(lambda: len(self.h.inbox("alice")) == 1 and not self.h.queue.index)
+        self.assertIn("Status: 5.6.7", self.h.inbox("alice")[0].decode())
+        self.assertEqual(len(self.sink.messages), 1)

@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from mailgw.observe.metrics import REGISTRY
 from smtp_support import RawSMTP, SubmissionHarness
 
 PW = SubmissionHarness.PASSWORD
@@ -77,7 +78,10 @@ class SubmissionTests(TestCase):
             out.append(c.cmd("RCPT TO:<someone@remote.example>"))
             out.append(c.cmd("NOOP"))
             return out
+        before = REGISTRY.get_sample_value("mailgw_smtp_rejects_total", {"listener": "relay", "code": "530"}) or 0
         r = await deferToThread(run)
+        after = REGISTRY.get_sample_value("mailgw_smtp_rejects_total", {"listener": "relay", "code": "530"})
+        self.assertEqual(after, before + 3)
         self.assertEqual(r[1], (530, "530 5.7.0 Must issue a STARTTLS command first"))
         self.assertEqual(r[2], (530, "530 5.7.0 Must issue a STARTTLS command first"))
         self.assertEqual(r[3][0], 503)
@@ -156,3 +160,27 @@ class SubmissionTests(TestCase):
         self.assertEqual(r[8][0], 250)
         self.assertEqual(self.h.queue.entries(), [])
         self.assertEqual(self.h.inbox("bob"), [])
+
+    async def test_storage_error(self) -> None:
+        """A failing fsync (ENOSPC, faked) answers 451 4.3.0, leaves nothing in the queue and keeps the session."""
+        import errno
+        import os
+
+        def broken(*_: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.h.queue._commit_sync = broken  # type: ignore[method-assign]
+
+        def run() -> list[Any]:
+            c = self.raw(implicit=True)
+            c.cmd("EHLO c.example")
+            c.login()
+            c.cmd("MAIL FROM:<alice@example.test>")
+            c.cmd("RCPT TO:<far@remote.example>")
+            c.cmd("DATA")
+            c.send(MSG + b".\r\n")
+            return [c.reply(), c.cmd("NOOP")]
+        r = await deferToThread(run)
+        self.assertEqual(r[0], (451, "451 4.3.0 Error: queue file write error"))
+        self.assertEqual(r[1][0], 250)
+        self.assertEqual(self.h.queue.entries(), [])
+        self.assertEqual(os.listdir(self.h.queue.tmp_dir), [])

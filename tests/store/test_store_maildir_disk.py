@@ -281,8 +281,9 @@ class MaildirRestartTests(MaildirFixture, TestCase):
         """A damaged UID list is rebuilt with a new UIDVALIDITY (logged), never silently renumbered."""
         before, _ = yield self.populate()
         path = os.path.join(self.root, "alice", "mailgw-uidlist")
-        with open(path, "r+b") as fh:
-            fh.write(b"garbage!")
+        with open(path, "ab") as fh:
+            fh.write(b"1 duplicate-uid-record\n")
+        os.unlink(os.path.join(self.root, "alice", "mailgw-index"))  # the index cannot vouch for it either
         events = Events(self)
         _, after, listing = yield self.reopen()
         self.assertNotEqual(after.uid_validity, before.uid_validity)
@@ -456,4 +457,22 @@ class MaildirUnfinishedFileTests(MaildirFixture, TestCase):
         os.utime(os.path.join(new, "201.X4.other"), (past, past))
         changes = yield f.refresh()
         self.assertEqual(changes.added, (2,))  # an old empty file is a (strange) message after all
+        f.close()
+
+
+class MaildirLostUidListTests(MaildirFixture, TestCase):
+    """The UID list vanishing under an open session."""
+
+    @inlineCallbacks
+    def test_open_session_sees_new_uidvalidity(self) -> Any:
+        """After the UID list is lost while a folder is selected, refresh() shows the new UIDVALIDITY."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        f = yield acct.open_folder("INBOX")
+        old = f.uid_validity
+        os.unlink(os.path.join(self.root, "alice", "mailgw-uidlist"))
+        yield f.refresh()
+        self.assertGreater(f.uid_validity, old)
+        self.assertEqual([m.uid for m in f.messages()], [1])
         f.close()

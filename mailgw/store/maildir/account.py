@@ -8,7 +8,7 @@ import socket
 from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -35,6 +35,7 @@ class MaildirAccount:
         self.root = root
         self.usage = Usage(root, store.quota_bytes, store.quota_messages)
         self._folders: dict[str, MaildirFolder] = {}
+        self._recorded: Deferred[None] = succeed(None)
 
     # -- setup (pool thread)
 
@@ -65,9 +66,29 @@ class MaildirAccount:
             del self._folders[n]
 
     def count(self, nbytes: int, nmessages: int) -> None:
+        """Count a change now; write it to maildirsize in the pool, in order, after earlier ones."""
         if nbytes or nmessages:
             self.usage.add(nbytes, nmessages)
-            self.store.run(self.usage.record, nbytes, nmessages).addErrback(lambda f: None)
+            if self.usage.tracked:
+                previous = self._recorded
+                self._recorded = d = Deferred[None]()
+
+                def write(_: object) -> None:
+                    job = self.store.run(self.usage.record, nbytes, nmessages)
+                    job.addErrback(lambda f: log.failure("maildirsize not updated", f, event="store.quota_write_failed"))
+                    job.addBoth(lambda _: d.callback(None))
+
+                previous.addCallback(write)
+
+    def recorded(self) -> "Deferred[None]":
+        """Fires once every counted change is in maildirsize."""
+        d: Deferred[None] = Deferred()
+
+        def fire(result: None) -> None:
+            d.callback(None)
+
+        self._recorded.addCallback(fire)
+        return d
 
     async def check_quota(self, nbytes: int, nmessages: int) -> None:
         u = self.usage
@@ -89,9 +110,10 @@ class MaildirAccount:
         everything = set(existing)
         for n in existing:
             everything.update(names.parent_names(n))
+        parents = {p for n in everything for p in names.parent_names(n)}
         ordered = [names.INBOX] + sorted(everything - {names.INBOX})
         return [FolderInfo(name=n, special_use=names.special_use(n),
-                           has_children=any(names.is_inferior(o, n) for o in everything),
+                           has_children=n in parents,
                            selectable=n in existing) for n in ordered]
 
     def create_folder(self, name: str) -> "Deferred[None]":
@@ -221,6 +243,7 @@ class MaildirAccount:
         mtime = internal_date.timestamp() if internal_date is not None else None
         letters = None if to_new and not clean else to_letters(clean)
         delta = await f.deliver(data, letters, mtime, keyword_part(clean))
+        await self.recorded()
         info = delta.put[-1]
         return AppendResult(uid_validity=delta.uid_validity, uid=info.uid)
 

@@ -103,6 +103,8 @@ class MaildirFolder(FolderBackend):
         return ensureDeferred(self._claim())
 
     async def _claim(self) -> frozenset[int]:
+        if self.loaded and self.recent_floor >= self.uid_next:
+            return frozenset()  # nothing new since the last claim: no disk job
         delta, claimed = await self.locked(self.disk.claim_recent)
         self.apply(delta)
         return claimed
