@@ -70,6 +70,7 @@ class IMAPSession(SelectedState, Protocol):
         self.account: Optional[IAccount] = None
         self.folder: Optional[IFolder] = None
         self.uids: list[int] = []  # this session's sequence-number map (position + 1)
+        self.uid_validity = 0  # of the selected folder, as announced at SELECT
         self.dirty = False  # another view changed the folder
         self.mode: Optional[str] = None  # None | "idle" | "sasl"
         self.line_handler: Optional[Callable[[bytes], Any]] = None

@@ -22,7 +22,9 @@ class SelectedState:
     """Attributes used here are set up by IMAPSession.__init__."""
 
     folder: Optional[IFolder]
+    uid_validity: int
     uids: list[int]
+    bye: Callable[[bytes], None]
     dirty: bool
     mode: Optional[str]
     busy: bool
@@ -52,6 +54,11 @@ class SelectedState:
 
     def _apply_changes(self, changes: Any, folder: IFolder) -> None:
         if folder is not self.folder:
+            return
+        if folder.uid_validity != self.uid_validity:
+            # the store had to renumber (a lost UID list): every UID this client holds is void
+            log.warn("uidvalidity changed under a session in {folder}", folder=folder.name, event="imap.uidvalidity")
+            self.bye(b"Mailbox UIDVALIDITY changed")
             return
         out: list[bytes] = []
         current = folder.messages()

@@ -338,3 +338,14 @@ class StreamingTests(unittest.SynchronousTestCase):
         self.assertLessEqual(max(writes), 64 * 1024)
         self.assertEqual(out, b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(big) + big + b")\r\n"
                          b"* 2 FETCH (UID 2 BODY[] {%d}\r\n" % len(MESSAGE) + MESSAGE + b")\r\na OK Fetch completed.\r\n")
+
+
+class UIDValidityChangeTests(unittest.SynchronousTestCase):
+    """A store that renumbers under an open session ends the session instead of reusing void UIDs."""
+
+    def test_bye_on_uidvalidity_change(self) -> None:
+        """When a refresh shows a new UIDVALIDITY, the client gets BYE at the next update point."""
+        h, c = selected(MESSAGE)
+        h.account().folder("INBOX").uid_validity += 1  # what a rebuilt UID list does
+        self.assertEqual(c.send(b"a NOOP\r\n"), b"* BYE Mailbox UIDVALIDITY changed\r\n")
+        self.assertTrue(c.transport.disconnecting)

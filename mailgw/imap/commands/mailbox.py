@@ -43,6 +43,7 @@ def cmd_select(s: "IMAPSession", req: Request) -> "Deferred[Any]":
         folder.add_listener(s)
         messages = folder.messages()
         s.uids = [m.uid for m in messages]
+        s.uid_validity = folder.uid_validity
         keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
         flags = list(SYSTEM_FLAGS) + keywords
         permanent = b"()" if readonly else flag_list(flags)[:-1] + (b" \\*)" if flags else b"\\*)")
