@@ -17,6 +17,10 @@ def connection_closed(listener: str) -> None:
     m.connections_active.labels(listener=listener, protocol="imap").dec()
 
 
+def tls_handshake(listener: str, result: str, version: str) -> None:
+    m.tls_handshakes_total.labels(listener=listener, result=result, version=version or "none").inc()
+
+
 def record_command(command: str, status: bytes, seconds: float) -> None:
     name = command if command in KNOWN_COMMANDS else "OTHER"
     m.imap_commands_total.labels(command=name, status=_STATUS.get(status, "no")).inc()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,7 +45,7 @@ class Reply(Exception):
         super().__init__(text)
 
 
-@implementer(IFolderListener, IPushProducer)
+@implementer(IFolderListener, IPushProducer, IHandshakeListener)
 class IMAPSession(SelectedState, Protocol):
     """One client connection."""
 
@@ -85,6 +85,7 @@ class IMAPSession(SelectedState, Protocol):
         self.enabled: set[str] = set()
         self._in_pump = False
         self._lost = False
+        self.handshake_pending = implicit_tls  # set again by STARTTLS
         self._command = ""
         self._started = 0.0
         self._timer: Any = None
@@ -114,6 +115,8 @@ class IMAPSession(SelectedState, Protocol):
         if not self._lost:
             self._lost = True
             metrics.connection_closed(self.policy.name)
+            if self.handshake_pending:
+                metrics.tls_handshake(self.policy.name, "failed", "")
         self.closing = True
         for call in (self._timer, self._keepalive, self._abort):
             if call is not None and call.active():
@@ -123,6 +126,11 @@ class IMAPSession(SelectedState, Protocol):
         self.close_folder()
         if self.registry is not None:
             self.registry.remove(self)
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the TLS layer finished its handshake (implicit TLS or STARTTLS)."""
+        self.handshake_pending = False
+        metrics.tls_handshake(self.policy.name, "ok", self.client_info().tls_version)
 
     @property
     def peer(self) -> str:

@@ -154,3 +154,44 @@ class NoAuthBeforeTLSTests(unittest.TestCase):
             self.assertEqual(asked, [])
 
         return deferToThread(run).addCallback(check)
+
+
+class HandshakeMetricTests(unittest.TestCase):
+    """TLS handshakes are counted per listener, result and version."""
+
+    def test_ok_and_failed(self) -> None:
+        """An IMAPS login counts result=ok with the TLS version; a plaintext client on 993 counts result=failed."""
+        from mailgw.observe.metrics import REGISTRY
+        server = LiveServer(_reactor)
+        self.addCleanup(server.stop)
+        port = server.tls_port
+
+        def total(result: str) -> float:
+            return sum(s.value for metric in REGISTRY.collect() if metric.name == "mailgw_tls_handshakes"
+                       for s in metric.samples if s.name.endswith("_total") and s.labels.get("listener") == "live"
+                       and s.labels.get("result") == result)
+
+        before_ok, before_failed = total("ok"), total("failed")
+
+        def run() -> None:
+            tls = _ctx().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                     server_hostname="localhost")
+            _read_until(tls, b"\r\n")
+            tls.close()
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            raw.sendall(b"a LOGIN alice x\r\n")
+            raw.recv(100)
+            raw.close()
+
+        async def settled(_: Any) -> None:
+            # the server sees the second client's close a moment after the client's recv returns
+            from twisted.internet.task import deferLater
+            for _ in range(200):
+                if total("failed") > before_failed:
+                    break
+                await deferLater(_reactor, 0.02, lambda: None)
+            self.assertEqual(total("ok"), before_ok + 1)
+            self.assertEqual(total("failed"), before_failed + 1)
+
+        from twisted.internet.defer import Deferred
+        return deferToThread(run).addCallback(lambda r: Deferred.fromCoroutine(settled(r)))

@@ -69,6 +69,7 @@ def cmd_starttls(s: "IMAPSession", req: Request) -> None:
     pending = s.framer.drop_buffer()
     s.transport.startTLS(s.tls_source.context_factory())  # type: ignore[union-attr]
     s.tls = True
+    s.handshake_pending = True
     if pending:
         if pending[0] == 0x16 and hasattr(s.transport, "protocol") and s.transport.protocol is not s:  # type: ignore[union-attr]
             s.transport.protocol.dataReceived(pending)  # type: ignore[union-attr]  # an early ClientHello
