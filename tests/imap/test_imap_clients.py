@@ -160,6 +160,29 @@ class CurlTests(unittest.TestCase):
 
         return self._curl(url).addCallback(check)
 
+    def test_curl_upload_search_section(self) -> Any:
+        """curl -T appends; URL SEARCH finds it; ;SECTION=TEXT returns the body only."""
+        import os
+        import tempfile
+        fd, path = tempfile.mkstemp(suffix=".eml")
+        os.write(fd, b"Subject: uploaded by curl\r\n\r\nvia curl\r\n")
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        base = "imaps://127.0.0.1:%d/" % self.server.tls_port
+
+        def uploaded(res: Any) -> Any:
+            self.assertEqual(res.returncode, 0, res.stderr)
+            return self._curl(base + "Sent?SUBJECT%20curl")
+
+        def searched(res: Any) -> Any:
+            self.assertEqual(res.stdout, b"* SEARCH 1\r\n")
+            return self._curl(base + "Sent;UID=1/;SECTION=TEXT")
+
+        def section(res: Any) -> None:
+            self.assertEqual(res.stdout, b"via curl\r\n")
+
+        return self._curl("-T", path, base + "Sent").addCallback(uploaded).addCallback(searched).addCallback(section)
+
     def test_curl_starttls_list(self) -> Any:
         """curl --ssl-reqd on the plain port upgrades with STARTTLS and lists the folders."""
         url = "imap://127.0.0.1:%d/" % self.server.plain_port
