@@ -276,6 +276,9 @@ class IMAPSession(SelectedState, Protocol):
             self.offer(event)
         elif isinstance(event, framing.LineTooLong):
             self.long_lines += 1
+            if self.mode == "sasl" and self.line_handler is not None and self.long_lines == 1:
+                self.line_handler(b"=" * (self.limits.max_line + 1))  # ends the exchange: BAD Line too long
+                return
             if self.long_lines > 1:
                 self.bye(b"Line too long")
             else:

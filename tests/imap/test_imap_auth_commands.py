@@ -259,3 +259,14 @@ class UserIPCapTests(unittest.SynchronousTestCase):
                                         b"* BYE Maximum number of connections from user+IP exceeded\r\n")
         first.proto.connectionLost(None)
         self.assertTrue(h.connect().login().startswith(b"L OK"))
+
+
+class HugeSASLLineTests(unittest.SynchronousTestCase):
+    """A SASL response past the 64 KiB line limit ends the exchange; the session continues."""
+
+    def test_huge_response(self) -> None:
+        """BAD Line too long for the AUTHENTICATE, then normal commands."""
+        c = Harness().connect()
+        c.send(b"a AUTHENTICATE PLAIN\r\n")
+        self.assertEqual(c.send(b"A" * 70000 + b"\r\n"), b"a BAD Line too long\r\n")
+        self.assertEqual(c.send(b"b NOOP\r\n"), b"b OK NOOP completed.\r\n")
