@@ -97,6 +97,17 @@ class MessageData:
     def size(self) -> int:
         return self.info.size if self.fast else len(self.full())
 
+    def big_unread(self) -> bool:
+        return self._full is None and self.info.size > STREAM_THRESHOLD
+
+    def read_range(self, origin: int, count: int) -> bytes:
+        f = self.folder.open_message(self.info.uid)
+        try:
+            f.seek(origin)
+            return f.read(count)
+        finally:
+            f.close()
+
     def streamed(self) -> Optional[Streamed]:
         """The open file of a big message not yet read, with its real length; None for small ones."""
         if self._full is not None or self.info.size <= STREAM_THRESHOLD:
@@ -169,6 +180,8 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
             big = data.streamed()
             if big is not None:
                 return big
+        elif data.big_unread():
+            return Literal(data.read_range(*item.partial))  # BODY[]<o.n> of a big message: seek, never read all
         raw = data.full()
     else:
         raw = section_bytes(data.root(), section.part, section.text, section.fields)

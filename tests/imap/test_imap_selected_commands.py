@@ -349,3 +349,19 @@ class UIDValidityChangeTests(unittest.SynchronousTestCase):
         h.account().folder("INBOX").uid_validity += 1  # what a rebuilt UID list does
         self.assertEqual(c.send(b"a NOOP\r\n"), b"* BYE Mailbox UIDVALIDITY changed\r\n")
         self.assertTrue(c.transport.disconnecting)
+
+
+class BigPartialTests(unittest.SynchronousTestCase):
+    """BODY[]<origin.count> of a big message reads only that range."""
+
+    def test_partial_of_big_message(self) -> None:
+        """The slice is exact at the start, in the middle and past the end."""
+        big = MESSAGE + b"".join(b"row %07d\r\n" % i for i in range(200000))
+        _, c = selected(big)
+        self.assertEqual(c.send(b"a FETCH 1 BODY.PEEK[]<0.4>\r\n"),
+                         b"* 1 FETCH (BODY[]<0> {4}\r\nFrom)\r\na OK Fetch completed.\r\n")
+        mid = len(MESSAGE) + 13 * 1000
+        self.assertEqual(c.send(b"b FETCH 1 BODY.PEEK[]<%d.13>\r\n" % mid),
+                         b"* 1 FETCH (BODY[]<%d> {13}\r\nrow 0001000\r\n)\r\nb OK Fetch completed.\r\n" % mid)
+        self.assertEqual(c.send(b"c FETCH 1 BODY.PEEK[]<%d.10>\r\n" % (len(big) + 5)),
+                         b"* 1 FETCH (BODY[]<%d> {0}\r\n)\r\nc OK Fetch completed.\r\n" % (len(big) + 5))
