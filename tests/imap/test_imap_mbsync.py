@@ -113,3 +113,69 @@ class MbsyncTests(unittest.TestCase):
             self.assertEqual(_count_files(self.root), COUNT)
 
         return self._mbsync(self.server.plain_port, "STARTTLS").addCallback(check)
+
+
+class MbsyncPushTests(unittest.TestCase):
+    """mbsync pushes local changes back: flags (UID STORE), deletions (EXPUNGE) and new mail (APPEND)."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.server = LiveServer(_reactor)
+        self.addCleanup(self.server.stop)
+        account = self.server.store.account("alice")
+        for i in range(20):
+            account.append("INBOX", _message(i))
+        self.root = tempfile.mkdtemp(prefix="mailgw-mbsync-push-")
+        self.conf = os.path.join(self.root, "mbsyncrc")
+        with open(self.conf, "w") as f:
+            f.write(_config(self.server.tls_port, self.root, "IMAPS") + "Expunge Both\n")
+
+    def _mbsync(self) -> Any:
+        return deferToThread(subprocess.run, ["mbsync", "-q", "-c", self.conf, "sync"], capture_output=True,
+                             timeout=100)
+
+    def _local_changes(self) -> None:
+        files = []
+        for sub in ("cur", "new"):
+            d = os.path.join(self.root, "INBOX", sub)
+            files += [(d, n) for n in sorted(os.listdir(d))]
+        by_subject = {}
+        for d, n in files:
+            with open(os.path.join(d, n), "rb") as f:
+                head = f.read(400)
+            for line in head.split(b"\n"):
+                if line.startswith(b"Subject: "):
+                    by_subject[line[9:].strip()] = (d, n)
+        cur = os.path.join(self.root, "INBOX", "cur")
+
+        def flag(subject: bytes, letter: str) -> None:
+            d, n = by_subject[subject]
+            base, _, flags = n.partition(":2,")
+            os.rename(os.path.join(d, n), os.path.join(cur, base + ":2," + "".join(sorted(set(flags + letter)))))
+
+        flag(b"message 3", "S")
+        flag(b"message 7", "T")
+        with open(os.path.join(self.root, "INBOX", "new", "1700000000.local.test"), "wb") as f:
+            f.write(b"From: alice@example.test\r\nSubject: written locally\r\n\r\nnew\r\n")
+
+    def test_push_changes(self) -> None:
+        """After local changes, the server has \\Seen on one message, another expunged and the local one appended."""
+        def first(res: Any) -> Any:
+            self.assertEqual(res.returncode, 0, res.stderr.decode(errors="replace")[-2000:])
+            self._local_changes()
+            return self._mbsync()
+
+        def second(res: Any) -> None:
+            self.assertEqual(res.returncode, 0, res.stderr.decode(errors="replace")[-2000:])
+            folder = self.server.store.account("alice").folder("INBOX")
+            subjects = {}
+            for uid, stored in folder.stored.items():
+                subject = [l for l in stored.data.split(b"\r\n") if l.startswith(b"Subject: ")][0][9:]
+                subjects[subject] = stored.flags
+            self.assertIn("\\Seen", subjects[b"message 3"])
+            self.assertNotIn(b"message 7", subjects)
+            self.assertIn(b"written locally", subjects)
+            self.assertEqual(len(subjects), 20)
+
+        return self._mbsync().addCallback(first).addCallback(second)
