@@ -93,8 +93,14 @@ def _closure(states: set[int], p: str) -> set[int]:
     return out
 
 
+MAX_PATTERN = 512  # matching is O(len(pattern) * len(name)) per folder: keep LIST cheap
+MAX_WILDCARDS = 32
+
+
 def decode_pattern(raw: bytes) -> str:
-    """A LIST pattern in mUTF-7 (wildcards allowed) -> Unicode; BadName if invalid."""
+    """A LIST pattern in mUTF-7 (wildcards allowed) -> Unicode; BadName if invalid or too costly."""
+    if len(raw) > MAX_PATTERN or raw.count(b"*") + raw.count(b"%") > MAX_WILDCARDS:
+        raise BadName("Mailbox pattern too long", "LIMIT")
     try:
         return mutf7.decode(raw)
     except mutf7.MUTF7Error:

@@ -223,3 +223,13 @@ class LsubParentTests(unittest.SynchronousTestCase):
         c.send(b"a CREATE foo/bar\r\nb SUBSCRIBE foo/bar\r\nc UNSUBSCRIBE foo\r\n")
         self.assertEqual(c.send(b'd LSUB "" "f%"\r\n'), b'* LSUB (\\Noselect) "/" foo\r\nd OK Lsub completed.\r\n')
         self.assertEqual(c.send(b'e LSUB "" "foo/*"\r\n'), b'* LSUB () "/" foo/bar\r\ne OK Lsub completed.\r\n')
+
+
+class PatternLimitTests(unittest.SynchronousTestCase):
+    """LIST patterns are bounded so matching stays cheap."""
+
+    def test_long_pattern(self) -> None:
+        """A pattern with hundreds of wildcards is refused with NO [LIMIT]; a normal one still works."""
+        _, c = logged_in()
+        self.assertEqual(c.send(b'a LIST "" "' + b"%a" * 200 + b'"\r\n'), b"a NO [LIMIT] Mailbox pattern too long\r\n")
+        self.assertTrue(c.send(b'b LIST "" "*"\r\n').endswith(b"b OK List completed.\r\n"))
