@@ -238,3 +238,17 @@ class LiteralTotalTests(unittest.SynchronousTestCase):
             out += c.send(chunk + b" OR BODY {60000+}\r\n")
         out += c.send(chunk + b" ALL\r\nb NOOP\r\n")
         self.assertEqual(out, b"a NO [TOOBIG] Literal too big\r\nb OK NOOP completed.\r\n")
+
+
+class BreadthTests(unittest.SynchronousTestCase):
+    """Wide SEARCH and FETCH requests are bounded too."""
+
+    def test_too_many_keys_and_items(self) -> None:
+        """Over 1,000 search keys or 100 fetch items are BAD."""
+        c = Harness().connect()
+        c.select()
+        self.assertEqual(c.send(b"a SEARCH " + b" ".join([b"ALL"] * 1001) + b"\r\n"), b"a BAD Too many search keys\r\n")
+        self.assertEqual(c.send(b"b FETCH 1 (" + b" ".join([b"UID"] * 101) + b")\r\n"),
+                         b"b BAD Error in IMAP command FETCH: Too many data items\r\n")
+        self.assertEqual(c.send(b"c SEARCH " + b" ".join([b"ALL"] * 500) + b"\r\n"),
+                         b"* SEARCH\r\nc OK Search completed.\r\n")

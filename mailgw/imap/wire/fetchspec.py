@@ -14,6 +14,7 @@ MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
+MAX_ITEMS = 100
 _NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
 
 
@@ -71,6 +72,8 @@ def parse_items(r: Reader) -> list[FetchItem]:
         items = [_item(r)]
         while r.accept(b" "):
             items.append(_item(r))
+            if len(items) > MAX_ITEMS:
+                raise ParseError("Error in IMAP command FETCH: Too many data items")
         r.expect(b")")
         return items
     name = r.take(_NAME_CHARS).upper().decode("ascii")

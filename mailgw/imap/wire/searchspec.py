@@ -31,22 +31,29 @@ class Key:
 Term = Union[Key]
 
 
+MAX_KEYS = 1000  # evaluation is O(keys * messages): a 64 KiB line of "ALL ALL ..." must stay cheap
+
+
 def parse_keys(r: Reader) -> Key:
     """search-key *(SP search-key) up to the end of the command, as one AND node."""
-    keys = [_key(r, 0)]
+    count = [0]
+    keys = [_key(r, 0, count)]
     while r.accept(b" "):
-        keys.append(_key(r, 0))
+        keys.append(_key(r, 0, count))
     r.end()
     return keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
 
 
-def _key(r: Reader, depth: int) -> Key:
+def _key(r: Reader, depth: int, count: list[int]) -> Key:
     if depth > MAX_DEPTH:
         raise ParseError("Too deep nesting")
+    count[0] += 1
+    if count[0] > MAX_KEYS:
+        raise ParseError("Too many search keys")
     if r.accept(b"("):
-        keys = [_key(r, depth + 1)]
+        keys = [_key(r, depth + 1, count)]
         while r.accept(b" "):
-            keys.append(_key(r, depth + 1))
+            keys.append(_key(r, depth + 1, count))
         r.expect(b")")
         return keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
     c = r.peek()
@@ -85,12 +92,12 @@ def _key(r: Reader, depth: int) -> Key:
         return Key("UID", (_seqset(r),))
     if word == "NOT":
         r.sp()
-        return Key("NOT", (_key(r, depth + 1),))
+        return Key("NOT", (_key(r, depth + 1, count),))
     if word == "OR":
         r.sp()
-        a = _key(r, depth + 1)
+        a = _key(r, depth + 1, count)
         r.sp()
-        return Key("OR", (a, _key(r, depth + 1)))
+        return Key("OR", (a, _key(r, depth + 1, count)))
     raise ParseError("Error in IMAP command SEARCH: Unknown argument " + word[:40])
 
 
