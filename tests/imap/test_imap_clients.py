@@ -326,7 +326,9 @@ class MaildirStoreTests(unittest.TestCase):
         self.pool = ThreadPool(1, 4, "imap-test-disk")
         self.pool.start()
         self.addCleanup(self.pool.stop)
+        import shutil
         root = tempfile.mkdtemp(prefix="mailgw-imap-maildir-")
+        self.addCleanup(shutil.rmtree, root, True)
         self.store = MaildirStore(root + "/{user}", _reactor, self.pool, poll_interval=0.2)
         self.addCleanup(self.store.close)
         self.server = LiveServer(_reactor, store=self.store)

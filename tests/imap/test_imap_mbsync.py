@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from typing import Any
@@ -69,6 +70,7 @@ class MbsyncTests(unittest.TestCase):
         for i in range(COUNT):
             account.append("INBOX", _message(i))
         self.root = tempfile.mkdtemp(prefix="mailgw-mbsync-")
+        self.addCleanup(shutil.rmtree, self.root, True)
 
     def _mbsync(self, port: int, ssl_type: str, debug: bool = False) -> Any:
         conf = os.path.join(self.root, "mbsyncrc")
@@ -127,6 +129,7 @@ class MbsyncPushTests(unittest.TestCase):
         for i in range(20):
             account.append("INBOX", _message(i))
         self.root = tempfile.mkdtemp(prefix="mailgw-mbsync-push-")
+        self.addCleanup(shutil.rmtree, self.root, True)
         self.conf = os.path.join(self.root, "mbsyncrc")
         with open(self.conf, "w") as f:
             f.write(_config(self.server.tls_port, self.root, "IMAPS") + "Expunge Both\n")
