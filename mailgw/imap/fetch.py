@@ -36,8 +36,11 @@ def flags_of(flags: Iterable[str], recent: bool) -> bytes:
 class FetchCache:
     """LRU of serialised ENVELOPE / BODYSTRUCTURE values; a (user, folder, UIDVALIDITY, UID) never changes content."""
 
-    def __init__(self, size: int = 20000) -> None:
-        self.size = size
+    MAX_VALUE = 16 * 1024  # a hostile message's 10,000-address ENVELOPE is recomputed, never cached
+
+    def __init__(self, size: int = 20000, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.size, self.max_bytes = size, max_bytes
+        self.bytes = 0
         self._data: "OrderedDict[Hashable, bytes]" = OrderedDict()
 
     def get(self, key: Hashable) -> Optional[bytes]:
@@ -47,9 +50,13 @@ class FetchCache:
         return value
 
     def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.MAX_VALUE or key in self._data:
+            return
         self._data[key] = value
-        if len(self._data) > self.size:
-            self._data.popitem(last=False)
+        self.bytes += len(value)
+        while len(self._data) > self.size or self.bytes > self.max_bytes:
+            _, old = self._data.popitem(last=False)
+            self.bytes -= len(old)
 
 
 class MessageData:

@@ -100,3 +100,21 @@ class HostileTests(unittest.SynchronousTestCase):
         root = parse_message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + body)
         self.assertEqual(len(root.children), 10000)
         self.assertLess(time.perf_counter() - t0, 5.0)
+
+
+class FetchCacheTests(unittest.SynchronousTestCase):
+    """The ENVELOPE/BODYSTRUCTURE cache is bounded by entries and bytes."""
+
+    def test_bounds(self) -> None:
+        """Big values are not cached; the oldest entries go when either bound is reached."""
+        from mailgw.imap.fetch import FetchCache
+        cache = FetchCache(size=3, max_bytes=100)
+        cache.put("big", b"x" * 20000)
+        self.assertIsNone(cache.get("big"))
+        for i in range(5):
+            cache.put(i, b"y" * 10)
+        self.assertEqual([cache.get(i) is not None for i in range(5)], [False, False, True, True, True])
+        cache.put("a", b"z" * 60)
+        cache.put("b", b"z" * 60)
+        self.assertIsNone(cache.get("a"))
+        self.assertLessEqual(cache.bytes, 100)
