@@ -476,3 +476,57 @@ class MaildirLostUidListTests(MaildirFixture, TestCase):
         self.assertGreater(f.uid_validity, old)
         self.assertEqual([m.uid for m in f.messages()], [1])
         f.close()
+
+
+class MaildirShutdownTests(TestCase):
+    """StoreService saves indexes although MultiService stops the pool right after it."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_shutdown_saves_index_before_pool_stops(self) -> Any:
+        """Stopping [pool, StoreService] in a MultiService leaves a saved index for every loaded folder."""
+        import tempfile
+
+        from twisted.application.service import MultiService, Service
+        from twisted.internet import reactor
+        from twisted.python.threadpool import ThreadPool
+
+        from mailgw.store.maildir import MaildirStore
+        from mailgw.store.service import StoreService
+
+        tmp = tempfile.mkdtemp(prefix="mailgw-store-")
+        pool = ThreadPool(1, 2, name="store-shutdown")
+
+        class PoolService(Service):
+            def startService(self) -> None:
+                super().startService()
+                pool.start()
+
+            def stopService(self) -> None:
+                super().stopService()
+                pool.stop()
+
+        store = MaildirStore(tmp + "/{user}", reactor, pool, poll_interval=0, idle_unload=0)
+        root = MultiService()
+        PoolService().setServiceParent(root)
+        StoreService(store).setServiceParent(root)
+        root.startService()
+        try:
+            yield store.deliver("alice", msg(1))
+            acct = yield store.open_account("alice")
+            f = yield acct.open_folder("INBOX")
+            yield f.store_flags([1], frozenset({"\\Flagged"}), "add")  # unsaved: indexes are saved lazily
+            yield acct.append("Sent", msg(2))
+            sent = yield acct.open_folder("Sent")
+            yield sent.store_flags([1], frozenset({"\\Answered"}), "add")
+        finally:
+            yield root.stopService()
+        from mailgw.store.maildir import index as idx
+
+        state = idx.load(os.path.join(tmp, "alice"))
+        assert state is not None
+        self.assertTrue(state.recs[1].name.endswith(":2,F"))
+        state = idx.load(os.path.join(tmp, "alice", ".Sent"))
+        assert state is not None
+        self.assertTrue(state.recs[1].name.endswith(":2,R"))

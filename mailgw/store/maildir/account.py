@@ -256,10 +256,8 @@ class MaildirAccount:
         return QuotaUsage(bytes_used=u.bytes, bytes_limit=u.bytes_limit,
                           messages_used=u.messages, messages_limit=u.messages_limit)
 
-    async def close(self) -> None:
-        for f in list(self._folders.values()):
-            if f.loaded:
-                await f.close()
+    def loaded_folders(self) -> list[MaildirFolder]:
+        return [f for f in self._folders.values() if f.loaded]
 
     async def evict_idle(self, older_than: float) -> int:
         """Unload folders no session holds and nothing used since `older_than`; returns how many."""
@@ -365,5 +363,18 @@ class MaildirStore:
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
-        for acct in list(self._accounts.values()):
-            await acct.close()
+        folders = [f for acct in self._accounts.values() for f in acct.loaded_folders()]
+        for f in folders:
+            f.stop_polling()
+
+        def save_all() -> None:
+            # One job, queued at once: it runs even if the pool is told to stop right after
+            # (MultiService does not wait for this service before stopping the pool's).
+            for f in folders:
+                try:
+                    f.disk.close()  # each save holds the folder's flock
+                except OSError as e:
+                    log.warn("index of {folder} not saved at shutdown: {why}", folder=f.path,
+                             why=os.strerror(e.errno or 0), event="store.index_save_failed")
+
+        await self.run(save_all)
