@@ -31,13 +31,27 @@ def directory_health(backend: Any) -> defer.Deferred:
     return d.addCallbacks(lambda _: (name, True, "reachable"), failed)
 
 
-def queue_health(gateway: Any) -> tuple[str, bool, dict[str, Any]]:
-    """The relay queue is down when its oldest message is older than max_queue_age (it is stuck)."""
-    entries = gateway.queue.entries()
-    oldest = max((float(e.get("age", 0) or 0) for e in entries), default=0.0)
-    limits = [s.max_queue_age for s in gateway.config.submission.values()]
-    limit = min(limits) if limits else 5 * 86400.0
-    return "relay_queue", oldest < limit, {"messages": len(entries), "oldest_age_seconds": round(oldest, 1)}
+def relay_queues(gateway: Any) -> dict[str, Any]:
+    """Every relay queue by submission name (`extras["queue.NAME"]`), else `gateway.queue` alone."""
+    queues = {key.split(".", 1)[1]: q for key, q in gateway.extras.items()
+              if key.startswith("queue.") and hasattr(q, "entries")}
+    if not queues and gateway.queue is not None and hasattr(gateway.queue, "entries"):
+        queues[""] = gateway.queue
+    return queues
+
+
+def _oldest(entries: list[dict]) -> float:
+    return max((float(e.get("age", 0) or 0) for e in entries), default=0.0)
+
+
+def queue_health(gateway: Any, name: str, queue: Any) -> tuple[str, bool, dict[str, Any]]:
+    """A relay queue is down when its oldest message is older than max_queue_age (it is stuck)."""
+    entries = queue.entries()
+    oldest = _oldest(entries)
+    sub = gateway.config.submission.get(name)
+    limit = sub.max_queue_age if sub is not None else 5 * 86400.0
+    label = f"relay_queue:{name}" if name else "relay_queue"
+    return label, oldest < limit, {"messages": len(entries), "oldest_age_seconds": round(oldest, 1)}
 
 
 def builtin_health_checks(gateway: Any) -> list[Callable[[], Any]]:
@@ -46,8 +60,8 @@ def builtin_health_checks(gateway: Any) -> list[Callable[[], Any]]:
     for backend in getattr(gateway.auth, "backends", ()):
         if callable(getattr(backend, "lookup", None)):
             checks.append(functools.partial(directory_health, backend))
-    if gateway.queue is not None and hasattr(gateway.queue, "entries"):
-        checks.append(functools.partial(queue_health, gateway))
+    for name, queue in relay_queues(gateway).items():
+        checks.append(functools.partial(queue_health, gateway, name, queue))
     return checks
 
 
@@ -68,11 +82,11 @@ class MetricsRefresher:
         for (listener, protocol), count in counts.items():
             metrics.connections_active.labels(listener=listener, protocol=protocol).set(count)
         self._seen.update(counts)
-        queue = self.gateway.queue
-        if queue is not None and hasattr(queue, "entries"):
-            entries = queue.entries()
+        queues = relay_queues(self.gateway)
+        if queues:
+            entries = [e for q in queues.values() for e in q.entries()]
             metrics.relay_queue_messages.set(len(entries))
-            metrics.relay_queue_oldest_age_seconds.set(max((float(e.get("age", 0) or 0) for e in entries), default=0.0))
+            metrics.relay_queue_oldest_age_seconds.set(_oldest(entries))
 
 
 def throttled_peers(gateway: Any) -> list[dict[str, Any]]:

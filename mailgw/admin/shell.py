@@ -16,7 +16,7 @@ HELP = """mailgw manhole: a Python shell inside the running gateway. Names:
   config             the configuration in force
   sessions()         open client sessions, numbered, per listener; sessions("name") for one listener
   kick(n)            close session number n of the last sessions() listing (or pass the session object)
-  queue()            the relay queue; flush() attempts delivery of everything now
+  queue()            the relay queues; flush() attempts delivery of everything now
   throttled()        client addresses and accounts over their authentication failure budget
   listeners()        every listener and the address it is bound to
   health()           what /health reports
@@ -96,21 +96,31 @@ class Shell:
         session.kick()  # type: ignore[attr-defined]
         self._out(f"kicked {getattr(session, 'peer', '?')} ({getattr(session, 'user', None) or '-'})")
 
+    def _queues(self) -> dict[str, Any]:
+        queues = {key.split(".", 1)[1]: q for key, q in self.gateway.extras.items()
+                  if key.startswith("queue.") and hasattr(q, "entries")}
+        if not queues and self.gateway.queue is not None:
+            queues["relay"] = self.gateway.queue
+        return queues
+
     def queue(self) -> None:
-        relay_queue = self.gateway.queue
-        if relay_queue is None:
-            self._out("no relay queue (no [submission] with a smarthost is running)")
+        queues = self._queues()
+        if not queues:
+            self._out("no relay queue (no [submission] is running)")
             return
-        rows = [[str(e.get("id", "?")), str(e.get("sender", "")), ",".join(e.get("recipients", ()) or ()),
+        rows = [[name, str(e.get("id", "?")), str(e.get("sender", "")), ",".join(e.get("recipients", ()) or ()),
                  str(e.get("size", "")), _age(e.get("age", "")), str(e.get("attempts", "")), str(e.get("last_error", "") or "")]
-                for e in relay_queue.entries()]
-        self._out(_table(rows, ["id", "sender", "recipients", "size", "age", "attempts", "last error"]) + f"\n{len(rows)} message(s)")
+                for name, q in queues.items() for e in q.entries()]
+        self._out(_table(rows, ["queue", "id", "sender", "recipients", "size", "age", "attempts", "last error"])
+                  + f"\n{len(rows)} message(s)")
 
     def flush(self) -> None:
-        if self.gateway.queue is None:
+        queues = self._queues()
+        if not queues:
             self._out("no relay queue")
             return
-        self.gateway.queue.flush()
+        for q in queues.values():
+            q.flush()
         self._out("flush started: every queued message is being attempted now")
 
     def throttled(self) -> None:

@@ -120,7 +120,7 @@ class LiveSessionTests(TestCase):
         text = yield (yield treq.get(base + "/metrics", pool=self.pool)).text()
         self.assertIn("mailgw_relay_queue_messages 1.0", text)
         health = json.loads((yield (yield treq.get(base + "/health", pool=self.pool)).content()))
-        queue = {b["name"]: b for b in health["backends"]}["relay_queue"]
+        queue = {b["name"]: b for b in health["backends"]}["relay_queue:relay"]
         self.assertEqual((queue["ok"], queue["detail"]["messages"]), (True, 1))
         again = events.next("relay.deferred")
         self.shell.flush()
