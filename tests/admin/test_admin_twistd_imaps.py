@@ -27,7 +27,7 @@ users_file = "{users}"
 [imap.t]
 bind_tls = ["{bind}"]
 tls = "t"
-"""
+{extra}"""
 
 
 def have_imap() -> bool:
@@ -49,8 +49,8 @@ class TwistdIMAPSTests(SynchronousTestCase):
         os.close(os.open(self.users, os.O_WRONLY | os.O_CREAT, 0o600))
         self.context = ssl.create_default_context(cafile=self.ca[2])
 
-    def body(self, cert, bind: str = "tcp:0:interface=127.0.0.1") -> str:
-        return IMAPS.format(cert=cert.cert_file, key=cert.key_file, users=self.users, bind=bind)
+    def body(self, cert, bind: str = "tcp:0:interface=127.0.0.1", extra: str = "") -> str:
+        return IMAPS.format(cert=cert.cert_file, key=cert.key_file, users=self.users, bind=bind, extra=extra)
 
     def imaps(self, port: int) -> imaplib.IMAP4_SSL:
         client = imaplib.IMAP4_SSL("localhost", port, ssl_context=self.context, timeout=15)
@@ -58,19 +58,24 @@ class TwistdIMAPSTests(SynchronousTestCase):
         return client
 
     def test_sighup_swaps_certificate(self) -> None:
-        """After SIGHUP a new IMAPS handshake sees the renewed certificate; a session opened before keeps working."""
-        path, state = write_config(self, self.body(self.old))
-        gateway = Gateway(path, self.dir).start(expect=1)
+        """After SIGHUP new IMAPS and STARTTLS handshakes see the renewed certificate; a session opened before keeps working."""
+        plain = 'bind = ["tcp:0:interface=127.0.0.1"]\n'
+        path, state = write_config(self, self.body(self.old, extra=plain))
+        gateway = Gateway(path, self.dir).start(expect=2)
         self.addCleanup(gateway.stop)
         port = gateway.port("imap.t.bind_tls[0]")
         before = self.imaps(port)
         self.assertNotIn(("DNS", "renewed.example"), before.sock.getpeercert()["subjectAltName"])
         with open(path, "w") as handle:
-            handle.write(f'config_version = 1\n[server]\nstate_dir = "{state}"\n' + self.body(self.new))
+            handle.write(f'config_version = 1\n[server]\nstate_dir = "{state}"\n' + self.body(self.new, extra=plain))
         gateway.process.send_signal(signal.SIGHUP)
         gateway.wait_for("config reload: ok")
         after = self.imaps(port)
         self.assertIn(("DNS", "renewed.example"), after.sock.getpeercert()["subjectAltName"])
+        starttls = imaplib.IMAP4("localhost", gateway.port("imap.t.bind[0]"), timeout=15)
+        self.addCleanup(starttls.shutdown)
+        starttls.starttls(ssl_context=self.context)
+        self.assertIn(("DNS", "renewed.example"), starttls.sock.getpeercert()["subjectAltName"])
         self.assertEqual(before.noop()[0], "OK")
         self.assertEqual(after.noop()[0], "OK")
         self.assertIsNone(gateway.process.poll())
