@@ -242,3 +242,18 @@ class RelayTests(TestCase):
         await self.until(lambda: len(self.h.inbox("alice")) == 1 and not self.h.queue.index)
         self.assertIn("Status: 5.6.7", self.h.inbox("alice")[0].decode())
         self.assertEqual(len(self.sink.messages), 1)
+
+    async def test_silent_smarthost_times_out(self) -> None:
+        """A smarthost that never greets hits the greeting timeout: the recipient stays temporary."""
+        from twisted.internet.protocol import Factory, Protocol
+
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        timeouts = dict(self.cfg.timeouts, greeting=0.2)
+        cfg = SmarthostConfig("127.0.0.1", silent.getHost().port, "off", timeouts=timeouts)
+        path = os.path.join(self.h.dir, "m.eml")
+        with open(path, "wb") as f:
+            f.write(b"Subject: x\r\n\r\ny\r\n")
+        result = await deliver(reactor, cfg, "a@example.test", ["x@remote.example"], path, 20)
+        self.assertEqual(result.temporary(), ["x@remote.example"])
+        self.assertIn("timeout waiting for greeting", result.replies["x@remote.example"][1])
