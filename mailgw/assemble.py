@@ -23,6 +23,7 @@ from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe.log import make_observer
+from mailgw.store.service import StoreService
 
 log = Logger()
 
@@ -242,6 +243,7 @@ def build(config: Config, reactor: Any) -> MailgwService:
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
     gateway.store = build_store(config, reactor, disk_pool)
+    StoreService(gateway.store).setServiceParent(root)  # stops (saving indexes) before the disk pool
     gateway.auth = build_auth(config, reactor)
     for name, sub in config.submission.items():
         build_submission(gateway, name, sub)
