@@ -49,3 +49,11 @@ class QueueCLITests(TestCase):
         code, _, err = self.ctl("delete", "nonexistent", "--yes")
         self.assertEqual(code, 1)
         self.assertEqual([e["id"] for e in json.loads(self.ctl("list", "-f", "json")[1])], [b])
+
+    def test_relay_queue_provides_interface(self) -> None:
+        """RelayQueue provides IRelayQueue."""
+        from zope.interface.verify import verifyObject
+
+        from mailgw.interfaces import IRelayQueue
+
+        self.assertTrue(verifyObject(IRelayQueue, self.queue))

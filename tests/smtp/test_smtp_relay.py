@@ -13,7 +13,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mailgw.smtp.client import SmarthostConfig, deliver
-from mailgw.smtp.queue import RelayQueue
+from mailgw.smtp.queue import RelayQueue, request_flush
 from mailgw.smtp.relay import RelayRunner
 from smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs, tmpdir
 
@@ -157,14 +157,16 @@ class RelayTests(TestCase):
         self.behaviour.rcpt_reply["slow@remote.example"] = b"451 4.3.0 try later\r\n"
         await self.h.queue.enqueue("alice@example.test", ["slow@remote.example", "ok@remote.example"],
                                    b"Subject: r\r\n\r\nbody\r\n")
-        runner = self.runner(backoff=(0.3,))
+        runner = self.runner(backoff=(3600.0,))
         await self.until(lambda: len(self.sink.messages) == 1)
         await self.until(lambda: not runner.in_flight)
         entry = next(iter(self.h.queue.index.values()))
         self.assertEqual(entry.recipients, ["slow@remote.example"])
         self.assertEqual(entry.attempts, 1)
         self.assertIn("451 4.3.0 try later", entry.last_error)
+        self.assertGreater(entry.next_attempt, reactor.seconds() + 3000)
         del self.behaviour.rcpt_reply["slow@remote.example"]
+        request_flush(self.h.queue.directory)  # what `mailgwctl queue flush` leaves for the running gateway
         await self.until(lambda: not self.h.queue.index)
         self.assertEqual([m.recipients for m in self.sink.messages], [["ok@remote.example"], ["slow@remote.example"]])
 
@@ -240,3 +242,18 @@ class RelayTests(TestCase):
         await self.until(lambda: len(self.h.inbox("alice")) == 1 and not self.h.queue.index)
         self.assertIn("Status: 5.6.7", self.h.inbox("alice")[0].decode())
         self.assertEqual(len(self.sink.messages), 1)
+
+    async def test_silent_smarthost_times_out(self) -> None:
+        """A smarthost that never greets hits the greeting timeout: the recipient stays temporary."""
+        from twisted.internet.protocol import Factory, Protocol
+
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        timeouts = dict(self.cfg.timeouts, greeting=0.2)
+        cfg = SmarthostConfig("127.0.0.1", silent.getHost().port, "off", timeouts=timeouts)
+        path = os.path.join(self.h.dir, "m.eml")
+        with open(path, "wb") as f:
+            f.write(b"Subject: x\r\n\r\ny\r\n")
+        result = await deliver(reactor, cfg, "a@example.test", ["x@remote.example"], path, 20)
+        self.assertEqual(result.temporary(), ["x@remote.example"])
+        self.assertIn("timeout waiting for greeting", result.replies["x@remote.example"][1])

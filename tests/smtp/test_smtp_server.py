@@ -184,3 +184,26 @@ class SubmissionTests(TestCase):
         self.assertEqual(r[1][0], 250)
         self.assertEqual(self.h.queue.entries(), [])
         self.assertEqual(os.listdir(self.h.queue.tmp_dir), [])
+
+    async def test_no_secrets_in_logs(self) -> None:
+        """Neither the password nor the SASL blob appears in any log event of a good and a bad login."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        seen: list[str] = []
+
+        def observer(event: dict) -> None:  # type: ignore[type-arg]
+            seen.append(formatEvent(event) + repr(event))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        def run() -> None:
+            c = self.raw(implicit=True)
+            c.cmd("EHLO c.example")
+            c.cmd("AUTH PLAIN " + plain(pw="Wr0ng-secret"))
+            c.login()
+            c.cmd("QUIT")
+        await deferToThread(run)
+        text = "\n".join(seen)
+        self.assertIn("smtp.auth", text)
+        for secret in (PW, "Wr0ng-secret", plain(), plain(pw="Wr0ng-secret")):
+            self.assertNotIn(secret, text)
