@@ -103,12 +103,10 @@ class SASLMixin:
         self.send(wire.reply(235, "2.7.0", "Authentication successful"))  # type: ignore[attr-defined]
 
     def _step_failed(self, failure: Failure) -> None:
-        mech = getattr(self.sasl, "mechanism", "?")
         self.sasl = None
         err = failure.value
         if isinstance(err, AuthUnavailable):
-            log.warn("auth_failed proto=smtp rip={peer} mech={mech} reason=backend_down", peer=self.peer_host,
-                     mech=mech, event="auth_failed")
+            # the auth service logs the one auth_failed event per failure (fail2ban counts it)
             self.send(wire.reply(454, "4.7.0", "Temporary authentication failure"))  # type: ignore[attr-defined]
             return
         if isinstance(err, AuthAborted):
@@ -119,8 +117,6 @@ class SASLMixin:
             return
         if not isinstance(err, AuthFailed):
             failure.raiseException()
-        log.info("auth_failed proto=smtp rip={peer} mech={mech} reason={reason}", peer=self.peer_host, mech=mech,
-                 reason=getattr(err, "reason", "bad_password"), event="auth_failed")
         self.auth_failures += 1
         if self.auth_failures >= self.policy.max_auth_failures:
             self.close(wire.reply(421, "4.7.0", f"{self.hostname} Error: too many errors"))  # type: ignore[attr-defined]
