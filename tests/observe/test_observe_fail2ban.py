@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import imaplib
 import io
 import os
 import re
 import shutil
+import ssl
 import subprocess
 
 from twisted.logger import Logger, textFileLogObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailgw.observe import events
-from tests.admin.helpers_ops import tempdir
-from tests.support.gateway import REPO
+from tests.admin.helpers_ops import tempdir, write_config
+from tests.support.certs import make_server_cert
+from tests.support.gateway import REPO, Gateway
 
 FILTER = os.path.join(REPO, "etc", "fail2ban", "filter.d", "mailgw.conf")
 
@@ -75,3 +78,45 @@ class Fail2banFilterTests(SynchronousTestCase):
             result = subprocess.run(["fail2ban-regex", "-o", "ip", path, FILTER], capture_output=True, text=True, timeout=60)
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertEqual(result.stdout.split(), expected, result.stdout + result.stderr)
+
+
+class TwistdFail2banTests(SynchronousTestCase):
+    def test_failed_imap_logins(self) -> None:
+        """Failed IMAPS logins against the real twistd produce lines the filter matches, one per failure, all with the client IP."""
+        directory = tempdir(self)
+        cert = make_server_cert(directory, ["localhost"])
+        users = os.path.join(directory, "users")
+        os.close(os.open(users, os.O_WRONLY | os.O_CREAT, 0o600))
+        path, _ = write_config(self, f"""[tls.t]
+cert_file = "{cert.cert_file}"
+key_file = "{cert.key_file}"
+[auth]
+backends = ["local"]
+failure_delay = "0s"
+[auth.local]
+users_file = "{users}"
+[imap.t]
+bind_tls = ["tcp:0:interface=127.0.0.1"]
+tls = "t"
+""")
+        gateway = Gateway(path, directory).start(expect=1)
+        self.addCleanup(gateway.stop)
+        context = ssl.create_default_context(cafile=cert.ca_file)
+        for login in ("alice", 'evil" rip=192.0.2.99', "carol", "bob"):
+            client = imaplib.IMAP4_SSL("localhost", gateway.port("imap.t.bind_tls[0]"), ssl_context=context, timeout=15)
+            with self.assertRaises(imaplib.IMAP4.error):
+                client.login(login, "wrong")
+            client.shutdown()
+        gateway.wait_for('user="bob"')
+        gateway.stop()
+        log_file = os.path.join(directory, "mailgw.log")
+        with open(log_file, "w") as handle:
+            handle.write("".join(gateway.output))
+        pattern = python_failregex()
+        hosts = [m.group("host") for m in (pattern.search(re.sub(r"^\S+T\S+ ", "", l)) for l in gateway.output) if m]
+        failures = sum("auth_failed " in line for line in gateway.output)
+        self.assertGreaterEqual(failures, 3)
+        self.assertEqual(hosts, ["127.0.0.1"] * failures, "".join(gateway.output))
+        if shutil.which("fail2ban-regex") is not None:
+            result = subprocess.run(["fail2ban-regex", "-o", "ip", log_file, FILTER], capture_output=True, text=True, timeout=60)
+            self.assertEqual(result.stdout.split(), ["127.0.0.1"] * failures, result.stdout + result.stderr)
