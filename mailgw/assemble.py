@@ -17,12 +17,14 @@ from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
+from mailgw.config.endpoints import parse_hostport
 from mailgw.config.schema import Config
 from mailgw.errors import ConfigError
 from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe.log import make_observer
+from mailgw.publish import PublishFactory, PublishRule, RuleSettings, client_set_for
 
 log = Logger()
 
@@ -114,4 +116,22 @@ def build(config: Config, reactor: Any) -> MailgwService:
     gateway.root = root
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
+    _build_publish(gateway)
     return root
+
+
+def _build_publish(gateway: Gateway) -> None:
+    """Server publishing rules: one listener and forwarder per [publish.NAME]; rules in extras["publish"]."""
+    config = gateway.config
+    named_sets = {name: cs.addresses for name, cs in config.client_sets.items()}
+    rules: dict[str, PublishRule] = {}
+    for name, cfg in config.publish.items():
+        host, port = parse_hostport(cfg.target)
+        settings = RuleSettings(name=name, listen=cfg.listen, target_host=host, target_port=port, protocol=cfg.protocol,
+                                proxy_protocol=cfg.proxy_protocol, max_connections=cfg.max_connections,
+                                max_per_client=cfg.max_per_client, connect_timeout=cfg.connect_timeout,
+                                idle_timeout=cfg.idle_timeout)
+        rule = PublishRule(settings, client_set_for(cfg.clients, named_sets), gateway.reactor, gateway.sessions)
+        gateway.listen(cfg.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
+        rules[name] = rule
+    gateway.extras["publish"] = rules

@@ -1,0 +1,244 @@
+"""Zero-copy relay between two plain TCP sockets with Linux splice(2), under the reactor's control.
+
+Used by the forwarder once both ends are connected plain TCP transports (no TLS, nothing buffered):
+each direction moves bytes socket -> pipe -> socket in the kernel, so no byte is copied into Python
+and one reactor turn moves up to a pipe's worth (HAProxy does the same, `option splice-auto`).
+Backpressure is the pipe: a source socket is read only while its pipe is empty, and a full
+destination is watched for writability, so at most one pipe's worth per direction is in flight.
+FIN is carried across as shutdown(SHUT_WR) once the pipe is drained.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from typing import Any, Optional
+
+from twisted.internet.interfaces import IReadWriteDescriptor, ISSLTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+log = Logger()
+
+PIPE_SIZE = 1024 * 1024  # bytes in flight per direction (the default fs.pipe-max-size)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_BURST = 4  # splices per event per direction before yielding to other connections
+AVAILABLE = hasattr(os, "splice")
+_RESET = (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EHOSTUNREACH, errno.ENETUNREACH)
+
+
+def _plain_socket(transport: Any) -> Optional[socket.socket]:
+    """The socket of a plain, idle Twisted TCP transport, or None if it cannot be spliced."""
+    if ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False):
+        return None
+    handle = getattr(transport, "getHandle", None)
+    sock = handle() if handle is not None else None
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return None
+    if getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataLen", 1) or getattr(transport, "producer", None):
+        return None
+    if getattr(transport, "disconnecting", True) or getattr(transport, "_writeDisconnecting", True):
+        return None
+    return sock
+
+
+def try_start(reactor: Any, client: Any, target: Any, header: bytes, owner: Any) -> tuple[Optional["SpliceRelay"], bytes]:
+    """Start a relay if both transports allow it: (relay, b"") or (None, header bytes still to send)."""
+    if not AVAILABLE:
+        return None, header
+    client_sock, target_sock = _plain_socket(client), _plain_socket(target)
+    if client_sock is None or target_sock is None:
+        return None, header
+    if header:
+        try:
+            sent = target_sock.send(header)
+        except OSError:
+            sent = 0
+        if sent < len(header):
+            return None, header[sent:]
+    try:
+        relay = SpliceRelay(reactor, client, target, owner)
+    except OSError as exc:  # out of pipes / fds: the ordinary path still works
+        log.warn("splice unavailable: {error}", error=str(exc), event="publish.splice_unavailable")
+        return None, b""
+    relay.start()
+    return relay, b""
+
+
+class _Direction:
+    """One way: src socket -> pipe -> dst socket."""
+
+    def __init__(self, src: "_End", dst: "_End", counter: Any) -> None:
+        self.src, self.dst, self.counter = src, dst, counter
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # over fs.pipe-user-pages-soft: keep the default 64 KiB pipe
+        self.size: int = fcntl.fcntl(self.pipe_w, _F_GETPIPE_SZ)
+        self.pending = 0  # bytes in the pipe
+        self.eof = False  # src sent FIN
+        self.done = False  # FIN passed on to dst
+        self.moved = 0
+
+    def close(self) -> None:
+        for fd in (self.pipe_r, self.pipe_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@implementer(IReadWriteDescriptor)
+class _End:
+    """One socket under the relay: readable feeds its outgoing direction, writable drains its incoming one."""
+
+    def __init__(self, relay: "SpliceRelay", transport: Any) -> None:
+        self.relay, self.transport = relay, transport
+        self.sock: socket.socket = transport.getHandle()
+        self.fd = self.sock.fileno()
+        self.outgoing: Optional[_Direction] = None
+        self.incoming: Optional[_Direction] = None
+        self.reading = self.writing = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "publish-splice"
+
+    def doRead(self) -> None:
+        assert self.outgoing is not None
+        self.relay.pump(self.outgoing)
+
+    def doWrite(self) -> None:
+        assert self.incoming is not None
+        self.relay.pump(self.incoming)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The reactor saw HUP/ERR on this socket (and has unregistered it)."""
+        self.reading = self.writing = False
+        self.relay.lost(self)
+
+    def want_read(self, on: bool) -> None:
+        if on != self.reading:
+            self.reading = on
+            (self.relay.reactor.addReader if on else self.relay.reactor.removeReader)(self)
+
+    def want_write(self, on: bool) -> None:
+        if on != self.writing:
+            self.writing = on
+            (self.relay.reactor.addWriter if on else self.relay.reactor.removeWriter)(self)
+
+
+class SpliceRelay:
+    """Both directions of one forwarded connection, moved by splice(2); `moved` = [in, out] bytes."""
+
+    def __init__(self, reactor: Any, client: Any, target: Any, owner: Any) -> None:
+        self.reactor, self.owner = reactor, owner
+        self.client, self.target = _End(self, client), _End(self, target)
+        rule = owner.rule
+        self.inbound = _Direction(self.client, self.target, rule.bytes_in)
+        try:
+            self.outbound = _Direction(self.target, self.client, rule.bytes_out)
+        except OSError:
+            self.inbound.close()
+            raise
+        self.client.outgoing = self.target.incoming = self.inbound
+        self.target.outgoing = self.client.incoming = self.outbound
+        self.finished = False
+        self.last_active = reactor.seconds()
+
+    @property
+    def moved(self) -> list[int]:
+        return [self.inbound.moved, self.outbound.moved]
+
+    def start(self) -> None:
+        for end in (self.client, self.target):
+            end.transport.stopReading()
+            end.transport.stopWriting()
+        self.client.want_read(True)
+        self.target.want_read(True)
+
+    def pump(self, way: _Direction) -> None:
+        """Move what can be moved now in one direction; arrange the next wake-up."""
+        if self.finished:
+            return
+        try:
+            for _ in range(_BURST):
+                while way.pending:
+                    n = os.splice(way.pipe_r, way.dst.fd, way.pending, flags=_FLAGS)
+                    way.pending -= n
+                    way.moved += n
+                    way.counter.inc(n)
+                if way.eof:
+                    break
+                n = os.splice(way.src.fd, way.pipe_w, way.size, flags=_FLAGS)
+                if n == 0:
+                    way.eof = True
+                way.pending = n
+            self.last_active = self.reactor.seconds()
+        except BlockingIOError:
+            self.last_active = self.reactor.seconds()
+        except OSError as exc:
+            if exc.errno not in _RESET:
+                log.warn("splice failed: {error}", error=str(exc), event="publish.splice_error")
+            self.abort()
+            return
+        if way.eof and not way.pending:
+            self._pass_fin(way)
+        else:
+            self._arm(way)
+
+    def _arm(self, way: _Direction) -> None:
+        # Backpressure: read the source only when the pipe is empty; watch the destination while it is not.
+        way.src.want_read(not way.pending and not way.eof)
+        way.dst.want_write(bool(way.pending))
+
+    def _pass_fin(self, way: _Direction) -> None:
+        way.src.want_read(False)
+        way.dst.want_write(False)
+        if not way.done:
+            way.done = True
+            try:
+                way.dst.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        if self.inbound.done and self.outbound.done:
+            self._finish(graceful=True)
+
+    def lost(self, end: _End) -> None:
+        """HUP/ERR on a socket: a reset aborts both; a clean hang-up counts as FIN from that side."""
+        if self.finished:
+            return
+        if end.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self.abort()
+            return
+        assert end.outgoing is not None and end.incoming is not None
+        end.outgoing.eof = True
+        self.pump(end.outgoing)
+        if not self.finished and end.incoming.pending:
+            self.pump(end.incoming)
+
+    def abort(self) -> None:
+        """Drop both connections now (reset, idle timeout, operator kick)."""
+        if not self.finished:
+            self._finish(graceful=False)
+
+    def _finish(self, graceful: bool) -> None:
+        self.finished = True
+        for end in (self.client, self.target):
+            end.want_read(False)
+            end.want_write(False)
+        self.inbound.close()
+        self.outbound.close()
+        for end in (self.client, self.target):
+            if graceful:
+                end.transport.loseConnection()
+            else:
+                end.transport.abortConnection()
