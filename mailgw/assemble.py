@@ -130,7 +130,7 @@ def _build_publish(gateway: Gateway) -> None:
         settings = RuleSettings(name=name, listen=cfg.listen, target_host=host, target_port=port, protocol=cfg.protocol,
                                 proxy_protocol=cfg.proxy_protocol, max_connections=cfg.max_connections,
                                 max_per_client=cfg.max_per_client, connect_timeout=cfg.connect_timeout,
-                                idle_timeout=cfg.idle_timeout)
+                                idle_timeout=cfg.idle_timeout, splice=cfg.splice)
         rule = PublishRule(settings, client_set_for(cfg.clients, named_sets), gateway.reactor, gateway.sessions)
         gateway.listen(cfg.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
         rules[name] = rule

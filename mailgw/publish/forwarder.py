@@ -108,7 +108,7 @@ class ClientSide(Protocol):
         settings = self.rule.settings
         header = proxyproto.encode(settings.proxy_protocol, self.peer_host, self.peer_port,
                                    *_host_port(self.transport.getHost()))
-        if not self._pending and not self.read_eof:
+        if settings.splice and not self._pending and not self.read_eof:
             self.relay, header = splice.try_start(self.reactor, self.transport, target.transport, header, self)
             if self.relay is not None:
                 return
@@ -131,8 +131,7 @@ class ClientSide(Protocol):
         kind = "timeout" if reason.check(error.TimeoutError) else (
             "refused" if reason.check(error.ConnectionRefusedError) else type(reason.value).__name__)
         self.rule.target_failed(self, kind)
-        self.state = "closed"
-        self.transport.abortConnection()
+        self.transport.loseConnection()  # a FIN: nothing was read from the client, nothing is lost
 
     def dataReceived(self, data: bytes) -> None:
         if self.target is None:

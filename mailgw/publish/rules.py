@@ -101,6 +101,7 @@ class RuleSettings:
     max_per_client: int = 50
     connect_timeout: float = 10.0
     idle_timeout: float = 300.0
+    splice: bool = True
 
     @property
     def target(self) -> str:
