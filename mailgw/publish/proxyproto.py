@@ -49,7 +49,13 @@ def encode_v1(src_host: str, src_port: int, dst_host: str, dst_port: int) -> byt
         return V1_UNKNOWN
     src, dst = pair
     family = "TCP4" if src.version == 4 else "TCP6"
-    return f"PROXY {family} {src} {dst} {src_port} {dst_port}\r\n".encode("ascii")
+    return f"PROXY {family} {_text(src)} {_text(dst)} {src_port} {dst_port}\r\n".encode("ascii")
+
+
+def _text(address: IPAddress) -> str:
+    """Mapped addresses in the dotted form (`::ffff:192.0.2.1`), as newer Pythons print them."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
 
 
 def encode_v2(src_host: str, src_port: int, dst_host: str, dst_port: int) -> bytes:
