@@ -1,11 +1,12 @@
-"""Zero-copy relay between two plain TCP sockets with Linux splice(2), under the reactor's control.
+"""Relay between two plain TCP sockets under the reactor's control, zero-copy with Linux splice(2).
 
-Used by the forwarder once both ends are connected plain TCP transports (no TLS, nothing buffered):
-each direction moves bytes socket -> pipe -> socket in the kernel, so no byte is copied into Python
-and one reactor turn moves up to a pipe's worth (HAProxy does the same, `option splice-auto`).
-Backpressure is the pipe: a source socket is read only while its pipe is empty, and a full
-destination is watched for writability, so at most one pipe's worth per direction is in flight.
-FIN is carried across as shutdown(SHUT_WR) once the pipe is drained.
+Used by the forwarder once both ends are connected plain TCP transports (no TLS, nothing buffered).
+Each direction starts by copying through Python (recv/send, cheapest for greetings and commands);
+once a read fills COPY_SIZE the direction is bulk and moves socket -> pipe -> socket in the kernel,
+so no byte enters Python and one reactor turn moves up to a pipe's worth (HAProxy's
+`option splice-auto` heuristic). Backpressure: a source is read only when its direction holds
+nothing unsent, and a full destination is watched for writability, so at most one read (or one
+pipe) per direction is in flight. FIN is carried across as shutdown(SHUT_WR) once drained.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import socket
 from typing import Any, Optional
 
+from twisted.internet import error
 from twisted.internet.interfaces import IReadWriteDescriptor, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,6 +26,7 @@ from zope.interface import implementer
 log = Logger()
 
 PIPE_SIZE = 1024 * 1024  # bytes in flight per direction (the default fs.pipe-max-size)
+COPY_SIZE = 64 * 1024  # reads of this size through Python; a full one switches the direction to splice
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -61,37 +64,44 @@ def try_start(reactor: Any, client: Any, target: Any, header: bytes, owner: Any)
             sent = 0
         if sent < len(header):
             return None, header[sent:]
-    try:
-        relay = SpliceRelay(reactor, client, target, owner)
-    except OSError as exc:  # out of pipes / fds: the ordinary path still works
-        log.warn("splice unavailable: {error}", error=str(exc), event="publish.splice_unavailable")
-        return None, b""
+    relay = SpliceRelay(reactor, client, target, owner)
     relay.start()
     return relay, b""
 
 
 class _Direction:
-    """One way: src socket -> pipe -> dst socket."""
+    """One way: src socket -> dst socket; copied through Python until a read fills COPY_SIZE, then spliced."""
 
     def __init__(self, src: "_End", dst: "_End", counter: Any) -> None:
         self.src, self.dst, self.counter = src, dst, counter
-        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass  # over fs.pipe-user-pages-soft: keep the default 64 KiB pipe
-        self.size: int = fcntl.fcntl(self.pipe_w, _F_GETPIPE_SZ)
+        self.pipe_r = self.pipe_w = -1  # created when the direction turns out to be bulk
+        self.size = 0
         self.pending = 0  # bytes in the pipe
+        self.buffer: Optional[memoryview] = None  # copied bytes not yet sent
         self.eof = False  # src sent FIN
         self.done = False  # FIN passed on to dst
         self.moved = 0
 
+    def open_pipe(self) -> None:
+        try:
+            self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # out of fds: go on copying through Python
+            log.warn("splice unavailable: {error}", error=str(exc), event="publish.splice_unavailable")
+            return
+        try:
+            fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # over fs.pipe-user-pages-soft: keep the default 64 KiB pipe
+        self.size = fcntl.fcntl(self.pipe_w, _F_GETPIPE_SZ)
+
     def close(self) -> None:
         for fd in (self.pipe_r, self.pipe_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.pipe_r = self.pipe_w = -1
 
 
 @implementer(IReadWriteDescriptor)
@@ -144,11 +154,7 @@ class SpliceRelay:
         self.client, self.target = _End(self, client), _End(self, target)
         rule = owner.rule
         self.inbound = _Direction(self.client, self.target, rule.bytes_in)
-        try:
-            self.outbound = _Direction(self.target, self.client, rule.bytes_out)
-        except OSError:
-            self.inbound.close()
-            raise
+        self.outbound = _Direction(self.target, self.client, rule.bytes_out)
         self.client.outgoing = self.target.incoming = self.inbound
         self.target.outgoing = self.client.incoming = self.outbound
         self.finished = False
@@ -171,6 +177,13 @@ class SpliceRelay:
             return
         try:
             for _ in range(_BURST):
+                if way.buffer is not None:
+                    n = way.dst.sock.send(way.buffer)
+                    way.moved += n
+                    way.counter.inc(n)
+                    way.buffer = way.buffer[n:] if n < len(way.buffer) else None
+                    if way.buffer is not None:
+                        break
                 while way.pending:
                     n = os.splice(way.pipe_r, way.dst.fd, way.pending, flags=_FLAGS)
                     way.pending -= n
@@ -178,27 +191,37 @@ class SpliceRelay:
                     way.counter.inc(n)
                 if way.eof:
                     break
+                if way.pipe_r < 0:
+                    data = way.src.sock.recv(COPY_SIZE)
+                    if not data:
+                        way.eof = True
+                    else:
+                        way.buffer = memoryview(data)
+                        if len(data) == COPY_SIZE:  # a bulk transfer: splice from now on (HAProxy's splice-auto)
+                            way.open_pipe()
+                    continue
                 n = os.splice(way.src.fd, way.pipe_w, way.size, flags=_FLAGS)
                 if n == 0:
                     way.eof = True
                 way.pending = n
-            self.last_active = self.reactor.seconds()
         except BlockingIOError:
-            self.last_active = self.reactor.seconds()
+            pass
         except OSError as exc:
             if exc.errno not in _RESET:
                 log.warn("splice failed: {error}", error=str(exc), event="publish.splice_error")
             self.abort()
             return
-        if way.eof and not way.pending:
+        self.last_active = self.reactor.seconds()
+        if way.eof and not way.pending and way.buffer is None:
             self._pass_fin(way)
         else:
             self._arm(way)
 
     def _arm(self, way: _Direction) -> None:
         # Backpressure: read the source only when the pipe is empty; watch the destination while it is not.
-        way.src.want_read(not way.pending and not way.eof)
-        way.dst.want_write(bool(way.pending))
+        busy = bool(way.pending) or way.buffer is not None
+        way.src.want_read(not busy and not way.eof)
+        way.dst.want_write(busy)
 
     def _pass_fin(self, way: _Direction) -> None:
         way.src.want_read(False)
@@ -222,7 +245,7 @@ class SpliceRelay:
         assert end.outgoing is not None and end.incoming is not None
         end.outgoing.eof = True
         self.pump(end.outgoing)
-        if not self.finished and end.incoming.pending:
+        if not self.finished and (end.incoming.pending or end.incoming.buffer is not None):
             self.pump(end.incoming)
 
     def abort(self) -> None:
@@ -239,6 +262,9 @@ class SpliceRelay:
         self.outbound.close()
         for end in (self.client, self.target):
             if graceful:
-                end.transport.loseConnection()
+                # Both FINs are exchanged and nothing is buffered: close now rather than through
+                # loseConnection's extra reactor turn (twisted.internet.tcp.Connection.connectionLost).
+                end.transport._shouldShutdown = False
+                end.transport.connectionLost(Failure(error.ConnectionDone()))
             else:
                 end.transport.abortConnection()
