@@ -24,7 +24,7 @@ from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe.log import make_observer
-from mailgw.publish import PublishFactory, PublishRule, RuleSettings, client_set_for
+from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
 
 log = Logger()
 
@@ -120,18 +120,36 @@ def build(config: Config, reactor: Any) -> MailgwService:
     return root
 
 
-def _build_publish(gateway: Gateway) -> None:
-    """Server publishing rules: one listener and forwarder per [publish.NAME]; rules in extras["publish"]."""
-    config = gateway.config
+def _publish_rules(config: Config) -> dict[str, tuple[RuleSettings, ClientSet]]:
     named_sets = {name: cs.addresses for name, cs in config.client_sets.items()}
-    rules: dict[str, PublishRule] = {}
+    out = {}
     for name, cfg in config.publish.items():
         host, port = parse_hostport(cfg.target)
-        settings = RuleSettings(name=name, listen=cfg.listen, target_host=host, target_port=port, protocol=cfg.protocol,
-                                proxy_protocol=cfg.proxy_protocol, max_connections=cfg.max_connections,
-                                max_per_client=cfg.max_per_client, connect_timeout=cfg.connect_timeout,
-                                idle_timeout=cfg.idle_timeout, splice=cfg.splice)
-        rule = PublishRule(settings, client_set_for(cfg.clients, named_sets), gateway.reactor, gateway.sessions)
-        gateway.listen(cfg.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
+        out[name] = (RuleSettings(name=name, listen=cfg.listen, target_host=host, target_port=port, protocol=cfg.protocol,
+                                  proxy_protocol=cfg.proxy_protocol, max_connections=cfg.max_connections,
+                                  max_per_client=cfg.max_per_client, connect_timeout=cfg.connect_timeout,
+                                  idle_timeout=cfg.idle_timeout, splice=cfg.splice),
+                     client_set_for(cfg.clients, named_sets))
+    return out
+
+
+def _build_publish(gateway: Gateway) -> None:
+    """Server publishing rules: one listener and forwarder per [publish.NAME]; rules in extras["publish"]."""
+    rules: dict[str, PublishRule] = {}
+    for name, (settings, clients) in _publish_rules(gateway.config).items():
+        rule = PublishRule(settings, clients, gateway.reactor, gateway.sessions)
+        gateway.listen(settings.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
         rules[name] = rule
     gateway.extras["publish"] = rules
+
+
+def reload_publish(gateway: Gateway, config: Config) -> list[str]:
+    """SIGHUP: apply new client sets and settings to the running rules; one line per change that needs a restart."""
+    rules, wanted = gateway.extras.get("publish", {}), _publish_rules(config)
+    problems = [f"publish.{name}: rule added or removed (restart mailgw)" for name in sorted(set(rules) ^ set(wanted))]
+    for name in sorted(set(rules) & set(wanted)):
+        try:
+            rules[name].reconfigure(*wanted[name])
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems

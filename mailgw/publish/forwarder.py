@@ -192,7 +192,9 @@ class ClientSide(Protocol):
                 self.connector.stopConnecting()
             except error.NotConnectingError:
                 pass
-        if self.target is not None and self.target.transport is not None:
+        if self.relay is None and self.target is not None and self.target.transport is not None:
+            # A paused producer left registered would keep loseConnection from ever closing.
+            self.target.transport.unregisterProducer()
             self.target.transport.loseConnection()
         if self.relay is not None:
             self.bytes_in += self.relay.moved[0]
@@ -249,8 +251,9 @@ class TargetSide(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         client = self.client.transport
-        if client is not None and self.client.state != "closed":
-            client.loseConnection()
+        if client is not None and self.client.state != "closed" and self.client.relay is None:
+            client.unregisterProducer()
+            client.loseConnection()  # flushes what the target sent first
 
 
 class TargetFactory(ClientFactory):

@@ -223,6 +223,17 @@ class PublishRule:
             connection.kick()
         return len(dropped)
 
+    def reconfigure(self, settings: RuleSettings, clients: ClientSet, close_existing: bool = True) -> int:
+        """Apply a reloaded [publish.NAME]: new settings for new connections, and the new client set.
+
+        The listening endpoint cannot change without a restart (ValueError). Returns how many open
+        connections the new client set closed.
+        """
+        if settings.name != self.name or settings.listen != self.settings.listen:
+            raise ValueError(f"publish.{self.name}.listen: cannot change on reload (restart mailgw)")
+        self.settings = settings
+        return self.set_clients(clients, close_existing)
+
     def close_all(self) -> None:
         for connection in list(self._active.values()):
             connection.kick()

@@ -115,6 +115,23 @@ class AssembleTests(SynchronousTestCase):
         self.assertTrue(rule.clients.allows("2001:db8::7"))
         self.assertFalse(rule.clients.allows("198.51.101.7"))
 
+    def test_reload_applies_clients_and_refuses_new_endpoints(self) -> None:
+        """reload_publish swaps client sets live and names what needs a restart (moved listener, added rule)."""
+        def config(clients: list[str], listen: str = "tcp:0:interface=127.0.0.1", extra: bool = False):
+            publish = {"p": {"listen": listen, "target": "127.0.0.1:143", "clients": clients}}
+            if extra:
+                publish["q"] = {"listen": "tcp:0:interface=127.0.0.2", "target": "127.0.0.1:143", "clients": ["any"]}
+            return from_dict({"config_version": 1, "server": {"state_dir": self.state}, "auth": {"backends": []},
+                              "publish": publish})
+        root = assemble.build(config(["any"]), MemoryReactorClock())
+        rule = root.gateway.extras["publish"]["p"]
+        self.assertEqual(assemble.reload_publish(root.gateway, config(["192.0.2.0/24"])), [])
+        self.assertFalse(rule.clients.allows("198.51.100.1"))
+        self.assertEqual(assemble.reload_publish(root.gateway, config(["any"], listen="tcp:0:interface=127.0.0.3", extra=True)),
+                         ["publish.q: rule added or removed (restart mailgw)",
+                          "publish.p.listen: cannot change on reload (restart mailgw)"])
+        self.assertFalse(rule.clients.allow_any)
+
     def test_development_default_publishes_nothing(self) -> None:
         """The embedded development setup has no publishing rule and no publish listener."""
         config = prepare_development_state(os.path.join(self.state, "dev"), out=io.StringIO())

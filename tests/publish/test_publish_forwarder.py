@@ -257,6 +257,24 @@ class ForwarderTests(TestCase):
         self.assertEqual(len(target.connections), 1)
 
 
+    @inlineCallbacks
+    def test_target_reset_while_client_slow(self) -> None:
+        """A target that resets while the gateway holds data for a slow client still ends the client connection."""
+        target, port = start_target(reactor, self, Capture)
+        rule, listen = start_rule(reactor, self, port)
+        sock = yield threads.deferToThread(connect, listen)
+        self.addCleanup(sock.close)
+        yield until(reactor, lambda: target.connections and target.connections[0].transport is not None)
+        target.connections[0].transport.write(b"z" * (32 * 1024 * 1024))
+        [client] = rule._active.values()
+        yield until(reactor, lambda: getattr(client.transport, "producerPaused", False)
+                    or (client.relay is not None and client.relay.outbound.pending))
+        target.connections[0].transport.abortConnection()
+        received = yield threads.deferToThread(read_all, sock)
+        self.assertLessEqual(len(received), 32 * 1024 * 1024)
+        yield until(reactor, lambda: not rule.active_connections())
+
+
 class TwistedPathForwarderTests(ForwarderTests):
     """The same behaviour through Twisted producers and consumers (splice = false, or TLS transports)."""
 

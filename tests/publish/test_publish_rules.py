@@ -121,6 +121,18 @@ class AdmissionTests(SynchronousTestCase):
         self.assertFalse(keep.kicked)
 
 
+    def test_reconfigure(self) -> None:
+        """A reload swaps settings and clients of a rule; a changed listen endpoint is refused and nothing changes."""
+        r, _ = rule(ClientSet.any(), max_per_client=1)
+        moved = RuleSettings(name="r", listen="tcp:1", target_host="10.0.0.26", target_port=143)
+        self.assertRaises(ValueError, r.reconfigure, moved, ClientSet([]))
+        self.assertTrue(r.clients.allow_any)
+        new = RuleSettings(name="r", listen="tcp:0", target_host="10.0.0.26", target_port=1143, max_per_client=5)
+        r.reconfigure(new, ClientSet(["192.0.2.0/24"]))
+        self.assertEqual((r.settings.target, r.settings.max_per_client), ("10.0.0.26:1143", 5))
+        self.assertEqual(r.admit("198.51.100.1", 1, "x"), DENIED)
+
+
 class ProxyProtocolTests(SynchronousTestCase):
     def test_v1(self) -> None:
         """v1 is one ASCII line: family, source, destination, ports (spec §2.1 examples)."""
