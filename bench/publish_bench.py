@@ -117,6 +117,13 @@ def connection_rate(port: int, seconds: float, clients: int) -> float:
 
 # --- proxies --------------------------------------------------------------------------------
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -183,6 +190,8 @@ def main() -> None:
     paths = [("direct", None, None), ("haproxy", start_haproxy, False), ("haproxy+splice", start_haproxy, True),
              ("mailgw", start_mailgw, True), ("mailgw splice=false", start_mailgw, False)]
     results: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label, _, _ in paths}
+    cpu: dict[str, list[float]] = {label: [0.0, 0.0, 0.0, 0.0] for label, _, _ in paths}  # s bulk, bytes, s conn, conns
+    pids: dict[str, int] = {}
     cleanups: list[Callable[[], None]] = [lambda: shutil.rmtree(workdir, ignore_errors=True)]
     ports: dict[str, dict[str, int]] = {}
     try:
@@ -195,12 +204,21 @@ def main() -> None:
             if starter is not None:
                 proxy, ports[label] = starter(workdir, ports[label], splice)
                 cleanups.append(proxy.stop if isinstance(proxy, Gateway) else proxy.terminate)
+                pids[label] = proxy.process.pid if isinstance(proxy, Gateway) else proxy.pid
             bulk(ports[label]["bulk"], 64 * 1024 * 1024)  # warm-up
         # Interleaved rounds: load from other processes on the machine hits every path alike.
         for round_ in range(args.rounds):
             for label, _, _ in paths:
+                pid = pids.get(label)
+                before = cpu_seconds(pid) if pid else 0.0
                 results[label][0].append(bulk(ports[label]["bulk"], total))
+                middle = cpu_seconds(pid) if pid else 0.0
                 results[label][1].append(connection_rate(ports[label]["conn"], args.seconds, args.clients))
+                after = cpu_seconds(pid) if pid else 0.0
+                cpu[label][0] += middle - before
+                cpu[label][1] += total
+                cpu[label][2] += after - middle
+                cpu[label][3] += results[label][1][-1] * args.seconds
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
         for cleanup in reversed(cleanups):
@@ -211,6 +229,10 @@ def main() -> None:
     for label, (b, c) in results.items():
         print(f"{label:20s} bulk {best[label][0] / 1e9:5.2f} GB/s [{' '.join(f'{x / 1e9:.2f}' for x in b)}]"
               f"   connections {best[label][1]:6.0f}/s [{' '.join(f'{x:.0f}' for x in c)}]")
+    print("\nproxy CPU (user+system, load-independent):")
+    for label in pids:
+        c = cpu[label]
+        print(f"{label:20s} {c[0] / (c[1] / 1e9):6.3f} CPU-s per GB   {1e6 * c[2] / max(c[3], 1):6.0f} CPU-us per connection")
     print()
     for mine in ("mailgw", "mailgw splice=false"):
         for ref in ("haproxy", "haproxy+splice"):

@@ -11,6 +11,7 @@ TCP sockets on Linux the bytes are moved by `splice.SpliceRelay` without enterin
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable, Optional
 
 from twisted.internet import error
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import proxyproto, splice
+from .connect import RawConnect
 from .rules import ADMIT, PublishRule
 
 log = Logger()
@@ -83,10 +85,9 @@ class ClientSide(Protocol):
     def connectionMade(self) -> None:
         self.peer_host, self.peer_port = _host_port(self.transport.getPeer())
         self.peer = _show(self.peer_host, self.peer_port)
-        self.transport.bufferSize = READ_SIZE
-        local_host, local_port = _host_port(self.transport.getHost())
-        if self.rule.admit(self.peer_host, self.peer_port, _show(local_host, local_port)) != ADMIT:
-            # security.md F.32: no byte is sent and no target connection is made.
+        self.local_host, self.local_port = _host_port(self.transport.getHost())
+        if self.rule.admit(self.peer_host, self.peer_port, _show(self.local_host, self.local_port)) != ADMIT:
+            # security.md F.32: no byte is read or sent and no target connection is made.
             self.state = "closed"
             self.transport.abortConnection()
             return
@@ -95,9 +96,24 @@ class ClientSide(Protocol):
         self.state = "connecting"
         self.transport.pauseProducing()  # nothing is read until the target is there
         settings = self.rule.settings
-        self.connector = self._connect(settings.target_host, settings.target_port, TargetFactory(self),
-                                       settings.connect_timeout)
+        if settings.splice and self.rule.target_family is not None and splice.plain_socket(self.transport) is not None:
+            self.connector = RawConnect(self.reactor, self.rule.target_family, settings.target_host, settings.target_port,
+                                        settings.connect_timeout, self.target_socket_connected, self._target_failed)
+        else:
+            self.transport.bufferSize = READ_SIZE
+            self.connector = self._connect(settings.target_host, settings.target_port, TargetFactory(self),
+                                           settings.connect_timeout)
         self._arm_idle()
+
+    def _header(self) -> bytes:
+        return proxyproto.encode(self.rule.settings.proxy_protocol, self.peer_host, self.peer_port,
+                                 self.local_host, self.local_port)
+
+    def target_socket_connected(self, sock: socket.socket) -> None:
+        """The fast path: a plain socket to the target, moved by the splice relay."""
+        self.state = "open"
+        self.rule.established()
+        self.relay = splice.start_raw(self.reactor, self.transport, sock, self._header(), self)
 
     def target_connected(self, target: "TargetSide") -> None:
         if self.state != "connecting":
@@ -105,11 +121,9 @@ class ClientSide(Protocol):
             return
         self.target, self.state = target, "open"
         self.rule.established()
-        settings = self.rule.settings
-        header = proxyproto.encode(settings.proxy_protocol, self.peer_host, self.peer_port,
-                                   *_host_port(self.transport.getHost()))
-        if settings.splice and not self._pending and not self.read_eof:
-            self.relay, header = splice.try_start(self.reactor, self.transport, target.transport, header, self)
+        header = self._header()
+        if self.rule.settings.splice and not self._pending and not self.read_eof:
+            self.relay = splice.try_start(self.reactor, self.transport, target.transport, header, self)
             if self.relay is not None:
                 return
         if header:
@@ -125,11 +139,14 @@ class ClientSide(Protocol):
             self.transport.resumeProducing()
 
     def target_failed(self, reason: Failure) -> None:
+        """connectTCP could not reach the target."""
+        self._target_failed("timeout" if reason.check(error.TimeoutError) else (
+            "refused" if reason.check(error.ConnectionRefusedError) else type(reason.value).__name__))
+
+    def _target_failed(self, kind: str) -> None:
         """Target refused, unreachable or too slow: close the client at once (security.md F.34)."""
         if self.state != "connecting":
             return
-        kind = "timeout" if reason.check(error.TimeoutError) else (
-            "refused" if reason.check(error.ConnectionRefusedError) else type(reason.value).__name__)
         self.rule.target_failed(self, kind)
         self.transport.loseConnection()  # a FIN: nothing was read from the client, nothing is lost
 

@@ -16,6 +16,8 @@ from twisted.logger import Logger
 
 from mailgw.observe import events, metrics
 
+from .connect import family_of
+
 log = Logger()
 
 ANY = "any"
@@ -133,6 +135,7 @@ class PublishRule:
 
     def __init__(self, settings: RuleSettings, clients: ClientSet, clock: Any, sessions: Any = None) -> None:
         self.settings = settings
+        self.target_family = family_of(settings.target_host)  # None: a host name, resolved per connection
         self.name = settings.name
         self.clients = clients
         self.clock = clock
@@ -232,6 +235,7 @@ class PublishRule:
         if settings.name != self.name or settings.listen != self.settings.listen:
             raise ValueError(f"publish.{self.name}.listen: cannot change on reload (restart mailgw)")
         self.settings = settings
+        self.target_family = family_of(settings.target_host)
         return self.set_clients(clients, close_existing)
 
     def close_all(self) -> None:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import socket
+import struct
 from typing import Any, Optional
 
 from twisted.internet import error
@@ -32,12 +33,13 @@ _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _BURST = 4  # splices per event per direction before yielding to other connections
 AVAILABLE = hasattr(os, "splice")
+_DONE = Failure(error.ConnectionDone())  # shared, as posixbase's faildict does: building one costs more than the close
 _RESET = (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
-def _plain_socket(transport: Any) -> Optional[socket.socket]:
+def plain_socket(transport: Any) -> Optional[socket.socket]:
     """The socket of a plain, idle Twisted TCP transport, or None if it cannot be spliced."""
-    if ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False):
+    if not AVAILABLE or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False):
         return None
     handle = getattr(transport, "getHandle", None)
     sock = handle() if handle is not None else None
@@ -50,23 +52,20 @@ def _plain_socket(transport: Any) -> Optional[socket.socket]:
     return sock
 
 
-def try_start(reactor: Any, client: Any, target: Any, header: bytes, owner: Any) -> tuple[Optional["SpliceRelay"], bytes]:
-    """Start a relay if both transports allow it: (relay, b"") or (None, header bytes still to send)."""
-    if not AVAILABLE:
-        return None, header
-    client_sock, target_sock = _plain_socket(client), _plain_socket(target)
-    if client_sock is None or target_sock is None:
-        return None, header
-    if header:
-        try:
-            sent = target_sock.send(header)
-        except OSError:
-            sent = 0
-        if sent < len(header):
-            return None, header[sent:]
-    relay = SpliceRelay(reactor, client, target, owner)
-    relay.start()
-    return relay, b""
+def try_start(reactor: Any, client: Any, target: Any, header: bytes, owner: Any) -> Optional["SpliceRelay"]:
+    """A running relay between two Twisted transports, or None if either cannot be taken over."""
+    if plain_socket(client) is None or plain_socket(target) is None:
+        return None
+    relay = SpliceRelay(reactor, _End.of_transport(client), _End.of_transport(target), owner)
+    relay.start(header)
+    return relay
+
+
+def start_raw(reactor: Any, client: Any, target: socket.socket, header: bytes, owner: Any) -> "SpliceRelay":
+    """A running relay between a Twisted client transport and a freshly connected target socket."""
+    relay = SpliceRelay(reactor, _End.of_transport(client), _End(None, target), owner)
+    relay.start(header)
+    return relay
 
 
 class _Direction:
@@ -106,15 +105,44 @@ class _Direction:
 
 @implementer(IReadWriteDescriptor)
 class _End:
-    """One socket under the relay: readable feeds its outgoing direction, writable drains its incoming one."""
+    """One socket under the relay: readable feeds its outgoing direction, writable drains its incoming one.
 
-    def __init__(self, relay: "SpliceRelay", transport: Any) -> None:
-        self.relay, self.transport = relay, transport
-        self.sock: socket.socket = transport.getHandle()
-        self.fd = self.sock.fileno()
+    `transport` is the Twisted transport that owned the socket (the client's, or a target's made by
+    connectTCP), or None for a socket from connect.RawConnect, which the relay closes itself.
+    """
+
+    relay: "SpliceRelay"
+
+    def __init__(self, transport: Any, sock: socket.socket) -> None:
+        self.transport, self.sock = transport, sock
+        self.fd = sock.fileno()
         self.outgoing: Optional[_Direction] = None
         self.incoming: Optional[_Direction] = None
         self.reading = self.writing = False
+
+    @classmethod
+    def of_transport(cls, transport: Any) -> "_End":
+        return cls(transport, transport.getHandle())
+
+    def take_over(self) -> None:
+        if self.transport is not None:
+            self.transport.stopReading()
+            self.transport.stopWriting()
+        # Bytes are forwarded as they come; Nagle would add delays the endpoints never asked for.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def release(self, graceful: bool) -> None:
+        if self.transport is None:
+            if not graceful:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+            self.sock.close()
+        elif graceful:
+            # Both FINs are exchanged and nothing is buffered: close now rather than through
+            # loseConnection's extra reactor turn (twisted.internet.tcp.Connection.connectionLost).
+            self.transport._shouldShutdown = False
+            self.transport.connectionLost(_DONE)
+        else:
+            self.transport.abortConnection()
 
     def fileno(self) -> int:
         return self.fd
@@ -149,9 +177,10 @@ class _End:
 class SpliceRelay:
     """Both directions of one forwarded connection, moved by splice(2); `moved` = [in, out] bytes."""
 
-    def __init__(self, reactor: Any, client: Any, target: Any, owner: Any) -> None:
+    def __init__(self, reactor: Any, client: _End, target: _End, owner: Any) -> None:
         self.reactor, self.owner = reactor, owner
-        self.client, self.target = _End(self, client), _End(self, target)
+        self.client, self.target = client, target
+        client.relay = target.relay = self
         rule = owner.rule
         self.inbound = _Direction(self.client, self.target, rule.bytes_in)
         self.outbound = _Direction(self.target, self.client, rule.bytes_out)
@@ -164,12 +193,16 @@ class SpliceRelay:
     def moved(self) -> list[int]:
         return [self.inbound.moved, self.outbound.moved]
 
-    def start(self) -> None:
+    def start(self, header: bytes = b"") -> None:
+        """Take both sockets over; `header` (PROXY protocol) goes to the target before any client byte."""
         for end in (self.client, self.target):
-            end.transport.stopReading()
-            end.transport.stopWriting()
-        self.client.want_read(True)
+            end.take_over()
         self.target.want_read(True)
+        if header:
+            self.inbound.buffer = memoryview(header)
+            self.pump(self.inbound)
+        else:
+            self.client.want_read(True)
 
     def pump(self, way: _Direction) -> None:
         """Move what can be moved now in one direction; arrange the next wake-up."""
@@ -260,11 +293,5 @@ class SpliceRelay:
             end.want_write(False)
         self.inbound.close()
         self.outbound.close()
-        for end in (self.client, self.target):
-            if graceful:
-                # Both FINs are exchanged and nothing is buffered: close now rather than through
-                # loseConnection's extra reactor turn (twisted.internet.tcp.Connection.connectionLost).
-                end.transport._shouldShutdown = False
-                end.transport.connectionLost(Failure(error.ConnectionDone()))
-            else:
-                end.transport.abortConnection()
+        self.target.release(graceful)
+        self.client.release(graceful)

@@ -48,6 +48,19 @@ class ForwarderTests(TestCase):
         self.assertEqual(_metric("mailgw_publish_connections_total", rule=rule.name, result="accepted"), 1)
 
     @inlineCallbacks
+    def test_target_by_host_name(self) -> None:
+        """A target given as a host name (resolved per connection by Twisted) forwards and half-closes alike."""
+        target, port = start_target(reactor, self, ReplyAtEOF)
+        rule, listen = start_rule(reactor, self, port, target_host="localhost")
+
+        def client() -> bytes:
+            sock = connect(listen)
+            sock.sendall(b"by name")
+            sock.shutdown(socket.SHUT_WR)
+            return read_all(sock)
+        self.assertEqual((yield threads.deferToThread(client)), b"got:by name")
+
+    @inlineCallbacks
     def test_active_connections_listed(self) -> None:
         """An open connection is listed with its peer, target, path and byte counts; the gauge counts it."""
         target, port = start_target(reactor, self, Echo)
