@@ -2,7 +2,7 @@
 
 Measures (1) bulk throughput through one connection (client -> proxy -> sink, upload) and
 (2) new connections per second (connect, read a 3-byte greeting, EOF), for: the direct path to the
-target, HAProxy with its defaults, HAProxy with `option splice-auto`, mailgw with splice (the
+target, HAProxy with its defaults, HAProxy with `option splice-request` and `splice-response`, mailgw with splice (the
 default for plain TCP), and mailgw with `splice = false` (Twisted producers/consumers). Both
 HAProxy and mailgw run one thread (`nbthread 1`), as a twistd process does. Prints figures and
 the ratios mailgw/HAProxy. Needs Debian's haproxy (`apt-get install -y haproxy`).
@@ -147,7 +147,7 @@ def start_haproxy(workdir: str, routes: dict[str, int], splice: bool) -> tuple[s
     lines = ["global", "    nbthread 1", "    maxconn 4000", "defaults", "    mode tcp",
              "    timeout connect 10s", "    timeout client 300s", "    timeout server 300s"]
     if splice:
-        lines.append("    option splice-auto")
+        lines += ["    option splice-request", "    option splice-response"]
     for name, target in routes.items():
         lines += [f"listen {name}", f"    bind 127.0.0.1:{ports[name]}", f"    server s 127.0.0.1:{target}"]
     path = os.path.join(workdir, f"haproxy-{'splice' if splice else 'plain'}.cfg")

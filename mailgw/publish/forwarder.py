@@ -43,6 +43,7 @@ class ClientSide(Protocol):
     """The accepted connection of one client; owns the pair's life cycle (the rule's Connection)."""
 
     user: Optional[str] = None
+    transport: Any  # a TCP transport: ITCPTransport, IConsumer and IPushProducer
 
     def __init__(self, rule: PublishRule, reactor: Any, connect: Callable[..., Any]) -> None:
         self.rule, self.reactor, self._connect = rule, reactor, connect
@@ -100,7 +101,7 @@ class ClientSide(Protocol):
             self.connector = RawConnect(self.reactor, self.rule.target_family, settings.target_host, settings.target_port,
                                         settings.connect_timeout, self.target_socket_connected, self._target_failed)
         else:
-            self.transport.bufferSize = READ_SIZE
+            self.transport.bufferSize = self.transport.SEND_LIMIT = READ_SIZE
             self.connector = self._connect(settings.target_host, settings.target_port, TargetFactory(self),
                                            settings.connect_timeout)
         self._arm_idle()
@@ -140,8 +141,9 @@ class ClientSide(Protocol):
 
     def target_failed(self, reason: Failure) -> None:
         """connectTCP could not reach the target."""
-        self._target_failed("timeout" if reason.check(error.TimeoutError) else (
-            "refused" if reason.check(error.ConnectionRefusedError) else type(reason.value).__name__))
+        value = reason.value
+        self._target_failed("timeout" if isinstance(value, error.TimeoutError) else (
+            "refused" if isinstance(value, error.ConnectionRefusedError) else type(value).__name__))
 
     def _target_failed(self, kind: str) -> None:
         """Target refused, unreachable or too slow: close the client at once (security.md F.34)."""
@@ -242,12 +244,15 @@ class ClientSide(Protocol):
 class TargetSide(Protocol):
     """The connection to the internal server; everything it reads goes to the client."""
 
+    transport: Any
+
     def __init__(self, client: ClientSide) -> None:
         self.client = client
         self.read_eof = self.write_shut = False
 
     def connectionMade(self) -> None:
-        self.transport.bufferSize = READ_SIZE
+        # One read's worth per send() and per buffer: fewer reactor turns and copies per MiB.
+        self.transport.bufferSize = self.transport.SEND_LIMIT = READ_SIZE
         self.client.target_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -281,7 +286,7 @@ class TargetFactory(ClientFactory):
     def __init__(self, client: ClientSide) -> None:
         self.client = client
 
-    def buildProtocol(self, addr: IAddress) -> TargetSide:
+    def buildProtocol(self, addr: Optional[IAddress]) -> TargetSide:
         protocol = TargetSide(self.client)
         protocol.factory = self
         return protocol
@@ -307,7 +312,7 @@ class PublishFactory(Factory):
         self.rule, self.reactor = rule, reactor
         self.connect = connect or tcp_connector(reactor)
 
-    def buildProtocol(self, addr: IAddress) -> ClientSide:
+    def buildProtocol(self, addr: Optional[IAddress]) -> ClientSide:
         protocol = ClientSide(self.rule, self.reactor, self.connect)
         protocol.factory = self
         return protocol

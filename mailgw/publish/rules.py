@@ -48,7 +48,7 @@ class ClientSet:
         self._ranges: dict[int, tuple[list[int], list[int]]] = {}
         for version in (4, 6):
             family = [n for n in parsed if n.version == version]
-            collapsed = list(ipaddress.collapse_addresses(family))  # type: ignore[arg-type]
+            collapsed = list(ipaddress.collapse_addresses(family))  # type: ignore[type-var]
             starts = [int(n.network_address) for n in collapsed]
             ends = [int(n.broadcast_address) for n in collapsed]
             self._ranges[version] = (starts, ends)

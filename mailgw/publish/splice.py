@@ -33,7 +33,8 @@ _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _BURST = 4  # splices per event per direction before yielding to other connections
 AVAILABLE = hasattr(os, "splice")
-_DONE = Failure(error.ConnectionDone())  # shared, as posixbase's faildict does: building one costs more than the close
+# Shared, as posixbase's faildict does: building a Failure costs more than the close itself.
+_DONE = Failure(error.ConnectionDone())  # type: ignore[no-untyped-call]
 _RESET = (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
