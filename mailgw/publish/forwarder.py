@@ -112,6 +112,9 @@ class ClientSide(Protocol):
 
     def target_socket_connected(self, sock: socket.socket) -> None:
         """The fast path: a plain socket to the target, moved by the splice relay."""
+        if self.state != "connecting":
+            sock.close()
+            return
         self.state = "open"
         self.rule.established()
         self.relay = splice.start_raw(self.reactor, self.transport, sock, self._header(), self)

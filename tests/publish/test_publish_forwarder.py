@@ -271,6 +271,22 @@ class ForwarderTests(TestCase):
 
 
     @inlineCallbacks
+    def test_client_reset_closes_target(self) -> None:
+        """A client that resets mid-stream gets its target connection closed too, and leaves the rule."""
+        target, port = start_target(reactor, self, Echo)
+        rule, listen = start_rule(reactor, self, port)
+
+        def client() -> None:
+            sock = connect(listen)
+            sock.sendall(b"abc")
+            sock.recv(3)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        yield threads.deferToThread(client)
+        self.assertEqual((yield target.ended_at(reactor, 0)), b"abc")
+        yield until(reactor, lambda: not rule.active_connections())
+
+    @inlineCallbacks
     def test_target_reset_while_client_slow(self) -> None:
         """A target that resets while the gateway holds data for a slow client still ends the client connection."""
         target, port = start_target(reactor, self, Capture)
