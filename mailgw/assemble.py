@@ -108,6 +108,72 @@ def check(config: Config) -> None:
     build_tls(config)
 
 
+def build_store(config: Config, reactor: Any, pool: ThreadPool) -> Any:
+    """The Maildir store that IMAP serves and SMTP delivers into."""
+    from mailgw.store.maildir.account import MaildirStore
+
+    root = config.store.root or os.path.join(config.server.state_dir, "mail", "{user}")
+    return MaildirStore(root, reactor, pool, quota_bytes=config.store.quota_bytes,
+                        quota_messages=config.store.quota_messages, hostname=config.server.hostname)
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _auth_result_metric(protocol: str, mechanism: str, backend: str, result: str) -> None:
+    from mailgw.observe import metrics
+
+    metrics.auth_attempts_total.labels(protocol=protocol, mechanism=mechanism, backend=backend or "none", result=result).inc()
+
+
+def build_auth(config: Config, reactor: Any) -> Any:
+    """The one credential checker: backends in the configured order, NTLM, per-listener policy."""
+    from mailgw.auth.local import LocalDirectory
+    from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
+    from mailgw.auth.ratelimit import AuthLimits, Rate
+    from mailgw.auth.service import AuthService, ListenerPolicy
+    from mailgw.auth.threads import BlockingRunner
+    from mailgw.config.validate import _is_loopback_url
+
+    runner = BlockingRunner(reactor, "mailgw-auth", maxthreads=4)
+    backends: list[Any] = []
+    for name in config.auth.backends:
+        if name == "local":
+            if config.auth.local is not None:
+                backends.append(LocalDirectory(config.auth.local.users_file, runner))
+            continue
+        from mailgw.auth.ldap import LDAPDirectory
+
+        ldap = config.auth.ldap[name.split(".", 1)[1]]
+        backends.append(LDAPDirectory(
+            name, ldap.urls, ldap.bind_dn, _read_secret(ldap.bind_password_file, f"auth.{name}.bind_password_file"),
+            ldap.user_base, reactor, user_filter=ldap.user_filter, ca_file=ldap.ca_file, starttls=ldap.starttls,
+            timeout=ldap.timeout, nt_hash_attribute=ldap.nt_hash_attribute, require_group=ldap.require_group,
+            uid_attribute=ldap.uid_attribute, address_attributes=(ldap.mail_attribute,),
+            allow_plaintext=all(_is_loopback_url(u) for u in ldap.urls), pool_size=ldap.pool_size))
+    ntlm = None
+    if config.auth.ntlm is not None:
+        if config.auth.ntlm.source == "winbind":
+            from mailgw.auth.winbind import WinbindVerifier
+
+            verifier: Any = WinbindVerifier(config.auth.ntlm.winbind_helper, reactor, helpers=config.auth.ntlm.helpers)
+        else:
+            verifier = DirectoryNTLMVerifier(backends)
+        host, _, dns_domain = config.server.hostname.partition(".")
+        ntlm = NTLMAcceptor(verifier, domain=config.auth.ntlm.domain or "WORKGROUP", dns_domain=dns_domain,
+                            hostname=host, dns_hostname=config.server.hostname, clock=reactor)
+    listeners = {f"imap.{name}": ListenerPolicy(imap.auth, imap.require_tls) for name, imap in config.imap.items()}
+    listeners.update({f"submission.{name}": ListenerPolicy(sub.auth, True) for name, sub in config.submission.items()})
+    limits = AuthLimits(per_ip=Rate(*config.auth.limits.per_ip), per_user_ip=Rate(*config.auth.limits.per_user_ip))
+    return AuthService(backends, reactor, failure_delay=config.auth.failure_delay, limits=limits, ntlm=ntlm,
+                       listeners=listeners, proxy_users=config.auth.proxy_users, on_result=_auth_result_metric)
+
+
 def build(config: Config, reactor: Any) -> MailgwService:
     """The whole service tree of one mailgw process."""
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
@@ -116,6 +182,8 @@ def build(config: Config, reactor: Any) -> MailgwService:
     gateway.root = root
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
+    gateway.store = build_store(config, reactor, disk_pool)
+    gateway.auth = build_auth(config, reactor)
     _build_publish(gateway)
     return root
 

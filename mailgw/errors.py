@@ -64,6 +64,30 @@ class AuthThrottled(AuthFailed):
         super().__init__("ratelimited")
 
 
+class TLSRequired(AuthFailed):
+    """A credential offered before TLS where the listener requires TLS (RFC 3207 530, RFC 5530 PRIVACYREQUIRED)."""
+
+    smtp_code = 530
+    enhanced = "5.7.0"
+    imap_code = "PRIVACYREQUIRED"
+    public = "Must issue a STARTTLS command first"
+
+    def __init__(self) -> None:
+        super().__init__("tls_required")
+
+
+class UnknownMechanism(AuthFailed):
+    """A SASL mechanism the service does not offer on this listener (RFC 4954 504 5.5.4)."""
+
+    smtp_code = 504
+    enhanced = "5.5.4"
+    imap_code = ""
+    public = "Unrecognized authentication type"
+
+    def __init__(self) -> None:
+        super().__init__("unknown_mechanism")
+
+
 class AuthAborted(MailError):
     """The client cancelled the SASL exchange with '*'."""
 
@@ -139,3 +163,20 @@ class ReadOnlyFolder(StoreError):
     imap_code = "READ-ONLY"
     public = "Mailbox is read-only"
     temporary = False
+
+
+class MessageExpunged(StoreError):
+    """The message is no longer in the folder (expunged by another session or program)."""
+
+    smtp_code = 550
+    enhanced = "5.2.0"
+    imap_code = "EXPUNGEISSUED"  # RFC 5530
+    public = "Message has been expunged"
+    temporary = False
+
+
+# --- certificates (mailgwctl cert / ca) -----------------------------------------------------
+
+
+class CertificateRefused(Exception):
+    """A certificate request, issue or install refused; str() is one line naming the problem."""

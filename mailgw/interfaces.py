@@ -248,6 +248,9 @@ class INTLMVerifier(Interface):
     def verify(user: str, domain: str, server_challenge: bytes, nt_response: bytes) -> "Deferred[Optional[Identity]]":  # type: ignore[empty-body]
         """Identity if the response proves the password; None otherwise; AuthUnavailable on outage."""
 
+    def verify_session(user: str, domain: str, server_challenge: bytes, nt_response: bytes) -> "Deferred[Optional[tuple[Identity, bytes]]]":  # type: ignore[empty-body]
+        """As verify, with the 16-byte SessionBaseKey (MS-NLMP 3.3.2) for checking the MIC."""
+
 
 class ISASLExchange(Interface):
     """One running SASL exchange (PLAIN, LOGIN, NTLM): driven by IMAP AUTHENTICATE and SMTP AUTH alike."""

@@ -36,12 +36,29 @@ def prepare_development_state(state_dir: str = DEFAULT_STATE_DIR, out: Any = Non
     return load_config_text(development_config(state_dir))
 
 
+FIRST_USER = "mailgw"
+
+
 def _ensure_first_user(state_dir: str, out: Any) -> None:
-    """Create the users file, and one user with a random password printed once, if there is none."""
+    """Create the users file with one user and a random password, printed once, if there is no user."""
+    import secrets
+
+    from mailgw.auth.md4 import nt_hash
+    from mailgw.auth.usersfile import LocalUser, hash_password, locked, read_users_file, write_users_file
+
     users_file = os.path.join(state_dir, "users")
     if not os.path.exists(users_file):
-        fd = os.open(users_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
+        os.close(os.open(users_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with locked(users_file):
+        users, _ = read_users_file(users_file)
+        if users:
+            return
+        password = secrets.token_urlsafe(12)
+        users[FIRST_USER] = LocalUser(FIRST_USER, hash_password(password), (f"{FIRST_USER}@localhost",), nt_hash(password))
+        write_users_file(users_file, users)
+    out.write(f"mailgw: created the first user: login {FIRST_USER!r}, password {password!r} "
+              f"(shown only now; change it with: mailgwctl user passwd {FIRST_USER})\n"
+              f"mailgw: try: curl --cacert {state_dir}/tls/localhost.pem imaps://localhost:1993/ -u {FIRST_USER}:{password}\n")
 
 
 def load(options: Options) -> Config:

@@ -82,8 +82,20 @@ class TapTests(SynchronousTestCase):
             deadline_output = "".join(gateway.output)
             self.assertTrue(os.path.exists(key), deadline_output)
             self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
+            users = os.path.join(self.dir, "mailgw-state", "users")
+            self.assertEqual(stat.S_IMODE(os.stat(users).st_mode), 0o600)
+            self.assertEqual(sum("created the first user" in line for line in gateway.output), 1)
         finally:
             gateway.stop()
+        again = Gateway(None, self.dir).start(expect=0, timeout=30)
+        try:
+            again.wait_for("starting up")
+            self.assertFalse(any("first user" in line for line in again.output))
+        finally:
+            again.stop()
+        listed = mailgwctl("user", "list", "-f", "json", cwd=self.dir)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn('"name": "mailgw"', listed.stdout)
 
 
 class PackagingTests(SynchronousTestCase):

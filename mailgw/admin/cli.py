@@ -65,6 +65,22 @@ def _show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users_file_from_config(args: argparse.Namespace) -> Optional[str]:
+    """[auth.local] users_file of the configuration; the development default's without one."""
+    from mailgw.config import load_config
+    from mailgw.config.default import DEFAULT_STATE_DIR
+    from mailgw.errors import ConfigError
+
+    path = _config_path(args)
+    if path is None:
+        return os.path.join(DEFAULT_STATE_DIR, "users")
+    try:
+        config = load_config(path)
+    except ConfigError:
+        return None
+    return config.auth.local.users_file if config.auth.local else None
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(prog="mailgwctl", description="Administer a mailgw gateway.")
     parser.add_argument("--config", "-c", help="configuration file (default: $MAILGW_CONFIG or /etc/mailgw/mailgw.toml)")
@@ -80,7 +96,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     for name in _PLUGINS:
         try:
             module = importlib.import_module(name)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a broken plugin must not vanish silently
             continue
         before = set(sub.choices)
         module.add_parser(sub)  # type: ignore[attr-defined]
@@ -96,6 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "config_sub", None):
         args.config = args.config_sub
+    if args.command == "user" and not getattr(args, "users_file", None):
+        args.users_file = _users_file_from_config(args)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error("no handler for this command")

@@ -93,7 +93,7 @@ class NTLMConfig:
 class AuthConfig:
     backends: tuple[str, ...] = opt(("local",), "Credential backends tried in order: \"local\" and \"ldap.NAME\".")
     failure_delay: float = opt(2.0, "Delay before every authentication failure reply.", kind="duration")
-    allow_authzid: bool = opt(False, "Allow a PLAIN authorization identity different from the login.")
+    proxy_users: tuple[str, ...] = opt((), "Accounts that may log in with a PLAIN authorization identity other than their own.")
     limits: AuthLimits = section(AuthLimits, "Failure budgets against brute force.")
     local: Optional[LocalAuthConfig] = opt(None, "The local users file backend.")
     ldap: dict[str, LDAPConfig] = named("LDAP directories, one table each: [auth.ldap.NAME].")

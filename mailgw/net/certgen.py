@@ -1,28 +1,71 @@
-"""Generated keys and self-signed certificates (the development default's certificate, labs)."""
+"""Generated keys, atomic key/certificate files and self-signed certificates (development default, labs)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+from typing import Optional, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+KEY_TYPES = ("p256", "p384", "rsa2048", "rsa3072")
 
-def write_private(path: str, data: bytes) -> None:
-    """Write a secret file created with mode 0600 (never briefly world-readable)."""
+
+def generate_key(key_type: str = "p256") -> PrivateKey:
+    """A new private key: P-256 (default), P-384, RSA-2048 or RSA-3072."""
+    if key_type == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type in ("rsa2048", "rsa3072"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
+    raise ValueError(f"unknown key type {key_type!r} (one of: {', '.join(KEY_TYPES)})")
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def stage_file(path: str, data: bytes, mode: int = 0o600) -> str:
+    """Write `data` to a fresh temporary file beside `path`, created with `mode` and fsynced; return its name."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.unlink(tmp)  # O_CREAT keeps the mode of a leftover file: start from nothing
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    return tmp
+
+
+def commit_file(tmp: str, path: str) -> None:
+    """Rename a staged file into place (atomic on one filesystem) and fsync the directory."""
     os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write a secret file created with mode 0600 (never briefly world-readable), atomically."""
+    commit_file(stage_file(path, data, 0o600), path)
+
+
+def write_public(path: str, data: bytes) -> None:
+    """Write a certificate or request (mode 0644) atomically."""
+    commit_file(stage_file(path, data, 0o644), path)
 
 
 def san_for(names: list[str]) -> x509.SubjectAlternativeName:
@@ -35,9 +78,9 @@ def san_for(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def self_signed(names: list[str], days: int = 825) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) of a new P-256 self-signed server certificate for `names`."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def self_signed(names: list[str], days: int = 825, key: Optional[PrivateKey] = None) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a self-signed server certificate for `names` (a new P-256 key by default)."""
+    key = key or generate_key("p256")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
@@ -51,10 +94,10 @@ def self_signed(names: list[str], days: int = 825) -> tuple[bytes, bytes]:
         .add_extension(san_for(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return cert.public_bytes(serialization.Encoding.PEM), private_pem(key)
 
 
 def ensure_self_signed(cert_file: str, key_file: str, names: list[str]) -> bool:
@@ -63,7 +106,5 @@ def ensure_self_signed(cert_file: str, key_file: str, names: list[str]) -> bool:
         return False
     cert_pem, key_pem = self_signed(names)
     write_private(key_file, key_pem)
-    os.makedirs(os.path.dirname(cert_file) or ".", exist_ok=True)
-    with open(cert_file, "wb") as handle:
-        handle.write(cert_pem)
+    write_public(cert_file, cert_pem)
     return True

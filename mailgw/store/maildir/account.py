@@ -1,0 +1,303 @@
+"""One user's Maildir++ (IAccount): folders, subscriptions, APPEND, quota, and the store (IMessageStore)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from datetime import datetime
+from typing import Any, Callable, Optional, TypeVar
+
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailgw.errors import InvalidMailboxName, MailboxExists, NoSuchMailbox, QuotaExceeded, StoreError
+from mailgw.interfaces import AppendResult, FolderInfo, FolderStatus, IAccount, IMessageStore, QuotaUsage
+from mailgw.store import names
+from mailgw.store.flags import SEEN, keyword_part, normalize_flags, to_crlf, to_letters
+from mailgw.store.maildir import layout
+from mailgw.store.maildir.folder import MaildirFolder
+from mailgw.store.maildir.quota import Usage, folder_usage
+from mailgw.store.view import FolderView, uids_from
+
+log = Logger()
+T = TypeVar("T")
+SUBSCRIPTIONS = "mailgw-subscriptions"
+
+
+@implementer(IAccount)
+class MaildirAccount:
+    def __init__(self, store: "MaildirStore", user: str, root: str) -> None:
+        self.store = store
+        self.user = user
+        self.root = root
+        self.usage = Usage(root, store.quota_bytes, store.quota_messages)
+        self._folders: dict[str, MaildirFolder] = {}
+
+    # -- setup (pool thread)
+
+    def _setup(self) -> None:
+        """Create the Maildir (and SPECIAL-USE folders, subscribed) for a new user; load usage."""
+        if layout.make_maildir(self.root, subfolder=False):
+            for name in names.SPECIAL_USE:
+                layout.make_maildir(layout.folder_path(self.root, name), subfolder=True)
+            self._write_subscriptions([names.INBOX, *names.SPECIAL_USE])
+            log.info("created mailbox for {user}", user=self.user, event="store.account_created")
+        for entry in os.listdir(self.root):
+            if entry.startswith("mailgw-deleted-"):  # a folder deletion interrupted by a crash
+                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
+        self.usage.load()
+
+    # -- helpers
+
+    def folder(self, name: str) -> MaildirFolder:
+        """The (cached) backend of a folder name; existence is checked by its disk jobs."""
+        canonical = names.normalize(name)
+        f = self._folders.get(canonical)
+        if f is None:
+            f = self._folders[canonical] = MaildirFolder(self, canonical, layout.folder_path(self.root, canonical))
+        return f
+
+    def _forget(self, name: str) -> None:
+        for n in [n for n in self._folders if n == name or names.is_inferior(n, name)]:
+            del self._folders[n]
+
+    def count(self, nbytes: int, nmessages: int) -> None:
+        if nbytes or nmessages:
+            self.usage.add(nbytes, nmessages)
+            self.store.run(self.usage.record, nbytes, nmessages).addErrback(lambda f: None)
+
+    async def check_quota(self, nbytes: int, nmessages: int) -> None:
+        u = self.usage
+        if u.bytes_limit is not None and u.bytes + nbytes > u.bytes_limit:
+            raise QuotaExceeded(detail=f"{self.user}: bytes")
+        if u.messages_limit is not None and u.messages + nmessages > u.messages_limit:
+            raise QuotaExceeded(detail=f"{self.user}: messages")
+
+    def _exists(self, name: str) -> bool:
+        return name == names.INBOX or layout.is_maildir(layout.folder_path(self.root, name))
+
+    # -- IAccount
+
+    def list_folders(self) -> "Deferred[list[FolderInfo]]":
+        return self.store.run(self._list)
+
+    def _list(self) -> list[FolderInfo]:
+        existing = set(layout.list_folder_names(self.root)) | {names.INBOX}
+        everything = set(existing)
+        for n in existing:
+            everything.update(names.parent_names(n))
+        ordered = [names.INBOX] + sorted(everything - {names.INBOX})
+        return [FolderInfo(name=n, special_use=names.special_use(n),
+                           has_children=any(names.is_inferior(o, n) for o in everything),
+                           selectable=n in existing) for n in ordered]
+
+    def create_folder(self, name: str) -> "Deferred[None]":
+        return self.store.run(self._create, name)
+
+    def _create(self, name: str) -> None:
+        # RFC 3501 §6.3.3: a trailing separator only declares the name a parent.
+        canonical = names.normalize(name[:-1] if name.endswith(names.SEPARATOR) and len(name) > 1 else name)
+        if self._exists(canonical):
+            raise MailboxExists(detail=canonical)
+        for n in [*names.parent_names(canonical), canonical]:
+            if not self._exists(n):
+                layout.make_maildir(layout.folder_path(self.root, n), subfolder=True)
+
+    def delete_folder(self, name: str) -> "Deferred[None]":
+        return ensureDeferred(self._delete(name))
+
+    async def _delete(self, name: str) -> None:
+        canonical = names.normalize(name)
+        if canonical == names.INBOX:
+            raise NoSuchMailbox("Cannot delete INBOX", detail="INBOX")
+        f = self.folder(canonical)
+
+        def job() -> tuple[int, int]:
+            if not self._exists(canonical):
+                raise NoSuchMailbox(detail=canonical)
+            used = folder_usage(f.path)
+            layout.remove_tree(f.path)
+            return used
+
+        nbytes, nmsgs = await f.lock.run(self.store.run, job)
+        self._folders.pop(canonical, None)
+        self.count(-nbytes, -nmsgs)
+        for view in list(f.views):
+            view.notify()
+
+    def rename_folder(self, old: str, new: str) -> "Deferred[None]":
+        return ensureDeferred(self._rename(old, new))
+
+    async def _rename(self, old: str, new: str) -> None:
+        src, dst = names.normalize(old), names.normalize(new)
+        if names.is_inferior(dst, src):
+            raise InvalidMailboxName("Invalid mailbox name: Cannot rename below itself", detail=dst)
+        if src == names.INBOX:
+            # RFC 3501 §6.3.5: INBOX's messages move to the new folder; INBOX stays, empty.
+            await self.create_folder(dst)
+            inbox = self.folder(names.INBOX)
+            await inbox.sync()
+            await inbox.move(sorted(inbox.current()), dst, None)
+            return
+        await self.store.run(self._rename_dirs, src, dst)
+        self._forget(src)
+
+    def _rename_dirs(self, src: str, dst: str) -> None:
+        if not self._exists(src):
+            raise NoSuchMailbox(detail=src)
+        if self._exists(dst) or dst == names.INBOX:
+            raise MailboxExists(detail=dst)
+        moving = [n for n in layout.list_folder_names(self.root) if n == src or names.is_inferior(n, src)]
+        targets = {n: dst + n[len(src):] for n in moving}
+        for target in targets.values():
+            names.normalize(target)  # a child may become too deep or too long
+            if self._exists(target):
+                raise MailboxExists(detail=target)
+        for parent in names.parent_names(dst):
+            if not self._exists(parent):
+                layout.make_maildir(layout.folder_path(self.root, parent), subfolder=True)
+        for n in sorted(moving):  # Maildir++ children are siblings on disk: one rename each
+            os.rename(layout.folder_path(self.root, n), layout.folder_path(self.root, targets[n]))
+        layout.fsync_dir(self.root)
+
+    def subscriptions(self) -> "Deferred[list[str]]":
+        return self.store.run(self._read_subscriptions)
+
+    def _read_subscriptions(self) -> list[str]:
+        try:
+            with open(os.path.join(self.root, SUBSCRIPTIONS), encoding="utf-8") as fh:
+                return sorted({line for line in fh.read().split("\n") if line})
+        except FileNotFoundError:
+            return []
+
+    def _write_subscriptions(self, subs: list[str]) -> None:
+        path = os.path.join(self.root, SUBSCRIPTIONS)
+        tmp = path + f".tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{s}\n" for s in sorted(set(subs))))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+
+    def subscribe(self, name: str) -> "Deferred[None]":
+        return self.store.run(lambda: self._write_subscriptions(self._read_subscriptions() + [names.normalize(name)]))
+
+    def unsubscribe(self, name: str) -> "Deferred[None]":
+        return self.store.run(lambda: self._write_subscriptions(
+            [s for s in self._read_subscriptions() if s != names.normalize(name)]))
+
+    def status(self, name: str) -> "Deferred[FolderStatus]":
+        return ensureDeferred(self._status(name))
+
+    async def _status(self, name: str) -> FolderStatus:
+        f = self.folder(name)
+        await f.sync()
+        current = f.current()
+        return FolderStatus(messages=len(current), recent=len(uids_from(current, f.recent_floor)),
+                            uid_next=f.uid_next, uid_validity=f.uid_validity,
+                            unseen=sum(1 for i in current.values() if SEEN not in i.flags),
+                            size=sum(i.size for i in current.values()))
+
+    def open_folder(self, name: str, readonly: bool = False) -> "Deferred[FolderView]":
+        try:
+            f = self.folder(name)
+        except Exception as e:
+            return fail(e)
+        return FolderView(f, readonly).start()
+
+    def append(self, name: str, message: bytes, flags: frozenset[str] = frozenset(),
+               internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":
+        return ensureDeferred(self._append(name, message, flags, internal_date))
+
+    async def _append(self, name: str, message: bytes, flags: frozenset[str], internal_date: Optional[datetime],
+                      to_new: bool = False) -> AppendResult:
+        f = self.folder(name)
+        data = to_crlf(message)
+        await self.check_quota(len(data), 1)
+        clean = normalize_flags(flags)
+        mtime = internal_date.timestamp() if internal_date is not None else None
+        letters = None if to_new and not clean else to_letters(clean)
+        delta = await f.deliver(data, letters, mtime, keyword_part(clean))
+        info = delta.put[-1]
+        return AppendResult(uid_validity=delta.uid_validity, uid=info.uid)
+
+    def deliver(self, message: bytes, folder: str) -> "Deferred[AppendResult]":
+        """Local delivery (SMTP): into new/, like an LDA."""
+        return ensureDeferred(self._append(folder, message, frozenset(), None, to_new=True))
+
+    def quota(self) -> QuotaUsage:
+        u = self.usage
+        return QuotaUsage(bytes_used=u.bytes, bytes_limit=u.bytes_limit,
+                          messages_used=u.messages, messages_limit=u.messages_limit)
+
+    async def close(self) -> None:
+        for f in list(self._folders.values()):
+            if f.loaded:
+                await f.close()
+
+
+@implementer(IMessageStore)
+class MaildirStore:
+    """All users' Maildirs under a root template such as "/var/lib/mailgw/mail/{domain}/{user}".
+
+    The caller creates (and starts and stops) the bounded thread pool that all blocking disk
+    work runs in; the reactor thread never fsyncs or scans a directory.
+    """
+
+    def __init__(self, root_template: str, reactor: Any, threadpool: Any,
+                 quota_bytes: Optional[int] = None, quota_messages: Optional[int] = None,
+                 hostname: Optional[str] = None, writer: Optional[layout.FileWriter] = None,
+                 header_cap: int = 16384, poll_interval: float = 2.0) -> None:
+        self.root_template = root_template
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.quota_bytes = quota_bytes
+        self.quota_messages = quota_messages
+        self.hostname = hostname or socket.gethostname()
+        self.writer: layout.FileWriter = writer or layout.write_file_durably
+        self.header_cap = header_cap
+        self.poll_interval = poll_interval
+        self._accounts: dict[str, MaildirAccount] = {}
+        self._opening: dict[str, Deferred[MaildirAccount]] = {}
+
+    def run(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
+        """Run blocking work in the store's thread pool; an OSError becomes StorageUnavailable (temporary)."""
+        def guarded() -> T:
+            try:
+                return f(*args)
+            except StoreError:
+                raise
+            except OSError as e:
+                raise layout.storage_error(getattr(f, "__name__", "store"), e) from e
+
+        return deferToThreadPool(self.reactor, self.threadpool, guarded)
+
+    def open_account(self, user: str) -> "Deferred[MaildirAccount]":
+        return ensureDeferred(self._open(user))
+
+    async def _open(self, user: str) -> MaildirAccount:
+        acct = self._accounts.get(user)
+        if acct is not None:
+            return acct
+        root = layout.user_root(self.root_template, user)
+        acct = MaildirAccount(self, user, root)
+        await self.run(acct._setup)
+        return self._accounts.setdefault(user, acct)
+
+    def deliver(self, user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":
+        return ensureDeferred(self._deliver(user, message, folder))
+
+    async def _deliver(self, user: str, message: bytes, folder: str) -> AppendResult:
+        acct = await self._open(user)
+        return await acct.deliver(message, folder)
+
+    def close(self) -> "Deferred[None]":
+        """Save every loaded folder's index (call from stopService, before stopping the pool)."""
+        return ensureDeferred(self._close())
+
+    async def _close(self) -> None:
+        for acct in list(self._accounts.values()):
+            await acct.close()

@@ -1,0 +1,12 @@
+"""The Maildir store against the shared store contract (real files, real thread pool)."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from maildir_helpers import MaildirFixture
+from store_contract import StoreContract
+
+
+class MaildirStoreContractTests(MaildirFixture, StoreContract, TestCase):
+    """The Maildir store satisfies the store contract."""

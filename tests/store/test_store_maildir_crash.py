@@ -1,0 +1,79 @@
+"""kill -9 during delivery: every acknowledged message survives intact, no partial message is ever visible."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from maildir_helpers import MaildirFixture
+from store_crash_child import check_message
+
+ROUNDS = 50
+CHILD = os.path.join(os.path.dirname(__file__), "store_crash_child.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.slow
+class CrashLoopTests(MaildirFixture, TestCase):
+    """A delivering child process is killed with SIGKILL at random moments, 50 times."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_kill_minus_nine_loop(self) -> Any:
+        """After 50 SIGKILLs, every ACKed delivery is present with its UID and bytes, and nothing partial is visible."""
+        rng = random.Random(os.environ.get("MAILGW_CRASH_SEED", "mailgw"))
+        acked: dict[int, int] = {}  # uid -> message number
+        validity = None
+        env = dict(os.environ, PYTHONPATH=REPO)
+        for round_no in range(ROUNDS):
+            child = subprocess.Popen([sys.executable, CHILD, self.root, str(round_no * 100_000)],
+                                     stdout=subprocess.PIPE, env=env, cwd=REPO)
+            assert child.stdout is not None
+            self.assertEqual(child.stdout.readline(), b"READY\n")
+            want = rng.randint(0, 6)
+            for _ in range(want):
+                line = child.stdout.readline().split()
+                v, uid, n = int(line[1]), int(line[2]), int(line[3])
+                validity = validity or v
+                self.assertEqual(v, validity)
+                self.assertNotIn(uid, acked)
+                acked[uid] = n
+            time.sleep(rng.random() * 0.02)  # the random moment of the kill, not synchronisation
+            os.kill(child.pid, signal.SIGKILL)
+            rest = child.stdout.read()  # ACKs written before the kill count as acknowledged
+            for line in rest.splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[0] == b"ACK":
+                    acked[int(parts[2])] = int(parts[3])
+            child.wait()
+        self.assertGreater(len(acked), ROUNDS)
+
+        root = os.path.join(self.root, "u")
+        for sub in ("new", "cur"):
+            for name in os.listdir(os.path.join(root, sub)):
+                with open(os.path.join(root, sub, name), "rb") as fh:
+                    check_message(fh.read())  # a visible file is always complete
+
+        store = self.make_store()
+        acct = yield store.open_account("u")
+        f = yield acct.open_folder("INBOX", readonly=True)
+        self.assertEqual(f.uid_validity, validity)
+        present = {m.uid: m for m in f.messages()}
+        for uid, n in acked.items():
+            self.assertIn(uid, present, f"acknowledged uid {uid} lost")
+            data = f.open_message(uid).read()
+            self.assertEqual(check_message(data), n)
+            self.assertEqual(len(data), present[uid].size)
+        seen = [check_message(f.open_message(u).read()) for u in present]
+        self.assertEqual(len(seen), len(set(seen)))  # no message counted twice
+        f.close()

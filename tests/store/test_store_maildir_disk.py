@@ -1,0 +1,364 @@
+"""Maildir store on real files: layout, other programs' files, restarts, rebuilds, faults."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from mailgw.errors import InvalidMailboxName, StorageUnavailable
+from mailgw.store.maildir import layout
+from maildir_helpers import MaildirFixture
+from store_contract import msg
+
+EXTERNAL = b"From: lda@example.com\nSubject: dropped in\n\nline one\nline two\n"
+
+
+def files(path: str) -> list[str]:
+    out = []
+    for sub in ("new", "cur"):
+        out += [f"{sub}/{n}" for n in sorted(os.listdir(os.path.join(path, sub)))]
+    return out
+
+
+class Events:
+    """Collects twisted.logger events with an `event` key while installed."""
+
+    def __init__(self, case: TestCase) -> None:
+        self.seen: list[str] = []
+        globalLogPublisher.addObserver(self)
+        case.addCleanup(globalLogPublisher.removeObserver, self)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if "event" in event:
+            self.seen.append(event["event"])
+
+
+class MaildirLayoutTests(MaildirFixture, TestCase):
+    """What lands on disk, in the places other Maildir tools expect."""
+
+    @inlineCallbacks
+    def test_layout_and_file_names(self) -> Any:
+        """Delivery goes to new/, APPEND to cur/ with :2, letters; folders are Maildir++ dot directories."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        root = os.path.join(self.root, "alice")
+        self.assertEqual(sorted(e for e in os.listdir(root) if e.startswith(".")),
+                         [".Archive", ".Drafts", ".Junk", ".Sent", ".Trash"])
+        self.assertTrue(os.path.exists(os.path.join(root, ".Sent", "maildirfolder")))
+        yield acct.create_folder("Archive/2026")
+        self.assertTrue(os.path.isdir(os.path.join(root, ".Archive.2026", "cur")))
+        yield store.deliver("alice", msg(1))
+        [new] = files(root)
+        self.assertTrue(new.startswith("new/") and new.endswith(f",S={len(msg(1))},W={len(msg(1))}"), new)
+        self.assertIn(".test.example,", new)
+        yield acct.append("Sent", msg(2), frozenset({"\\Seen", "\\Answered", "$Forwarded"}))
+        [cur] = files(os.path.join(root, ".Sent"))
+        self.assertTrue(cur.startswith("cur/") and cur.endswith(":2,RS"), cur)
+        with open(os.path.join(root, ".Sent", "mailgw-keywords")) as fh:
+            self.assertEqual(fh.read(), "1 $Forwarded\n")
+        self.assertEqual(os.listdir(os.path.join(root, "tmp")), [])
+
+    @inlineCallbacks
+    def test_select_moves_new_to_cur_and_flags_rename(self) -> Any:
+        """A read-write SELECT moves new/ files to cur/; STORE renames the info letters; UIDs stay."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        f = yield acct.open_folder("INBOX")
+        root = os.path.join(self.root, "alice")
+        [name] = files(root)
+        self.assertTrue(name.startswith("cur/") and name.endswith(":2,"), name)
+        yield f.store_flags([1], frozenset({"\\Flagged", "\\Seen"}), "add")
+        [name] = files(root)
+        self.assertTrue(name.endswith(":2,FS"), name)
+        self.assertEqual(f.open_message(1).read(), msg(1))
+        f.close()
+
+    @inlineCallbacks
+    def test_copy_uses_hard_links(self) -> Any:
+        """COPY links the file (one inode, two names); MOVE renames it away from the source."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        f = yield acct.open_folder("INBOX")
+        yield f.copy([1], "Archive")
+        root = os.path.join(self.root, "alice")
+        [src] = files(root)
+        self.assertEqual(os.stat(os.path.join(root, src)).st_nlink, 2)
+        yield f.move([1], "Trash")
+        self.assertEqual(files(root), [])
+        self.assertEqual(len(files(os.path.join(root, ".Trash"))), 1)
+        f.close()
+
+    @inlineCallbacks
+    def test_traversal_refused_and_nothing_outside(self) -> Any:
+        """Traversal in folder or user names is refused and nothing appears outside the user's Maildir."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        before = sorted(os.listdir(self.root))
+        for bad in ["../bob", "a/../../x", "/etc", "x/../../../tmp", "..", "a\x00b"]:
+            yield self.assertFailure(acct.create_folder(bad), InvalidMailboxName)
+            yield self.assertFailure(acct.append(bad, msg(1)), InvalidMailboxName)
+        for user in ["../bob", "..", ".hidden", "a/b", "x\x00"]:
+            yield self.assertFailure(store.open_account(user), InvalidMailboxName)
+        self.assertEqual(sorted(os.listdir(self.root)), before)
+        self.assertRaises(InvalidMailboxName, layout.user_root, "/srv/mail/{domain}/{user}", "a@..")
+        self.assertEqual(layout.user_root("/srv/mail/{domain}/{user}", "al@example.com"),
+                         "/srv/mail/example.com/al@example.com")
+
+
+class MaildirExternalTests(MaildirFixture, TestCase):
+    """Files written, renamed and removed by other programs."""
+
+    @inlineCallbacks
+    def test_other_process_writes_into_new(self) -> Any:
+        """A message another process drops into new/ while a session is open gets the next UID on refresh."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        f = yield acct.open_folder("INBOX")
+        root = os.path.join(self.root, "alice")
+        script = ("import os,sys; r=sys.argv[1]; t=os.path.join(r,'tmp','99.X1.other');"
+                  "open(t,'wb').write(sys.stdin.buffer.read()); os.rename(t, os.path.join(r,'new','99.X1.other'))")
+        subprocess.run([sys.executable, "-c", script, root], input=EXTERNAL, check=True)
+        changes = yield f.refresh()
+        self.assertEqual(changes.added, (2,))
+        self.assertEqual(f.recent_uids(), {1, 2})
+        crlf = EXTERNAL.replace(b"\n", b"\r\n")
+        [_, info] = f.messages()
+        self.assertEqual(info.size, len(crlf))  # RFC822.SIZE counts CRLF octets
+        self.assertEqual(f.open_message(2).read(), crlf)
+        self.assertEqual(f.header_bytes(2), b"From: lda@example.com\r\nSubject: dropped in\r\n\r\n")
+        f.close()
+
+    @inlineCallbacks
+    def test_poll_tells_idle_listeners(self) -> Any:
+        """With polling on, a listener hears of a file another program drops in, without any refresh call."""
+        store = self.make_store(poll_interval=0.05)
+        acct = yield store.open_account("alice")
+        f = yield acct.open_folder("INBOX")
+        heard: Deferred[Any] = Deferred()
+
+        class L:
+            def folder_changed(self, folder: Any) -> None:
+                if not heard.called:
+                    heard.callback(folder)
+
+        f.add_listener(L())
+        yield f.refresh()  # starts polling now that a listener exists
+        root = os.path.join(self.root, "alice")
+        with open(os.path.join(root, "new", "100.X2.other"), "wb") as fh:
+            fh.write(EXTERNAL)
+        heard.addTimeout(10, store.reactor)
+        yield heard
+        changes = yield f.refresh()
+        self.assertEqual(changes.added, (1,))
+        f.close()
+
+    @inlineCallbacks
+    def test_external_rename_and_delete(self) -> Any:
+        """A flag rename by another tool keeps the UID and shows the flags; a removed file is an expunge."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        for i in range(3):
+            yield acct.append("INBOX", msg(i))
+        f = yield acct.open_folder("INBOX")
+        cur = os.path.join(self.root, "alice", "cur")
+        names = sorted(os.listdir(cur))
+        os.rename(os.path.join(cur, names[0]), os.path.join(cur, names[0].split(":")[0] + ":2,ST"))
+        os.unlink(os.path.join(cur, names[1]))
+        changes = yield f.refresh()
+        self.assertEqual(changes.flags, {1: frozenset({"\\Seen", "\\Deleted"})})
+        self.assertEqual(changes.expunged, (2,))
+        self.assertEqual([m.uid for m in f.messages()], [1, 3])
+        f.close()
+
+    @inlineCallbacks
+    def test_tmp_leftovers_cleaned_after_36_hours(self) -> Any:
+        """Opening a folder removes tmp/ files untouched for 36 hours and keeps younger ones."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        tmp = os.path.join(self.root, "alice", "tmp")
+        old, young = os.path.join(tmp, "old"), os.path.join(tmp, "young")
+        for p in (old, young):
+            open(p, "wb").close()
+        past = time.time() - 37 * 3600
+        os.utime(old, (past, past))
+        f = yield acct.open_folder("INBOX")
+        self.assertEqual(os.listdir(tmp), ["young"])
+        f.close()
+
+
+class MaildirRestartTests(MaildirFixture, TestCase):
+    """UID stability and index/UID-list recovery across store restarts."""
+
+    @inlineCallbacks
+    def populate(self) -> Any:
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        for i in range(5):
+            yield store.deliver("alice", msg(i))
+        f = yield acct.open_folder("INBOX")
+        yield f.store_flags([2], frozenset({"\\Seen", "work"}), "set")
+        yield f.store_flags([3], frozenset({"\\Deleted"}), "set")
+        yield f.expunge()
+        status = yield acct.status("INBOX")
+        f.close()
+        yield store.close()
+        return status, [(m.uid, m.flags, m.size) for m in f.messages()]
+
+    @inlineCallbacks
+    def reopen(self) -> Any:
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        f = yield acct.open_folder("INBOX", readonly=True)
+        status = yield acct.status("INBOX")
+        listing = [(m.uid, m.flags, m.size) for m in f.messages()]
+        f.close()
+        return store, status, listing
+
+    @inlineCallbacks
+    def test_uids_stable_across_restart(self) -> Any:
+        """A new store on the same files sees the same UIDVALIDITY, UIDNEXT, UIDs, flags and keywords."""
+        before, listing = yield self.populate()
+        _, after, listing2 = yield self.reopen()
+        self.assertEqual((after.uid_validity, after.uid_next), (before.uid_validity, before.uid_next))
+        self.assertEqual(listing2, listing)
+        self.assertEqual([u for u, _, _ in listing2], [1, 2, 4, 5])
+        self.assertEqual(listing2[1][1], frozenset({"\\Seen", "work"}))
+
+    @inlineCallbacks
+    def test_open_uses_index_not_files(self) -> Any:
+        """With an index, opening trusts it: a file rewritten behind the store's back keeps its indexed size."""
+        _, listing = yield self.populate()
+        cur = os.path.join(self.root, "alice", "cur")
+        victim = sorted(os.listdir(cur))[0]
+        with open(os.path.join(cur, victim), "r+b") as fh:  # same name: the directory mtime does not move
+            fh.write(b"X" * 1000)
+        _, _, listing2 = yield self.reopen()
+        self.assertEqual(listing2, listing)
+
+    @inlineCallbacks
+    def test_index_rebuilt_after_deletion(self) -> Any:
+        """Deleting the index costs a rescan but keeps every UID, flag and keyword."""
+        before, listing = yield self.populate()
+        folder = os.path.join(self.root, "alice")
+        for name in ("mailgw-index", "mailgw-index.headers"):
+            os.unlink(os.path.join(folder, name))
+        events = Events(self)
+        _, after, listing2 = yield self.reopen()
+        self.assertEqual(listing2, listing)
+        self.assertEqual(after.uid_validity, before.uid_validity)
+        self.assertIn("store.index_rebuilt", events.seen)
+
+    @inlineCallbacks
+    def test_corrupt_uidlist_gets_new_uidvalidity(self) -> Any:
+        """A damaged UID list is rebuilt with a new UIDVALIDITY (logged), never silently renumbered."""
+        before, _ = yield self.populate()
+        path = os.path.join(self.root, "alice", "mailgw-uidlist")
+        with open(path, "r+b") as fh:
+            fh.write(b"garbage!")
+        events = Events(self)
+        _, after, listing = yield self.reopen()
+        self.assertNotEqual(after.uid_validity, before.uid_validity)
+        self.assertGreater(after.uid_validity, before.uid_validity)
+        self.assertEqual(len(listing), 4)
+        self.assertIn("store.uidlist_corrupt", events.seen)
+        self.assertIn("store.uidlist_rebuilt", events.seen)
+
+    @inlineCallbacks
+    def test_missing_uidlist_gets_new_uidvalidity(self) -> Any:
+        """A lost UID list is rebuilt with a new UIDVALIDITY and the messages numbered from 1."""
+        before, _ = yield self.populate()
+        os.unlink(os.path.join(self.root, "alice", "mailgw-uidlist"))
+        _, after, listing = yield self.reopen()
+        self.assertNotEqual(after.uid_validity, before.uid_validity)
+        self.assertEqual([u for u, _, _ in listing], [1, 2, 3, 4])
+
+    @inlineCallbacks
+    def test_torn_uidlist_append_ignored(self) -> Any:
+        """A half-written last record (a crash mid-append, never acknowledged) is dropped, not fatal."""
+        before, listing = yield self.populate()
+        with open(os.path.join(self.root, "alice", "mailgw-uidlist"), "ab") as fh:
+            fh.write(b"6 123.torn")
+        _, after, listing2 = yield self.reopen()
+        self.assertEqual(after.uid_validity, before.uid_validity)
+        self.assertEqual(listing2, listing)
+
+    @inlineCallbacks
+    def test_quota_usage_survives_restart(self) -> Any:
+        """maildirsize keeps the usage across restarts when a quota is set."""
+        store = self.make_store(quota_messages=10)
+        yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        yield store.deliver("alice", msg(2))
+        store2 = self.make_store(quota_messages=10)
+        acct2 = yield store2.open_account("alice")
+        self.assertEqual(acct2.quota().messages_used, 2)
+        with open(os.path.join(self.root, "alice", "maildirsize")) as fh:
+            self.assertEqual(fh.readline(), "0S,10C\n")
+
+
+class MaildirFaultTests(MaildirFixture, TestCase):
+    """Disk full and the reactor thread."""
+
+    @inlineCallbacks
+    def test_enospc_is_temporary_and_leaves_nothing(self) -> Any:
+        """ENOSPC while writing is StorageUnavailable; nothing appears in new/ or cur/, tmp/ is empty; recovery works."""
+        full = {"on": True}
+
+        def writer(path: str, data: bytes) -> None:
+            if full["on"]:
+                with open(path, "wb") as fh:
+                    fh.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            layout.write_file_durably(path, data)
+
+        events = Events(self)
+        store = self.make_store(writer=writer)
+        acct = yield store.open_account("alice")
+        failure = yield self.assertFailure(store.deliver("alice", msg(1)), StorageUnavailable)
+        self.assertTrue(failure.temporary)
+        yield self.assertFailure(acct.append("Sent", msg(1)), StorageUnavailable)
+        root = os.path.join(self.root, "alice")
+        self.assertEqual(files(root) + files(os.path.join(root, ".Sent")), [])
+        self.assertEqual(os.listdir(os.path.join(root, "tmp")), [])
+        self.assertIn("store.storage_error", events.seen)
+        full["on"] = False
+        r = yield store.deliver("alice", msg(1))
+        self.assertEqual(r.uid, 1)
+
+    @inlineCallbacks
+    def test_reactor_thread_never_fsyncs(self) -> Any:
+        """Every fsync during delivery, APPEND, STORE, COPY and EXPUNGE happens off the reactor thread."""
+        main = threading.current_thread()
+        on_reactor: list[str] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            if threading.current_thread() is main:
+                on_reactor.append("fsync")
+            real(fd)
+
+        os.fsync = fsync
+        self.addCleanup(setattr, os, "fsync", real)
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        yield acct.append("INBOX", msg(2))
+        f = yield acct.open_folder("INBOX")
+        yield f.store_flags([1, 2], frozenset({"\\Deleted"}), "add")
+        yield f.copy([1], "Archive")
+        yield f.expunge()
+        f.close()
+        yield store.close()
+        self.assertEqual(on_reactor, [])
