@@ -48,6 +48,21 @@ class ForwarderTests(TestCase):
         self.assertEqual(_metric("mailgw_publish_connections_total", rule=rule.name, result="accepted"), 1)
 
     @inlineCallbacks
+    def test_ipv6_client_and_target(self) -> None:
+        """An IPv6 listener forwards to an IPv6 target ([::1]) with half-close intact."""
+        target, port = start_target(reactor, self, ReplyAtEOF, interface="::1")
+        rule, listen = start_rule(reactor, self, port, interface="::1", target_host="::1",
+                                  clients=ClientSet(["::1/128"]))
+
+        def client() -> bytes:
+            sock = connect(listen, "::1")
+            sock.sendall(b"six")
+            sock.shutdown(socket.SHUT_WR)
+            return read_all(sock)
+        self.assertEqual((yield threads.deferToThread(client)), b"got:six")
+        self.assertEqual(rule.settings.target, f"[::1]:{port}")
+
+    @inlineCallbacks
     def test_target_by_host_name(self) -> None:
         """A target given as a host name (resolved per connection by Twisted) forwards and half-closes alike."""
         target, port = start_target(reactor, self, ReplyAtEOF)
