@@ -41,8 +41,8 @@ class RawConnect:
     def __init__(self, reactor: Any, family: int, host: str, port: int, timeout: float,
                  connected: Callable[[socket.socket], None], failed: Callable[[str], None]) -> None:
         self.reactor, self.connected, self.failed = reactor, connected, failed
-        self.sock: Optional[socket.socket] = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setblocking(False)
+        # SOCK_NONBLOCK at creation: one syscall less than setblocking(False) afterwards.
+        self.sock: Optional[socket.socket] = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.fd = self.sock.fileno()
         self._timer: Any = None
         code = self.sock.connect_ex((host, port))

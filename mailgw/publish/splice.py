@@ -129,8 +129,9 @@ class _End:
         if self.transport is not None:
             self.transport.stopReading()
             self.transport.stopWriting()
-        # Bytes are forwarded as they come; Nagle would add delays the endpoints never asked for.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Bytes are forwarded as they come; Nagle would add delays the endpoints never asked for.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def release(self, graceful: bool) -> None:
         if self.transport is None:

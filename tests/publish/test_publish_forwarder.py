@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -12,7 +13,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from mailgw.observe import metrics
-from mailgw.publish import ClientSet
+from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings
 
 from .support import (Capture, Echo, GreetThenFIN, ReplyAtEOF, closed_port, connect, read_all, refused, start_rule,
                       start_target, until)
@@ -61,6 +62,25 @@ class ForwarderTests(TestCase):
             return read_all(sock)
         self.assertEqual((yield threads.deferToThread(client)), b"got:six")
         self.assertEqual(rule.settings.target, f"[::1]:{port}")
+
+    @inlineCallbacks
+    def test_unix_socket_listener(self) -> None:
+        """A rule may listen on a unix: endpoint (clients "any"); bytes and half-close go through to TCP."""
+        target, port = start_target(reactor, self, ReplyAtEOF)
+        rule = PublishRule(RuleSettings(name="unix", listen="unix:x", target_host="127.0.0.1", target_port=port,
+                                        splice=self.use_splice), ClientSet.any(), reactor)
+        path = os.path.join(self.mktemp() + ".sock")
+        listening = reactor.listenUNIX(path, PublishFactory(rule, reactor))
+        self.addCleanup(listening.stopListening)
+
+        def client() -> bytes:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(path)
+                sock.sendall(b"local")
+                sock.shutdown(socket.SHUT_WR)
+                return read_all(sock)
+        self.assertEqual((yield threads.deferToThread(client)), b"got:local")
 
     @inlineCallbacks
     def test_target_by_host_name(self) -> None:
