@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Protocol
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from mailgw.interfaces import IPublishRule
 from mailgw.observe import events, metrics
 
 from .connect import family_of
@@ -128,6 +130,7 @@ DENIED = "denied"  # peer not in the client set
 LIMITED = "limited"  # max_connections or max_per_client reached
 
 
+@implementer(IPublishRule)
 class PublishRule:
     """The live state of one publishing rule: client set (swappable on reload), limits, connections."""
 

@@ -77,6 +77,13 @@ class ClientSetTests(SynchronousTestCase):
 
 
 class AdmissionTests(SynchronousTestCase):
+    def test_interface(self) -> None:
+        """PublishRule provides IPublishRule, the seam admin and reload code use."""
+        from zope.interface.verify import verifyObject
+
+        from mailgw.interfaces import IPublishRule
+        self.assertTrue(verifyObject(IPublishRule, rule(ClientSet.any())[0]))
+
     def test_admit_and_limits(self) -> None:
         """Clients outside the set are DENIED; past max_per_client or max_connections they are LIMITED."""
         r, _ = rule(ClientSet(["192.0.2.0/24"]), max_per_client=2, max_connections=3)
