@@ -164,7 +164,7 @@ class PublishConfig:
     max_connections: int = opt(1000, "Concurrent connections through the rule; more are closed at accept.")
     max_per_client: int = opt(50, "Concurrent connections per client address; more are closed at accept.")
     connect_timeout: float = opt(10.0, "Time to connect to the target before the client is closed.", kind="duration")
-    idle_timeout: float = opt(300.0, "Idle time before both sides are closed.", kind="duration")
+    idle_timeout: float = opt(300.0, "Idle time (no byte either way) before both sides are closed; \"0s\": never.", kind="duration")
     splice: bool = opt(True, "Move bytes with Linux splice(2) (zero copy) when both sides are plain TCP.")
 
 
