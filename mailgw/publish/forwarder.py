@@ -5,8 +5,11 @@ accepted socket is paused until the target connects, then each transport is regi
 other's streaming producer, so a slow reader pauses the fast writer and the gateway never holds
 more than about two read buffers per direction. Unlike portforward, FIN is carried across each way
 (`IHalfCloseableProtocol`: a client that sends and shuts down its write side still gets the reply),
-the target connect has a timeout, and an idle timeout closes both sides. When both ends are plain
-TCP sockets on Linux the bytes are moved by `splice.SpliceRelay` without entering Python.
+the target connect has a timeout, and an idle timeout closes both sides.
+
+That producer/consumer path is the portable one (`splice = false`). By default, when the client is
+a plain socket and the target an IP address, the target is reached with `connect.RawConnect` and
+both sockets are handed to `splice.SpliceRelay`, which copies small reads and splices bulk ones.
 """
 
 from __future__ import annotations
@@ -218,9 +221,6 @@ class ClientSide(Protocol):
             # A paused producer left registered would keep loseConnection from ever closing.
             self.target.transport.unregisterProducer()
             self.target.transport.loseConnection()
-        if self.relay is not None:
-            self.bytes_in += self.relay.moved[0]
-            self.bytes_out += self.relay.moved[1]
         self.rule.closed(self, self.peer_host)
 
     # -- idle timeout ------------------------------------------------------------------------
