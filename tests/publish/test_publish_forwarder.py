@@ -203,6 +203,41 @@ class ForwarderTests(TestCase):
         self.assertEqual(len(target.connections), 1)
 
     @inlineCallbacks
+    def test_connecting_clients_count_towards_limits(self) -> None:
+        """Clients still waiting for a slow target hold their slots: max_connections refuses the next one."""
+        blackhole = socket.socket()
+        self.addCleanup(blackhole.close)
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        filler = socket.create_connection(blackhole.getsockname())
+        self.addCleanup(filler.close)
+        rule, listen = start_rule(reactor, self, blackhole.getsockname()[1], max_connections=2, connect_timeout=5.0)
+        for _ in range(2):
+            sock = yield threads.deferToThread(connect, listen)
+            self.addCleanup(sock.close)
+        yield until(reactor, lambda: len(rule.active_connections()) == 2)
+        self.assertEqual([c["state"] for c in rule.active_connections()], ["connecting", "connecting"])
+        self.assertEqual((yield threads.deferToThread(refused, listen)), b"")
+
+    @inlineCallbacks
+    def test_sessions_registry_kick(self) -> None:
+        """Forwarded connections appear in the shared session registry under publish.NAME; kick() closes both sides."""
+        from mailgw.net.sessions import SessionRegistry
+
+        target, port = start_target(reactor, self, Echo)
+        rule, listen = start_rule(reactor, self, port)
+        rule.sessions = SessionRegistry()
+        sock = yield threads.deferToThread(connect, listen)
+        self.addCleanup(sock.close)
+        yield threads.deferToThread(lambda: (sock.sendall(b"k"), sock.recv(1)))
+        [session] = rule.sessions.sessions(f"publish.{rule.name}")
+        self.assertEqual(session.peer, "127.0.0.1:%d" % sock.getsockname()[1])
+        session.kick()
+        self.assertEqual((yield threads.deferToThread(read_all, sock)), b"")
+        self.assertEqual((yield target.ended_at(reactor, 0)), b"k")
+        yield until(reactor, lambda: not rule.sessions.sessions())
+
+    @inlineCallbacks
     def test_half_close_client_to_target(self) -> None:
         """A client that sends and shuts its write side still gets the target's reply (portforward loses it)."""
         target, port = start_target(reactor, self, ReplyAtEOF)
