@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, resolve_login
+from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, verdict_identity, resolve_login
 from mailgw.auth.threads import BlockingRunner
 from mailgw.auth.usersfile import LocalUser, hash_password, read_users_file, verify_hash
 from mailgw.errors import ConfigError
@@ -62,12 +62,14 @@ class LocalDirectory:
                     return
                 users, self._version = read_users_file(self.path)
             except (OSError, ConfigError) as e:
-                log.error("users file {path} not reloaded: {error}", path=self.path, error=str(e),
-                          event="auth.users_file_error")
+                self._runner.reactor.callFromThread(  # this runs in a pool thread
+                    log.error, "users file {path} not reloaded: {error}", path=self.path, error=str(e),
+                    event="auth.users_file_error")
                 return
             self._set(users)
-            log.info("users file {path} reloaded: {count} accounts", path=self.path, count=len(users),
-                     event="auth.users_file_reloaded")
+            self._runner.reactor.callFromThread(
+                log.info, "users file {path} reloaded: {count} accounts", path=self.path, count=len(users),
+                event="auth.users_file_reloaded")
 
     def _find(self, login: str) -> Optional[LocalUser]:
         self._current()
@@ -92,7 +94,7 @@ class LocalDirectory:
         return self._runner.run(self._check, login, password)
 
     def verify_password(self, login: str, password: str) -> "Deferred[Optional[Identity]]":
-        return self.check_password(login, password).addCallback(lambda v: v if isinstance(v, Identity) else None)
+        return self.check_password(login, password).addCallback(verdict_identity)
 
     def _lookup(self, login: str) -> Optional[Identity]:
         entry = self._find(login)

@@ -9,7 +9,7 @@ from typing import Optional
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, resolve_login
+from mailgw.auth.base import BAD_PASSWORD, DISABLED, UNKNOWN_USER, IReasonedDirectory, Verdict, resolve_login, verdict_identity
 from mailgw.interfaces import IDirectory, Identity
 
 
@@ -74,8 +74,7 @@ class MemoryDirectory:
         return succeed(self._identity(entry))
 
     def verify_password(self, login: str, password: str) -> "Deferred[Optional[Identity]]":
-        return self.check_password(login, password).addCallback(
-            lambda v: v if isinstance(v, Identity) else None)
+        return self.check_password(login, password).addCallback(verdict_identity)
 
     def lookup(self, login: str) -> "Deferred[Optional[Identity]]":
         entry = self.find(login)

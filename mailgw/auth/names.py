@@ -10,7 +10,7 @@ MAX_PASSWORD_LENGTH = 1024
 # Dovecot's auth_username_chars (a-zA-Z0-9.-_@) plus '+' and '\' for DOMAIN\user; \w admits
 # Unicode letters. LDAP escaping happens anyway; this is defence in depth (security.md 28).
 _LOGIN_RE = re.compile(r"[\w.\-@+\\]{1,%d}" % MAX_LOGIN_LENGTH)
-_LOG_UNSAFE = re.compile(r"[^\w.\-@+\\]")
+_LOG_UNSAFE = re.compile(r"[^\w.\-@+]", re.ASCII)
 
 
 def clean_login(login: str) -> str | None:
@@ -41,8 +41,12 @@ def throttle_key(login: str) -> str:
 
 
 def log_safe(login: str, limit: int = 64) -> str:
-    """A user name fit for a fail2ban-matched log line: no quotes, spaces, control or filter characters."""
-    text = _LOG_UNSAFE.sub("?", login[:limit])
+    """A user name fit for a fail2ban-matched log line: no quotes, spaces, control or filter characters.
+
+    Printable ASCII word characters and `.-@+` are kept, a backslash (DOMAIN\\user) is doubled,
+    everything else becomes `?`, so `user="..."` always parses and no second `rip=` can be forged.
+    """
+    text = "\\\\".join(_LOG_UNSAFE.sub("?", part) for part in login[:limit].split("\\"))
     if len(login) > limit:
         text += "..."
     return text

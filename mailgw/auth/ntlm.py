@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from mailgw.auth import ntlm_wire as w
-from mailgw.errors import AuthUnavailable
+from mailgw.auth.base import first_found
 from mailgw.interfaces import (ClientInfo, IDirectory, Identity, INTLMVerifier, ISASLExchange, SASLChallenge,
                                SASLSuccess)
 
@@ -73,32 +73,12 @@ def mic_valid(session_base_key: bytes, msg: w.Authenticate, type1: bytes, type2:
     return hmac.compare_digest(_hmac_md5(key, type1 + type2 + zeroed), msg.mic)
 
 
-@implementer(INTLMVerifier)
-class DirectoryNTLMVerifier:
-    """Verifies NTLMv2 responses with NT hashes from the backends (first that holds one, in order)."""
-
-    def __init__(self, backends: Sequence[IDirectory]) -> None:
-        self.backends = list(backends)
-
-    async def _find(self, user: str) -> Optional[tuple[Identity, bytes]]:
-        outage: Optional[AuthUnavailable] = None
-        for backend in self.backends:
-            try:
-                found = await backend.nt_hash(user)
-            except AuthUnavailable as e:
-                outage = e
-                continue
-            if found is not None:
-                return found
-        if outage is not None:
-            raise outage
-        return None
+class SessionVerifier:
+    """INTLMVerifier's two methods from one coroutine `_verify` -> (identity, SessionBaseKey) | None."""
 
     async def _verify(self, user: str, domain: str, server_challenge: bytes,
                       nt_response: bytes) -> Optional[tuple[Identity, bytes]]:
-        found = await self._find(user)
-        ok, key = ntlmv2_keys(found[1] if found else _DUMMY_HASH, user, domain, server_challenge, nt_response)
-        return (found[0], key) if ok and found is not None else None
+        raise NotImplementedError
 
     def verify_session(self, user: str, domain: str, server_challenge: bytes,
                        nt_response: bytes) -> "Deferred[Optional[tuple[Identity, bytes]]]":
@@ -108,6 +88,21 @@ class DirectoryNTLMVerifier:
                nt_response: bytes) -> "Deferred[Optional[Identity]]":
         return self.verify_session(user, domain, server_challenge, nt_response).addCallback(
             lambda r: r[0] if r else None)
+
+
+@implementer(INTLMVerifier)
+class DirectoryNTLMVerifier(SessionVerifier):
+    """Verifies NTLMv2 responses with NT hashes from the backends (first that holds one, in order)."""
+
+    def __init__(self, backends: Sequence[IDirectory]) -> None:
+        self.backends = list(backends)
+
+    async def _verify(self, user: str, domain: str, server_challenge: bytes,
+                      nt_response: bytes) -> Optional[tuple[Identity, bytes]]:
+        found = await first_found(self.backends, lambda backend: backend.nt_hash(user))
+        ok, key = ntlmv2_keys(found[1] if found else _DUMMY_HASH, user, domain, server_challenge, nt_response)
+        return (found[0], key) if ok and found is not None else None
+
 
 
 class NTLMAcceptor:
@@ -140,10 +135,10 @@ class NTLMAcceptor:
     def target_info(self, now: float) -> bytes:
         """AV pairs (always UTF-16LE) ending in MsvAvTimestamp and MsvAvEOL."""
         filetime = int((now + _FILETIME_EPOCH) * 10_000_000)
-        enc = lambda s: s.encode("utf-16-le")  # noqa: E731
-        return w.av_pairs([(w.AV_NB_DOMAIN, enc(self.domain)), (w.AV_NB_COMPUTER, enc(self.hostname)),
-                           (w.AV_DNS_DOMAIN, enc(self.dns_domain)), (w.AV_DNS_COMPUTER, enc(self.dns_hostname)),
-                           (w.AV_TIMESTAMP, struct.pack("<Q", filetime))])
+        names = [(w.AV_NB_DOMAIN, self.domain), (w.AV_NB_COMPUTER, self.hostname),
+                 (w.AV_DNS_DOMAIN, self.dns_domain), (w.AV_DNS_COMPUTER, self.dns_hostname)]
+        return w.av_pairs([(av_id, text.encode("utf-16-le")) for av_id, text in names]
+                          + [(w.AV_TIMESTAMP, struct.pack("<Q", filetime))])
 
 
 @implementer(ISASLExchange)
@@ -165,7 +160,7 @@ class NTLMExchange:
     def _reject(self, reason: str, login: str = "") -> "Deferred[SASLChallenge | SASLSuccess]":
         self._state = "done"
         self._challenge = b""
-        return self._service.reject(self._client, self.mechanism, login, reason)  # type: ignore[return-value]
+        return self._service.reject(self._client, self.mechanism, login, reason)
 
     def step(self, response: Optional[bytes]) -> "Deferred[SASLChallenge | SASLSuccess]":
         if self._state == "negotiate":
@@ -223,4 +218,4 @@ class NTLMExchange:
             return identity, ""
 
         d = self._service.check(msg.user, self._client, self.mechanism, ask)
-        return d.addCallback(SASLSuccess)  # type: ignore[arg-type]
+        return d.addCallback(SASLSuccess)

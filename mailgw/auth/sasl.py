@@ -8,7 +8,7 @@ failure delays, throttling and logs belong to the service (`AuthCheck`), not to 
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -30,7 +30,7 @@ class AuthCheck(Protocol):
                        authzid: str = "") -> "Deferred[Identity]":
         """Verify (throttled, delayed on failure, logged); fails with AuthFailed/AuthUnavailable/AuthThrottled."""
 
-    def reject(self, client: ClientInfo, mechanism: str, login: str, reason: str) -> "Deferred[Identity]":
+    def reject(self, client: ClientInfo, mechanism: str, login: str, reason: str) -> "Deferred[Any]":
         """Fail the exchange with AuthFailed(reason) after the failure delay, counted and logged."""
 
 

@@ -8,15 +8,16 @@ the failure delay, failure budgets, and the one `auth_failed` log line fail2ban 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
+from typing import Any, Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailgw.auth.base import UNKNOWN_USER, IReasonedDirectory, Verdict
+from mailgw.auth.base import UNKNOWN_USER, IReasonedDirectory, Verdict, first_found
 from mailgw.auth.names import MAX_PASSWORD_LENGTH, clean_login, log_safe, throttle_key
 from mailgw.auth.ratelimit import AuthLimits, FailureLimiter
 from mailgw.auth.sasl import LoginExchange, PlainExchange
@@ -26,7 +27,8 @@ from mailgw.interfaces import ClientInfo, IAuthService, IDirectory, Identity, IS
 log = Logger()
 
 PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
-PASSWORD_COMMAND = "PASSWORD"  # the mech= label of IMAP LOGIN in logs and metrics
+PASSWORD_COMMAND = "PASSWORD"
+_SECTIONS = {"imap": "imap", "smtp": "submission"}  # ClientInfo.protocol -> config section of its listeners  # the mech= label of IMAP LOGIN in logs and metrics
 
 
 def expand_mechanisms(names: Sequence[str]) -> tuple[str, ...]:
@@ -73,9 +75,12 @@ class AuthService:
     `reactor` provides the clock and callLater (a MemoryReactorClock in tests). `failure_delay`
     (seconds) is when a failure is answered, counted from the start of the attempt, so unknown
     users and wrong passwords take the same time. `listeners` maps a listener name (ClientInfo.
-    listener) to its ListenerPolicy; listeners not in the map may use every mechanism the service
-    has, but PLAIN/LOGIN never before TLS unless `plaintext_without_tls` (a lab setting).
-    `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
+    listener, or its config key: "imap.NAME" for protocol imap, "submission.NAME" for smtp) to
+    its ListenerPolicy; when the map is given, a listener missing from it must use TLS first.
+    Without a map every mechanism the service has is allowed. PLAIN/LOGIN are never accepted
+    before TLS unless `plaintext_without_tls` (a lab setting).
+    `on_result(protocol, mechanism, backend, result)` and `on_backend_time(backend, seconds)` feed
+    metrics. `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
     `proxy_users` may use a PLAIN authorization identity other than their own.
     """
 
@@ -83,7 +88,8 @@ class AuthService:
                  limits: Optional[AuthLimits] = None, ntlm: Optional[MechanismFactory] = None,
                  listeners: Optional[Mapping[str, ListenerPolicy]] = None,
                  proxy_users: Sequence[str] = (), plaintext_without_tls: bool = False,
-                 on_result: Optional[ResultHook] = None) -> None:
+                 on_result: Optional[ResultHook] = None,
+                 on_backend_time: Optional[Callable[[str, float], None]] = None) -> None:
         self.backends = list(backends)
         self.failure_delay = float(failure_delay)
         self.limits = limits or AuthLimits()
@@ -92,9 +98,10 @@ class AuthService:
         self.proxy_users = frozenset(u.casefold() for u in proxy_users)
         self.plaintext_without_tls = plaintext_without_tls
         self.reactor = reactor
-        self._reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
+        self._warned: set[str] = set()
         self._on_result = on_result
+        self._on_backend_time = on_backend_time  # e.g. mailgw_auth_backend_duration_seconds{backend}
 
     # ------------------------------------------------------------------ policy
 
@@ -111,18 +118,31 @@ class AuthService:
             return False  # RFC 3501 §6.2.3 LOGINDISABLED; RFC 4954 §4: no plaintext passwords in clear
         return True
 
+    def _find_policy(self, client: ClientInfo) -> Optional[ListenerPolicy]:
+        """The listener's policy, keyed by ClientInfo.listener or by its config section name."""
+        section = _SECTIONS.get(client.protocol, client.protocol)
+        for key in (client.listener, f"{section}.{client.listener}"):
+            if key in self.listeners:
+                return self.listeners[key]
+        return None
+
     def _policy(self, client: ClientInfo) -> tuple[tuple[str, ...], bool]:
-        policy = self.listeners.get(client.listener)
-        if policy is None:
-            return self.supported(), False
-        return policy.mechanisms, policy.require_tls
+        policy = self._find_policy(client)
+        if policy is not None:
+            return policy.mechanisms, policy.require_tls
+        if self.listeners:
+            # Policies are configured but none names this listener: fail closed (TLS first).
+            if client.listener not in self._warned:
+                self._warned.add(client.listener)
+                log.warn("no auth policy for listener {listener}: requiring TLS", listener=client.listener,
+                         event="auth.no_policy")
+            return self.supported(), True
+        return self.supported(), False
 
     def mechanisms(self, client: ClientInfo, allowed: Sequence[str], require_tls: bool) -> tuple[str, ...]:
         """Mechanisms to advertise now: those in `allowed` this service runs and TLS state permits."""
         own_allowed, own_tls = self._policy(client)
-        names = expand_mechanisms(allowed)
-        if client.listener in self.listeners:
-            names = tuple(m for m in names if m in own_allowed)
+        names = tuple(m for m in expand_mechanisms(allowed) if m in own_allowed)
         return tuple(m for m in names if self._permitted(m, client, names, require_tls or own_tls))
 
     def start(self, mechanism: str, client: ClientInfo) -> ISASLExchange:
@@ -143,6 +163,8 @@ class AuthService:
     def login(self, username: str, password: str, client: ClientInfo) -> "Deferred[Identity]":
         """IMAP LOGIN (and any plain user/password check): allowed where PLAIN or LOGIN would be."""
         allowed, require_tls = self._policy(client)
+        if not any(m in allowed for m in PLAINTEXT_MECHANISMS):
+            return fail(UnknownMechanism())  # this listener takes no passwords (e.g. NTLM only)
         if not any(self._permitted(m, client, allowed, require_tls) for m in PLAINTEXT_MECHANISMS):
             return fail(TLSRequired())
         return self.check_password(username, password, client, PASSWORD_COMMAND)
@@ -169,7 +191,7 @@ class AuthService:
         `ask` returns (identity, "") or (None, reason), or raises AuthUnavailable / AuthFailed.
         Mechanisms other than PLAIN/LOGIN (NTLM) call this with their own verification.
         """
-        t0 = self._reactor.seconds() if started is None else started
+        t0 = self.reactor.seconds() if started is None else started
         return Deferred.fromCoroutine(self._check(login, client, mechanism, ask, authzid, t0))
 
     async def _check(self, login: str, client: ClientInfo, mechanism: str, ask: Ask, authzid: str,
@@ -190,6 +212,10 @@ class AuthService:
             return await self._failed(client, mechanism, login, e, t0, count=False)
         except AuthFailed as e:
             identity, reason = None, e.reason
+        except Exception as e:  # a verifier bug: never a success, never a leaked in-flight count
+            log.failure("credential check failed", Failure(), mech=mechanism, event="auth.backend_error")
+            self._limiter.end(token, failed=False)
+            return await self._failed(client, mechanism, login, AuthUnavailable(detail=repr(e)), t0, count=False)
         if identity is not None and authzid and not self._authzid_ok(identity, login, authzid):
             identity, reason = None, "authzid_mismatch"
         if identity is None:
@@ -205,10 +231,10 @@ class AuthService:
         return identity
 
     def reject(self, client: ClientInfo, mechanism: str, login: str, reason: str,
-               error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Identity]":
+               error: Optional[Exception] = None, started: Optional[float] = None) -> "Deferred[Any]":
         """Fail an exchange with AuthFailed(reason) (or `error`) after the delay; counted and logged."""
         err = error if error is not None else AuthFailed(reason)
-        t0 = self._reactor.seconds() if started is None else started
+        t0 = self.reactor.seconds() if started is None else started
         count = not isinstance(err, (AuthUnavailable, AuthThrottled))
         return Deferred.fromCoroutine(self._failed(client, mechanism, login, err, t0, count=count))
 
@@ -223,6 +249,7 @@ class AuthService:
         outage: Optional[AuthUnavailable] = None
         reason = UNKNOWN_USER
         for backend in self.backends:
+            started = self.reactor.seconds()
             try:
                 verdict: Verdict | None
                 if IReasonedDirectory.providedBy(backend):
@@ -233,6 +260,12 @@ class AuthService:
             except AuthUnavailable as e:
                 outage = e
                 continue
+            except Exception as e:  # a backend bug must not become "BAD Server error" or a success
+                log.failure("backend {backend} failed", Failure(), backend=backend.name, event="auth.backend_error")
+                outage = AuthUnavailable(detail=f"{backend.name}: {e!r}")
+                continue
+            finally:
+                self._backend_time(backend.name, self.reactor.seconds() - started)
             if isinstance(verdict, Identity):
                 return verdict, ""
             if verdict != UNKNOWN_USER:
@@ -242,24 +275,14 @@ class AuthService:
         return None, reason
 
     async def lookup_async(self, address: str) -> Optional[Identity]:
-        outage: Optional[AuthUnavailable] = None
-        for backend in self.backends:
-            try:
-                found = await backend.lookup(address)
-            except AuthUnavailable as e:
-                outage = e
-                continue
-            if found is not None:
-                return found
-        if outage is not None:
-            raise outage
-        return None
+        return await first_found(self.backends, lambda backend: backend.lookup(address))
 
     def lookup(self, address: str) -> "Deferred[Optional[Identity]]":
         """Resolve a login or address across the backends in order; AuthUnavailable if unsure."""
-        if clean_login(address) is None:
-            return succeed(None)
-        return Deferred.fromCoroutine(self.lookup_async(address.strip()))
+        address = address.strip()
+        if not address or len(address) > 320 or any(ord(c) < 0x20 or c == "\x7f" for c in address):
+            return succeed(None)  # RFC 5321 §4.5.3.1: 64 + 1 + 255; no controls (LDAP escapes the rest)
+        return Deferred.fromCoroutine(self.lookup_async(address))
 
     # ------------------------------------------------------------------ outcomes
 
@@ -272,27 +295,31 @@ class AuthService:
         self._log_failure(client, mechanism, login, reason, isinstance(error, AuthUnavailable))
         self._report(client, mechanism, "", _result_label(error, reason))
         factor = self._limiter.delay_factor(client.peer_host)
-        wait = t0 + self.failure_delay * factor - self._reactor.seconds()
+        wait = t0 + self.failure_delay * factor - self.reactor.seconds()
         if wait > 0:
-            d: Deferred[None] = Deferred()
-            call = self._reactor.callLater(wait, d.callback, None)  # type: ignore[attr-defined]
-            d.addErrback(lambda f: (call.cancel() if call.active() else None, f)[1])
-            await d
+            await deferLater(self.reactor, wait)  # never blocks the reactor; cancellable
         raise error
 
     def _log_failure(self, client: ClientInfo, mechanism: str, login: str, reason: str, temporary: bool) -> None:
         fmt = ('auth_failed proto={proto} listener={listener} rip={rip} user="{user}" mech={mech} '
                'reason={reason}')
         fields = dict(proto=client.protocol, listener=client.listener or "-", rip=client.peer_host,
-                      user=log_safe(login), mech=mechanism, reason=reason, event="auth.failure")
+                      user=log_safe(login), mech=mechanism, reason=reason, event="auth_failed")
         (log.warn if temporary else log.info)(fmt, **fields)
 
     def _succeeded(self, client: ClientInfo, mechanism: str, login: str, identity: Identity) -> None:
         log.info('auth_ok proto={proto} listener={listener} rip={rip} user="{user}" account={account} '
                  'mech={mech} backend={backend}', proto=client.protocol, listener=client.listener or "-",
                  rip=client.peer_host, user=log_safe(login), account=log_safe(identity.user),
-                 mech=mechanism, backend=identity.backend, event="auth.success")
+                 mech=mechanism, backend=identity.backend, event="auth_ok")
         self._report(client, mechanism, identity.backend, "ok")
+
+    def _backend_time(self, backend: str, seconds: float) -> None:
+        if self._on_backend_time is not None:
+            try:
+                self._on_backend_time(backend, seconds)
+            except Exception:
+                log.failure("auth backend time hook failed", Failure(), event="auth.hook_error")
 
     def _report(self, client: ClientInfo, mechanism: str, backend: str, result: str) -> None:
         if self._on_result is not None:

@@ -23,7 +23,7 @@ class BlockingRunner:
     """
 
     def __init__(self, reactor: Any, name: str, maxthreads: int = 4, max_pending: int = 512) -> None:
-        self._reactor = reactor
+        self.reactor = reactor
         self.pool = ThreadPool(minthreads=1, maxthreads=maxthreads, name=name)
         self._sem = DeferredSemaphore(maxthreads)
         self.max_pending = max_pending
@@ -36,7 +36,7 @@ class BlockingRunner:
 
     def close(self) -> None:
         """Stop now and forget the shutdown trigger (tests)."""
-        self._reactor.removeSystemEventTrigger(self._trigger)
+        self.reactor.removeSystemEventTrigger(self._trigger)
         self.stop()
 
     def run(self, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> "Deferred[_R]":
@@ -45,4 +45,4 @@ class BlockingRunner:
             self.pool.start()
         if len(self._sem.waiting) >= self.max_pending:
             return fail(AuthUnavailable(detail=f"{self.pool.name}: too many queued requests"))
-        return self._sem.run(deferToThreadPool, self._reactor, self.pool, fn, *args, **kwargs)
+        return self._sem.run(deferToThreadPool, self.reactor, self.pool, fn, *args, **kwargs)

@@ -12,7 +12,7 @@ import getpass
 import json
 import os
 import sys
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
 from mailgw.auth.md4 import nt_hash
 from mailgw.auth.usersfile import (LocalUser, hash_password, locked, parse_users, read_users_file, valid_address,
@@ -151,7 +151,7 @@ def _set_password(args: argparse.Namespace, users: dict[str, LocalUser], key: st
 
 
 def _list(users: dict[str, LocalUser], fmt: str, out: IO[str]) -> int:
-    rows = [{"name": u.name, "addresses": list(u.addresses), "ntlm": u.nt_hash is not None,
+    rows: list[dict[str, Any]] = [{"name": u.name, "addresses": list(u.addresses), "ntlm": u.nt_hash is not None,
              "disabled": u.password_hash.startswith("!"),
              "scheme": "argon2" if "$argon2" in u.password_hash else "bcrypt"}
             for u in sorted(users.values(), key=lambda u: u.name.casefold())]

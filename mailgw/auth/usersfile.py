@@ -84,6 +84,7 @@ def verify_hash(stored: str, password: str) -> bool:
 def parse_users(text: str, source: str = "users file") -> dict[str, LocalUser]:
     """Parse the file's text; ConfigError names every bad line. Keys are casefolded names."""
     users: dict[str, LocalUser] = {}
+    owners: dict[str, str] = {}  # address -> user: an address names one account (send-as, delivery)
     problems: list[str] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -110,6 +111,11 @@ def parse_users(text: str, source: str = "users file") -> dict[str, LocalUser]:
         if name.casefold() in users:
             problems.append(f"{source}:{number}: duplicate user {name}")
             continue
+        taken = [a for a in addrs if a in owners]
+        if taken:
+            problems.append(f"{source}:{number}: address {taken[0]} already belongs to {owners[taken[0]]}")
+            continue
+        owners.update((a, name) for a in addrs)
         users[name.casefold()] = LocalUser(name, password_hash, addrs, bytes.fromhex(nt) if nt else None)
     if problems:
         raise ConfigError(problems)

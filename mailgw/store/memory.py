@@ -110,7 +110,7 @@ class MemoryFolder(FolderBackend):
             pairs.append((uid, dest.add(s.data, s.flags, s.internal_date)))
         return CopyResult(uid_validity=dest.uid_validity, pairs=tuple(pairs))
 
-    def move(self, uids: list[int], destination: str, origin: FolderView) -> "Deferred[CopyResult]":
+    def move(self, uids: list[int], destination: str, origin: Optional[FolderView]) -> "Deferred[CopyResult]":
         def moved(result: CopyResult) -> CopyResult:
             self.remove([src for src, _ in result.pairs], origin)
             return result

@@ -72,9 +72,14 @@ class FolderState:
             self._mutable().pop(uid)
             self._log.append(uid)
 
-    def replace_all(self, infos: Iterable[MessageInfo]) -> None:
-        new = {i.uid: i for i in sorted(infos, key=lambda i: i.uid)}
-        self._log.extend(set(self._infos) | set(new))
+    def replace_all(self, infos: list[MessageInfo]) -> None:
+        if any(a.uid >= b.uid for a, b in zip(infos, infos[1:])):
+            infos = sorted(infos, key=lambda i: i.uid)
+        new = {i.uid: i for i in infos}
+        if self._infos:
+            self._log.extend(self._infos.keys() | new.keys())
+        else:
+            self._log.extend(new)
         self._infos = new
         self._shared = False
 
@@ -121,6 +126,9 @@ class FolderBackend(FolderState):
 
     def view_closed(self, view: "FolderView") -> None:
         """Hook: the last view closing may let the backend flush caches."""
+
+    def view_listening(self, view: "FolderView") -> None:
+        """Hook: a view has a listener now (the backend may start watching for other programs)."""
 
 
 def notify_views(backend: FolderState, origin: "Optional[FolderView]") -> None:
@@ -312,6 +320,7 @@ class FolderView:
     def add_listener(self, listener: IFolderListener) -> None:
         if listener not in self._listeners:
             self._listeners.append(listener)
+            self._backend.view_listening(self)
 
     def remove_listener(self, listener: IFolderListener) -> None:
         if listener in self._listeners:

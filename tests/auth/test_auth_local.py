@@ -47,9 +47,10 @@ class FormatTests(SynchronousTestCase):
 
     def test_bad_lines_named(self) -> None:
         """Malformed lines raise ConfigError naming the line."""
-        text = "alice:$argon2id$x\nbad name:$2b$x\ncarol:md5hash\ndave:$2b$x:not-an-address\nerin:$2b$x::XYZ\n"
+        text = ("alice:$argon2id$x:a@example.test\nbad name:$2b$x\ncarol:md5hash\ndave:$2b$x:not-an-address\n"
+                "erin:$2b$x::XYZ\nfred:$2b$x:A@example.test\n")
         e = self.assertRaises(ConfigError, parse_users, text, "users")
-        self.assertEqual([p.split(":")[1] for p in e.problems], ["2", "3", "4", "5"])
+        self.assertEqual([p.split(":")[1] for p in e.problems], ["2", "3", "4", "5", "6"])
 
     def test_mode_refused(self) -> None:
         """A group- or world-readable users file is refused."""
@@ -134,6 +135,12 @@ class LocalDirectoryTests(TestCase):
         self.assertEqual((identity.user, value), ("alice", nt_hash("S3cret!")))
         self.assertIsNone((yield self.directory.nt_hash("bob")))
         self.assertIsNone((yield self.directory.nt_hash("dis")))
+
+    def test_interface(self) -> None:
+        """LocalDirectory provides IDirectory."""
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import IDirectory
+        verifyObject(IDirectory, self.directory)
 
     def test_refused_at_start(self) -> None:
         """A world-readable or missing file is a ConfigError at construction."""

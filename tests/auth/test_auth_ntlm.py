@@ -180,7 +180,8 @@ class MalformedTests(NTLMCase):
         self.type2(exchange, CURL_TYPE1)
         with capturedLogs() as events:
             f = self.failureResultOf(exchange.step(type3), AuthFailed)
-        self.assertEqual([e["reason"] for e in events if e.get("event") == "auth.failure"], [f.value.reason])
+        self.assertEqual([e["reason"] for e in events if e.get("event") == "auth_failed"], [f.value.reason])
+        self.assertEqual([e for e in events if "log_failure" in e], [])  # no traceback logged
         return f.value  # type: ignore[no-any-return]
 
     def good(self) -> bytes:
@@ -258,3 +259,29 @@ class PrimitiveTests(SynchronousTestCase):
         blob = b"\x01\x01" + b"\0" * 40
         ok, _ = ntlmv2_keys(nt_hash("a"), "u", "", b"c" * 8, b"p" * 16 + blob)
         self.assertFalse(ok)
+
+
+class PropertyTests(SynchronousTestCase):
+    def test_parsers_raise_only_ntlm_malformed(self) -> None:
+        """On arbitrary bytes (with a valid header or not) the parsers return or raise NTLMMalformed only."""
+        from hypothesis import given, settings, strategies as st
+
+        header3 = st.binary(max_size=400).map(lambda b: b"NTLMSSP\0\x03\0\0\0" + b)
+
+        @settings(max_examples=400, deadline=None)
+        @given(st.one_of(st.binary(max_size=400), header3), st.booleans())
+        def check(data: bytes, unicode: bool) -> None:
+            for parse in (lambda: w.parse_negotiate(data), lambda: w.parse_authenticate(data, unicode),
+                          lambda: w.parse_av_pairs(data)):
+                try:
+                    parse()
+                except w.NTLMMalformed:
+                    pass
+
+        check()
+
+    def test_verifier_interface(self) -> None:
+        """DirectoryNTLMVerifier provides INTLMVerifier."""
+        from zope.interface.verify import verifyObject
+        from mailgw.interfaces import INTLMVerifier
+        verifyObject(INTLMVerifier, DirectoryNTLMVerifier([MemoryDirectory()]))

@@ -228,10 +228,105 @@ class LogTests(SynchronousTestCase):
         service, _ = make_service()
         with capturedLogs() as events:
             self.failureResultOf(service.start("PLAIN", TLS).step(b'\0al"ice x\0nope'), AuthFailed)
-        failures = [e for e in events if e.get("event") == "auth.failure"]
+        failures = [e for e in events if e.get("event") == "auth_failed"]
         self.assertEqual(len(failures), 1)
         from twisted.logger import formatEvent
         self.assertEqual(formatEvent(failures[0]),
                          'auth_failed proto=imap listener=secure rip=192.0.2.7 user="al?ice?x" mech=PLAIN '
                          'reason=malformed:username')
         self.assertNotIn("nope", repr(failures[0]))
+
+    def test_fail2ban_regex(self) -> None:
+        """The line matches the shipped fail2ban failregex with the real peer, whatever the user name."""
+        import re
+        from twisted.logger import formatEvent
+        failregex = re.compile(r'^auth_failed proto=\S+ (?:listener=\S+ )?rip=(?P<host>\S+) user="(?:[^"\\]|\\.)*" '
+                               r'mech=\S+ reason=(?!backend_down\b|temporary\b|unavailable\b)\S+\s*$')
+        service, _ = make_service()
+        names = ['alice', 'DOM\\alice', 'x" rip=203.0.113.1 user="y', 'trail\\', 'caf\u00e9', 'a\r\nauth_failed', "*)(uid=*"]
+        for name in names:
+            with capturedLogs() as events:
+                self.failureResultOf(service.login(name, "nope", TLS), AuthFailed)
+            [event] = [e for e in events if e.get("event") == "auth_failed"]
+            text = formatEvent(event)
+            match = failregex.match(text)
+            self.assertIsNotNone(match, text)
+            self.assertEqual(match.group("host"), "192.0.2.7")
+            self.assertEqual(text.count("rip="), 1, text)
+
+
+class BrokenDirectory(MemoryDirectory):
+    """A backend with a bug (raises a plain exception): a fault injected on purpose."""
+
+    def check_password(self, login: str, password: str) -> Deferred:  # type: ignore[override]
+        raise KeyError("bug")
+
+
+class RobustnessTests(SynchronousTestCase):
+    def test_backend_bug_is_temporary(self) -> None:
+        """A backend raising an unexpected exception gives AuthUnavailable, never success or a crash."""
+        service = AuthService([BrokenDirectory(name="broken")], Clock(), failure_delay=0)
+        self.failureResultOf(service.login("alice", "pw", TLS), AuthUnavailable)
+        self.flushLoggedErrors(KeyError)
+
+    def test_login_on_ntlm_only_listener(self) -> None:
+        """IMAP LOGIN on a listener that allows only NTLM is refused as an unsupported mechanism."""
+        service, _ = make_service(listeners={"legacy": ListenerPolicy(("ntlm",), require_tls=False)})
+        client = ClientInfo("imap", "legacy", "192.0.2.8", tls=True)
+        self.failureResultOf(service.login("alice", "S3cret!", client), UnknownMechanism)
+
+    def test_backend_time_hook(self) -> None:
+        """on_backend_time receives the backend name and the seconds each check took."""
+        seen: list[tuple[str, float]] = []
+        results: list[tuple[str, str, str, str]] = []
+        service, _ = make_service(on_backend_time=lambda b, s: seen.append((b, s)),
+                                  on_result=lambda *a: results.append(a))
+        self.successResultOf(service.login("alice", "S3cret!", TLS))
+        self.failureResultOf(service.login("alice", "x", TLS), AuthFailed)
+        self.assertEqual(seen, [("memory", 0.0), ("memory", 0.0)])
+        self.assertEqual(results, [("imap", "PASSWORD", "memory", "ok"),
+                                   ("imap", "PASSWORD", "", "bad_credentials")])
+
+    def test_lookup_unusual_address(self) -> None:
+        """lookup accepts RFC 5321 local parts such as o'brien, and refuses control characters."""
+        service, directory = make_service()
+        directory.add_user("obrien", "pw", ["o'brien@example.test"])
+        self.assertEqual(self.successResultOf(service.lookup("o'brien@example.test")).user, "obrien")
+        self.assertIsNone(self.successResultOf(service.lookup("ali\r\nce")))
+
+    def test_verifier_bug_releases_budget(self) -> None:
+        """A mechanism check that raises a bug is AuthUnavailable and does not leak in-flight budget."""
+        service, _ = make_service(limits=None)
+
+        async def broken(cleaned: str) -> tuple[None, str]:
+            raise ValueError("bug")
+
+        for _ in range(30):
+            self.failureResultOf(service.check("alice", TLS, "NTLM", broken), AuthUnavailable)
+        self.flushLoggedErrors(ValueError)
+        self.successResultOf(service.login("alice", "S3cret!", TLS))
+
+
+class ListenerKeyTests(SynchronousTestCase):
+    def test_config_section_keys(self) -> None:
+        """Policies keyed "imap.NAME" / "submission.NAME" apply to ClientInfo.listener NAME."""
+        service, _ = make_service(listeners={"imap.legacy": ListenerPolicy(("ntlm",), require_tls=False),
+                                             "submission.relay": ListenerPolicy(("login",), require_tls=True)})
+        self.assertRaises(UnknownMechanism, service.start, "PLAIN", ClientInfo("imap", "legacy", "192.0.2.1", tls=True))
+        smtp = ClientInfo("smtp", "relay", "192.0.2.1", tls=True)
+        self.assertEqual(service.mechanisms(smtp, ("plain", "login"), True), ("LOGIN",))
+        self.assertRaises(UnknownMechanism, service.start, "PLAIN", smtp)
+
+    def test_unknown_listener_fails_closed(self) -> None:
+        """With policies configured, a listener missing from them gets nothing before TLS."""
+        from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
+        directory = MemoryDirectory()
+        policies = {"imap.secure": ListenerPolicy(("plain",), require_tls=True)}
+        service = AuthService([directory], Clock(), failure_delay=0, listeners=policies,
+                              ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory])))
+        stray = ClientInfo("imap", "stray", "192.0.2.1", tls=False)
+        self.assertEqual(service.mechanisms(stray, ("ntlm",), False), ())
+        self.assertRaises(TLSRequired, service.start, "NTLM", stray)
+        unmapped = AuthService([directory], Clock(), failure_delay=0,
+                               ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory])))
+        self.assertEqual(unmapped.mechanisms(stray, ("ntlm",), False), ("NTLM",))

@@ -25,4 +25,5 @@ class MaildirFixture:
     def make_store(self, **kw: Any) -> MaildirStore:
         kw.setdefault("hostname", "test.example")
         kw.setdefault("poll_interval", 0)
+        kw.setdefault("idle_unload", 0)
         return MaildirStore(self.root + "/{user}", reactor, self.pool, **kw)

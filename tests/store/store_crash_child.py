@@ -32,6 +32,7 @@ def main() -> None:
     from mailgw.store.maildir.account import MaildirStore
 
     root, start = sys.argv[1], int(sys.argv[2])
+    limit = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # stop after this many deliveries (0: never)
     pool = ThreadPool(1, 4)
     pool.start()
     store = MaildirStore(root + "/{user}", reactor, pool, hostname="crash.test", poll_interval=0)
@@ -51,6 +52,10 @@ def main() -> None:
                 r = await store.deliver("u", data)
             sys.stdout.write(f"ACK {r.uid_validity} {r.uid} {n}\n")
             sys.stdout.flush()
+            if limit and n - start >= limit:
+                pool.stop()
+                reactor.stop()
+                return
 
     from twisted.internet.defer import ensureDeferred
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from maildir_helpers import MaildirFixture
 from store_crash_child import check_message
@@ -76,4 +77,56 @@ class CrashLoopTests(MaildirFixture, TestCase):
             self.assertEqual(len(data), present[uid].size)
         seen = [check_message(f.open_message(u).read()) for u in present]
         self.assertEqual(len(seen), len(set(seen)))  # no message counted twice
+        f.close()
+
+
+def _strace_works() -> bool:
+    strace = shutil.which("strace")
+    if strace is None:
+        return False
+    r = subprocess.run([strace, "-f", "-qq", "-o", "/dev/null", "-e", "inject=getpid:signal=SIGKILL:when=1",
+                        os.path.realpath(sys.executable), "-c", "import os; os.getpid()"], capture_output=True)
+    return r.returncode in (-9, 137)
+
+
+@pytest.mark.slow
+class DeterministicKillTests(MaildirFixture, TestCase):
+    """SIGKILL injected by strace at the Nth fsync, link or rename of a delivering process."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_kill_at_each_durability_step(self) -> Any:
+        """A kill at any fsync/link/rename loses nothing acknowledged and never exposes a partial message."""
+        if not _strace_works():
+            raise SkipTest("strace fault injection is not available (no strace or no ptrace permission)")
+        env = dict(os.environ, PYTHONPATH=REPO)
+        python = os.path.realpath(sys.executable)  # strace must exec the real interpreter, not a shim
+        acked: dict[int, int] = {}
+        killed = 0
+        points = [("fsync", n) for n in range(1, 13)] + [("link", n) for n in range(1, 5)] + \
+                 [("rename", n) for n in range(1, 7)]
+        for i, (call, when) in enumerate(points):
+            r = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"inject={call}:signal=SIGKILL:when={when}",
+                                python, CHILD, self.root, str((i + 1) * 1000), "3"],
+                               capture_output=True, env=env, cwd=REPO, timeout=60)
+            killed += r.returncode in (-9, 137)
+            for line in r.stdout.splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[0] == b"ACK":
+                    self.assertNotIn(int(parts[2]), acked)
+                    acked[int(parts[2])] = int(parts[3])
+            root = os.path.join(self.root, "u")
+            for sub in ("new", "cur"):
+                for name in os.listdir(os.path.join(root, sub)) if os.path.isdir(os.path.join(root, sub)) else []:
+                    with open(os.path.join(root, sub, name), "rb") as fh:
+                        check_message(fh.read())
+        self.assertGreaterEqual(killed, len(points) // 3)  # later points may lie past the last call of a run
+        store = self.make_store()
+        acct = yield store.open_account("u")
+        f = yield acct.open_folder("INBOX", readonly=True)
+        present = {m.uid for m in f.messages()}
+        for uid, n in acked.items():
+            self.assertIn(uid, present)
+            self.assertEqual(check_message(f.open_message(uid).read()), n)
         f.close()

@@ -153,8 +153,7 @@ class MaildirExternalTests(MaildirFixture, TestCase):
                 if not heard.called:
                     heard.callback(folder)
 
-        f.add_listener(L())
-        yield f.refresh()  # starts polling now that a listener exists
+        f.add_listener(L())  # starts polling: no refresh() call is needed
         root = os.path.join(self.root, "alice")
         with open(os.path.join(root, "new", "100.X2.other"), "wb") as fh:
             fh.write(EXTERNAL)
@@ -261,6 +260,23 @@ class MaildirRestartTests(MaildirFixture, TestCase):
         self.assertIn("store.index_rebuilt", events.seen)
 
     @inlineCallbacks
+    def test_damaged_index_and_header_cache_are_rebuilt(self) -> Any:
+        """A truncated index or a wiped header cache costs a rescan or a file read, never a wrong answer."""
+        _, listing = yield self.populate()
+        folder = os.path.join(self.root, "alice")
+        with open(os.path.join(folder, "mailgw-index"), "r+b") as fh:
+            fh.truncate(40)
+        _, _, listing2 = yield self.reopen()
+        self.assertEqual(listing2, listing)
+        with open(os.path.join(folder, "mailgw-index.headers"), "r+b") as fh:
+            fh.write(b"\x00" * os.path.getsize(os.path.join(folder, "mailgw-index.headers")))
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        f = yield acct.open_folder("INBOX", readonly=True)
+        self.assertEqual(f.header_bytes(1), b"From: a@example.com\r\nSubject: m0\r\n\r\n")
+        f.close()
+
+    @inlineCallbacks
     def test_corrupt_uidlist_gets_new_uidvalidity(self) -> Any:
         """A damaged UID list is rebuilt with a new UIDVALIDITY (logged), never silently renumbered."""
         before, _ = yield self.populate()
@@ -362,3 +378,82 @@ class MaildirFaultTests(MaildirFixture, TestCase):
         f.close()
         yield store.close()
         self.assertEqual(on_reactor, [])
+
+
+class MaildirMemoryTests(MaildirFixture, TestCase):
+    """Idle folders are unloaded so memory stays bounded."""
+
+    @inlineCallbacks
+    def test_idle_folders_unloaded_and_reloaded(self) -> Any:
+        """evict_idle saves and drops folders no session holds; they reload with the same UIDs and flags."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        held = yield acct.open_folder("Sent")
+        f = yield acct.open_folder("INBOX")
+        yield f.store_flags([1], frozenset({"\\Flagged"}), "add")
+        f.close()
+        evicted = yield store.evict_idle(0)
+        self.assertEqual(evicted, 1)  # INBOX; Sent is still selected
+        self.assertTrue(os.path.exists(os.path.join(self.root, "alice", "mailgw-index")))
+        again = yield acct.open_folder("INBOX")
+        self.assertEqual([(m.uid, m.flags) for m in again.messages()], [(1, frozenset({"\\Flagged"}))])
+        again.close()
+        held.close()
+
+
+class MaildirTwoWritersTests(MaildirFixture, TestCase):
+    """Two store instances on one Maildir (e.g. a second mailgw process) agree on UIDs."""
+
+    @inlineCallbacks
+    def test_second_store_sees_first_stores_uids(self) -> Any:
+        """Deliveries and expunges through one store show up in the other's session with the same UIDs."""
+        one, two = self.make_store(), self.make_store()
+        acct1 = yield one.open_account("alice")
+        yield one.deliver("alice", msg(1))
+        acct2 = yield two.open_account("alice")
+        view = yield acct2.open_folder("INBOX")
+        self.assertEqual([m.uid for m in view.messages()], [1])
+        r = yield one.deliver("alice", msg(2))
+        r3 = yield two.deliver("alice", msg(3))
+        self.assertEqual((r.uid, r3.uid), (2, 3))
+        changes = yield view.refresh()
+        self.assertEqual(changes.added, (2, 3))
+        f1 = yield acct1.open_folder("INBOX")
+        self.assertEqual([m.uid for m in f1.messages()], [1, 2, 3])
+        yield f1.store_flags([1], frozenset({"\\Deleted"}), "add")
+        yield f1.expunge()
+        changes = yield view.refresh()
+        self.assertEqual(changes.expunged, (1,))
+        self.assertEqual(view.open_message(3).read(), msg(3))
+        f1.close()
+        view.close()
+
+
+class MaildirUnfinishedFileTests(MaildirFixture, TestCase):
+    """A file copied straight into new/ is not given a UID while it is still being written."""
+
+    @inlineCallbacks
+    def test_half_written_file_waits(self) -> Any:
+        """An empty (or ,S=-mismatched) fresh file in new/ gets no UID until it is complete."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        f = yield acct.open_folder("INBOX")
+        new = os.path.join(self.root, "alice", "new")
+        complete = msg(7)
+        path = os.path.join(new, f"200.X3.other,S={len(complete)}")
+        with open(path, "wb") as fh:
+            fh.write(complete[:10])
+        open(os.path.join(new, "201.X4.other"), "wb").close()
+        changes = yield f.refresh()
+        self.assertEqual(changes.added, ())
+        with open(path, "ab") as fh:
+            fh.write(complete[10:])
+        changes = yield f.refresh()  # new/ is rescanned although its mtime did not move
+        self.assertEqual(changes.added, (1,))
+        self.assertEqual(f.open_message(1).read(), complete)
+        past = time.time() - 60
+        os.utime(os.path.join(new, "201.X4.other"), (past, past))
+        changes = yield f.refresh()
+        self.assertEqual(changes.added, (2,))  # an old empty file is a (strange) message after all
+        f.close()

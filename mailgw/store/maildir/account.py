@@ -238,6 +238,24 @@ class MaildirAccount:
             if f.loaded:
                 await f.close()
 
+    async def evict_idle(self, older_than: float) -> int:
+        """Unload folders no session holds and nothing used since `older_than`; returns how many."""
+        evicted = 0
+        for name, f in list(self._folders.items()):
+            if f.views or f.last_used > older_than:
+                continue
+            await f.lock.acquire()  # let queued jobs (e.g. the index flush after a close) finish
+            try:
+                if f.views or self._folders.get(name) is not f:
+                    continue
+                del self._folders[name]
+                if f.loaded:
+                    await self.store.run(f.disk.close)
+                evicted += 1
+            finally:
+                f.lock.release()
+        return evicted
+
 
 @implementer(IMessageStore)
 class MaildirStore:
@@ -250,7 +268,7 @@ class MaildirStore:
     def __init__(self, root_template: str, reactor: Any, threadpool: Any,
                  quota_bytes: Optional[int] = None, quota_messages: Optional[int] = None,
                  hostname: Optional[str] = None, writer: Optional[layout.FileWriter] = None,
-                 header_cap: int = 16384, poll_interval: float = 2.0) -> None:
+                 header_cap: int = 16384, poll_interval: float = 2.0, idle_unload: float = 600.0) -> None:
         self.root_template = root_template
         self.reactor = reactor
         self.threadpool = threadpool
@@ -260,8 +278,9 @@ class MaildirStore:
         self.writer: layout.FileWriter = writer or layout.write_file_durably
         self.header_cap = header_cap
         self.poll_interval = poll_interval
+        self.idle_unload = idle_unload
         self._accounts: dict[str, MaildirAccount] = {}
-        self._opening: dict[str, Deferred[MaildirAccount]] = {}
+        self._sweep: Any = None
 
     def run(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
         """Run blocking work in the store's thread pool; an OSError becomes StorageUnavailable (temporary)."""
@@ -285,7 +304,28 @@ class MaildirStore:
         root = layout.user_root(self.root_template, user)
         acct = MaildirAccount(self, user, root)
         await self.run(acct._setup)
+        if self._sweep is None and self.idle_unload > 0:
+            self._sweep = self.reactor.callLater(self.idle_unload / 2, self._swept)
         return self._accounts.setdefault(user, acct)
+
+    def _swept(self) -> None:
+        self._sweep = None
+        d = self.evict_idle(self.idle_unload)
+        d.addErrback(lambda f: log.failure("unloading idle folders failed", f, event="store.evict_failed"))
+        if self._accounts:
+            self._sweep = self.reactor.callLater(self.idle_unload / 2, self._swept)
+
+    def evict_idle(self, max_idle: float) -> "Deferred[int]":
+        """Save and unload folders unused for `max_idle` seconds and not open in any session (bounds memory)."""
+        return ensureDeferred(self._evict(max_idle))
+
+    async def _evict(self, max_idle: float) -> int:
+        cutoff = self.reactor.seconds() - max_idle
+        evicted = 0
+        # Accounts stay (small, and sessions hold them); only folder indexes are unloaded.
+        for acct in list(self._accounts.values()):
+            evicted += await acct.evict_idle(cutoff)
+        return evicted
 
     def deliver(self, user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":
         return ensureDeferred(self._deliver(user, message, folder))
@@ -299,5 +339,8 @@ class MaildirStore:
         return ensureDeferred(self._close())
 
     async def _close(self) -> None:
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
         for acct in list(self._accounts.values()):
             await acct.close()

@@ -7,27 +7,24 @@ MessageInfo values; nothing here touches the reactor.
 
 from __future__ import annotations
 
-import errno
-import io
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Optional
+from typing import Optional
 
 from twisted.logger import Logger
 
 from mailgw.interfaces import MessageInfo
-from mailgw.store.flags import apply_mode, from_letters, header_block, keyword_part, to_crlf, to_letters
+from mailgw.store.flags import apply_mode, from_letters, header_block, keyword_part, to_letters
 from mailgw.store.maildir import index as idx
 from mailgw.store.maildir.keywords import Keywords
 from mailgw.store.maildir.layout import FileName, FileWriter, clean_tmp, fsync_dir, place_message, storage_error
+from mailgw.store.maildir.scan import SUBS, ScanMixin
 from mailgw.store.maildir.uidlist import Corrupt, FolderLock, UidList
 
 log = Logger()
 
-SUBS = ("new", "cur")  # new/ first: a new -> cur rename during the scan is then seen, not lost
-_RACY_NS = 1_000_000_000  # a directory modified within this much of a scan is scanned again
 
 
 @dataclass
@@ -42,7 +39,19 @@ class Delta:
     recent_floor: int = 0
 
 
-class FolderDisk:
+def merge(first: Delta, then: Delta) -> Delta:
+    """One delta for two consecutive ones (the second's counters win)."""
+    if not first.reset:
+        return Delta(first.put + then.put, first.drop + then.drop, False,
+                     then.uid_validity, then.uid_next, then.recent_floor)
+    infos = {i.uid: i for i in first.put}
+    infos.update((i.uid, i) for i in then.put)
+    for uid in then.drop:
+        infos.pop(uid, None)
+    return Delta(list(infos.values()), [], True, then.uid_validity, then.uid_next, then.recent_floor)
+
+
+class FolderDisk(ScanMixin):
     def __init__(self, path: str, name: str, hostname: str, writer: FileWriter, header_cap: int) -> None:
         self.path = path
         self.name = name
@@ -55,6 +64,7 @@ class FolderDisk:
         self.keywords = Keywords(path)
         self.names: dict[str, dict[str, int]] = {"new": {}, "cur": {}}
         self.dirty: set[str] = set()
+        self.deferred: set[str] = set()
         self.unsaved = 0
         self.last_save = time.monotonic()
         self._flag_sets: dict[tuple[str, Optional[frozenset[str]]], frozenset[str]] = {}
@@ -90,13 +100,16 @@ class FolderDisk:
 
     def _load(self) -> Delta:
         clean_tmp(self.path)
-        try:
-            ul = UidList.load(self.path)
-            corrupt = False
-        except Corrupt as e:
-            ul, corrupt = None, True
-            log.warn("uid list of {folder} corrupt ({why})", folder=self.path, why=str(e), event="store.uidlist_corrupt")
         state = idx.load(self.path)
+        ul = self._uidlist_from_index(state)
+        corrupt = False
+        if ul is None:
+            try:
+                ul = UidList.load(self.path)
+            except Corrupt as e:
+                ul, corrupt = None, True
+                log.warn("uid list of {folder} corrupt ({why})", folder=self.path, why=str(e),
+                         event="store.uidlist_corrupt")
         if ul is None:
             previous = state.uid_validity if state is not None else 0
             ul = UidList.fresh(self.path, previous)
@@ -129,204 +142,51 @@ class FolderDisk:
             self._save()
         return self._delta(list(state.recs), [], reset=True)
 
+    def _uidlist_from_index(self, state: Optional[idx.IndexState]) -> Optional[UidList]:
+        if state is None or state.uidlist_count != len(state.recs) or state.uidlist_identity == (0, 0, 0):
+            return None
+        probe = UidList(self.path, state.uid_validity, state.uid_next)
+        if probe.stat_identity() != state.uidlist_identity:
+            return None
+        try:
+            return UidList.from_index(self.path, state.uid_validity, state.uid_next,
+                                      {u: r.name.partition(":")[0] for u, r in state.recs.items()},
+                                      state.uidlist_identity)
+        except Corrupt:
+            return None
+
     def sync(self) -> Delta:
         """Pick up changes made by other programs (cheap when nothing changed: a few stats)."""
         with FolderLock(self.path):
-            if not self.loaded:
+            return self._sync_locked()
+
+    def _catch_up(self) -> Delta:
+        """Before writing the UID list (lock held): take in what another process wrote to it first."""
+        if self.ul is None or self.ul.changed_on_disk():
+            return self._sync_locked()
+        return self._delta([], [])
+
+    def _sync_locked(self) -> Delta:
+        if not self.loaded:
+            return self._load()
+        assert self.ul is not None and self.state is not None
+        if self.ul.changed_on_disk():
+            try:
+                fresh = UidList.load(self.path)
+            except Corrupt:
+                fresh = None
+            if fresh is None or fresh.uid_validity != self.ul.uid_validity:
+                self.ul = None
                 return self._load()
-            assert self.ul is not None and self.state is not None
-            if self.ul.changed_on_disk():
-                try:
-                    fresh = UidList.load(self.path)
-                except Corrupt:
-                    fresh = None
-                if fresh is None or fresh.uid_validity != self.ul.uid_validity:
-                    self.ul = None
-                    return self._load()
-                gone = [u for u in self.state.recs if u not in fresh.by_uid]
-                self.ul = fresh
-                for uid in gone:
-                    self._forget(uid)
-                self.state.dirs = {"new": 0, "cur": 0}
-                put, drop = self._scan()
-                return self._delta(put, drop + gone)
-            put, drop = self._scan()
-            return self._delta(put, drop)
-
-    def _listdir(self, sub: str) -> list[str]:
-        try:
-            entries = os.listdir(os.path.join(self.path, sub))
-        except FileNotFoundError:
-            return []
-        return [e for e in entries if not e.startswith(".") and "\n" not in e]
-
-    def _scan(self) -> tuple[list[int], list[int]]:
-        """Rescan new/ and cur/ if their mtimes moved; returns (changed or new uids, expunged uids)."""
-        assert self.ul is not None and self.state is not None
-        changed: set[int] = set()
-        fresh: list[tuple[str, str]] = []
-        missing: list[tuple[str, str, int]] = []
-        for sub in SUBS:
-            st = os.stat(os.path.join(self.path, sub))
-            if st.st_mtime_ns == self.state.dirs[sub] and sub not in self.dirty:
-                continue
-            listing = set(self._listdir(sub))
-            known = self.names[sub]
-            for name in listing.difference(known):
-                uid = self.ul.by_base.get(FileName.parse(name).base)
-                if uid is None:
-                    fresh.append((sub, name))
-                elif self._relocate(uid, sub, name):
-                    changed.add(uid)
-            missing.extend((sub, n, u) for n, u in known.items() if n not in listing)
-            self.state.dirs[sub] = st.st_mtime_ns
-            if time.time_ns() - st.st_mtime_ns < _RACY_NS:
-                self.dirty.add(sub)
-            else:
-                self.dirty.discard(sub)
-            self.unsaved += 1
-        expunged = self._settle_missing(missing, changed)
-        changed |= self._index_new(fresh)
-        return sorted(changed), expunged
-
-    def _relocate(self, uid: int, sub: str, name: str) -> bool:
-        """A known message under a new name (flag rename, new -> cur); indexes it if it was never indexed."""
-        assert self.state is not None
-        old = self.state.recs.get(uid)
-        if old is None:
-            rec = self._read_file(sub, name)
-            if rec is None:
-                return False
-            self.state.recs[uid] = rec
-        else:
-            if self.names[old.sub].get(old.name) == uid and os.path.lexists(os.path.join(self.path, old.sub, old.name)):
-                log.warn("duplicate maildir base {name} ignored", name=name, event="store.duplicate_file")
-                return False
-            self.names[old.sub].pop(old.name, None)
-            self.state.recs[uid] = old._replace(sub=sub, name=name)
-        self.names[sub][name] = uid
-        return True
-
-    def _settle_missing(self, missing: list[tuple[str, str, int]], changed: set[int]) -> list[int]:
-        """Names that vanished: found again under another name, or gone (expunged by another program)."""
-        assert self.ul is not None and self.state is not None
-        pending = [(s, n, u) for s, n, u in missing if self.names[s].get(n) == u]
-        if not pending:
-            return []
-        by_base: dict[str, tuple[str, str]] = {}
-        for sub in SUBS:  # a second look, in case a rename raced the first listing
-            for name in self._listdir(sub):
-                by_base[FileName.parse(name).base] = (sub, name)
-        gone = []
-        for sub, name, uid in pending:
-            found = by_base.get(FileName.parse(name).base)
-            if found is not None:
-                self.names[sub].pop(name, None)
-                self.state.recs[uid] = self.state.recs[uid]._replace(sub=found[0], name=found[1])
-                self.names[found[0]][found[1]] = uid
-                changed.add(uid)
-            else:
+            gone = [u for u in self.state.recs if u not in fresh.by_uid]
+            self.ul = fresh
+            for uid in gone:
                 self._forget(uid)
-                gone.append(uid)
-        if gone:
-            self.ul.remove(gone)
-            self.keywords.forget(gone)
-        return gone
-
-    def _forget(self, uid: int) -> None:
-        assert self.state is not None
-        r = self.state.recs.pop(uid, None)
-        if r is not None and self.names[r.sub].get(r.name) == uid:
-            del self.names[r.sub][r.name]
-        self.unsaved += 1
-
-    def _index_new(self, fresh: list[tuple[str, str]]) -> set[int]:
-        """Files no UID list knows (delivered by other programs): next UIDs, in file-name (time) order."""
-        assert self.ul is not None and self.state is not None
-        recs = []
-        for sub, name in sorted(fresh, key=lambda sn: sn[1]):
-            rec = self._read_file(sub, name)
-            if rec is not None:
-                recs.append(rec)
-        uids = self.ul.assign([FileName.parse(r.name).base for r in recs])
-        for uid, rec in zip(uids, recs):
-            self.state.recs[uid] = rec
-            self.names[rec.sub][rec.name] = uid
-        self.unsaved += len(uids)
-        return set(uids)
-
-    def _read_file(self, sub: str, name: str) -> Optional[idx.Rec]:
-        """Index one message file: CRLF size, internal date (mtime), cached header block."""
-        try:
-            with open(os.path.join(self.path, sub, name), "rb") as fh:
-                st = os.fstat(fh.fileno())
-                s, w = FileName.parse(name).sizes()
-                if w is not None and s == st.st_size == w:
-                    head = fh.read(self.header_cap + 4)
-                    block = header_block(head)
-                    complete = len(block) < len(head) or len(head) < self.header_cap + 4
-                    size, lf = w, False
-                else:
-                    data = fh.read()
-                    crlf = to_crlf(data)
-                    block, complete = header_block(crlf), True
-                    size, lf = len(crlf), crlf != data
-        except FileNotFoundError:
-            return None
-        return self._rec(sub, name, size, int(st.st_mtime), block if complete else None, lf)
-
-    def _rec(self, sub: str, name: str, size: int, mtime: int, block: Optional[bytes], lf: bool) -> idx.Rec:
-        assert self.headers is not None and self.state is not None
-        hoff, hlen = -1, 0
-        if block is not None and len(block) <= self.header_cap:
-            try:
-                hoff, hlen = self.headers.add(block)
-                self.state.headers_len = self.headers.length
-            except OSError:
-                hoff, hlen = -1, 0  # a cache: a full disk only costs a file read later
-        return idx.Rec(sub, name, size, mtime, hoff, hlen, lf)
-
-    # -- reading (any thread)
-
-    def _file(self, uid: int) -> str:
-        assert self.state is not None
-        r = self.state.recs[uid]
-        return os.path.join(self.path, r.sub, r.name)
-
-    def open_message(self, uid: int) -> IO[bytes]:
-        assert self.state is not None
-        for _ in range(3):  # another thread or program may be renaming it right now
-            r = self.state.recs[uid]
-            try:
-                fh = open(os.path.join(self.path, r.sub, r.name), "rb")
-            except FileNotFoundError:
-                continue
-            if not r.lf:
-                return fh
-            with fh:
-                return io.BytesIO(to_crlf(fh.read()))
-        raise FileNotFoundError(errno.ENOENT, "message file vanished", self._file(uid))
-
-    def header_bytes(self, uid: int) -> bytes:
-        assert self.state is not None and self.headers is not None
-        r = self.state.recs[uid]
-        if r.hoff >= 0:
-            try:
-                block = self.headers.read(r.hoff, r.hlen)
-            except OSError:
-                block = b""
-            # Trust a cached block only if it looks like one (the cache is never fsynced).
-            if len(block) == r.hlen and block[:1] not in (b"", b"\x00") and (
-                    block.endswith(b"\r\n\r\n") or block == b"\r\n" or r.hlen == r.size):
-                return block
-        with self.open_message(uid) as fh:
-            data = fh.read(self.header_cap + 4)
-            while b"\r\n\r\n" not in data:
-                more = fh.read(1 << 16)
-                if not more:
-                    break
-                data += more
-        return header_block(data)
+            self.state.dirs = {"new": 0, "cur": 0}
+            put, drop = self._scan()
+            return self._delta(put, drop + gone)
+        put, drop = self._scan()
+        return self._delta(put, drop)
 
     # -- changing (pool thread, folder lock held by the caller's serialisation)
 
@@ -334,8 +194,7 @@ class FolderDisk:
                 keywords: frozenset[str] = frozenset()) -> Delta:
         """Durable delivery: tmp, fsync, link, dir fsync, UID appended and fsynced; then acknowledged."""
         with FolderLock(self.path):
-            if not self.loaded:
-                self._load()
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             sub, name = place_message(self.path, data, self.hostname, self.writer, letters, mtime)
             try:
@@ -354,11 +213,12 @@ class FolderDisk:
             self.unsaved += 1
             if keywords:
                 self.keywords.update({uid: keywords})
-            return self._delta([uid], [])
+            return merge(pre, self._delta([uid], []))
 
     def store(self, uids: list[int], flags: frozenset[str], mode: str) -> tuple[Delta, dict[int, frozenset[str]]]:
         """STORE: rename files for system flags (into cur/), append keyword changes."""
         with FolderLock(self.path):
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             result: dict[int, frozenset[str]] = {}
             changed, kw_changes = [], {}
@@ -374,7 +234,7 @@ class FolderDisk:
                 kw_changes[uid] = keyword_part(new)
                 self._rename_for(uid, to_letters(new))
             self.keywords.update(kw_changes)
-            return self._delta(changed, []), result
+            return merge(pre, self._delta(changed, [])), result
 
     def _rename_for(self, uid: int, letters: str) -> None:
         assert self.state is not None
@@ -395,18 +255,21 @@ class FolderDisk:
     def claim_recent(self) -> tuple[Delta, frozenset[int]]:
         """A read-write session claims \\Recent: floor moves to UIDNEXT, new/ files move to cur/."""
         with FolderLock(self.path):
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             floor = self.state.recent_floor
-            claimed = [u for u in self.state.recs if u >= floor]
+            claimed = [u for u in range(floor, self.ul.uid_next) if u in self.state.recs]  # O(new uids)
             for uid in claimed:
                 if self.state.recs[uid].sub == "new":
                     self._rename_for(uid, to_letters(self.info(uid).flags))
-            self.state.recent_floor = self.ul.uid_next
-            self.unsaved += 1
-            return self._delta([], []), frozenset(claimed)
+            if self.state.recent_floor != self.ul.uid_next:
+                self.state.recent_floor = self.ul.uid_next
+                self.unsaved += 1
+            return merge(pre, self._delta([], [])), frozenset(claimed)
 
     def expunge(self, uids: list[int]) -> Delta:
         with FolderLock(self.path):
+            pre = self._catch_up()
             assert self.ul is not None and self.state is not None
             gone = []
             for uid in uids:
@@ -423,7 +286,7 @@ class FolderDisk:
                     fsync_dir(os.path.join(self.path, sub))
                 self.ul.remove(gone)
                 self.keywords.forget(gone)
-            return self._delta([], gone)
+            return merge(pre, self._delta([], gone))
 
     # -- index persistence
 
@@ -442,6 +305,10 @@ class FolderDisk:
             if self.headers.needs_compact(self.state):
                 self.headers.compact(self.path, self.state)
             # A directory scanned within the racy window is saved as unscanned: rescanned after a restart.
+            assert self.ul is not None
+            self.state.uidlist_identity = self.ul.identity
+            self.state.uid_next = self.ul.uid_next
+            self.state.uidlist_count = len(self.ul.by_uid)
             saved_dirs = dict(self.state.dirs)
             self.state.dirs = {s: (0 if s in self.dirty else m) for s, m in saved_dirs.items()}
             try:

@@ -49,13 +49,14 @@ class MaildirFolder(FolderBackend):
         """Publish a disk job's result to the views (and count it for the quota)."""
         current = self._infos  # read-only here; put/drop do the copy-on-write
         if delta.reset:
-            new = {i.uid: i for i in delta.put}
-            nbytes = sum(i.size for u, i in new.items() if u not in current) - sum(
-                i.size for u, i in current.items() if u not in new)
-            nmsgs = len(new.keys() - current.keys()) - len(current.keys() - new.keys())
-            changed = new != current
-            if changed:
-                self.replace_all(delta.put)
+            nbytes = nmsgs = 0
+            if self.loaded:  # a reload (UIDVALIDITY changed or the UID list was replaced)
+                new = {i.uid: i for i in delta.put}
+                nbytes = sum(i.size for u, i in new.items() if u not in current) - sum(
+                    i.size for u, i in current.items() if u not in new)
+                nmsgs = len(new.keys() - current.keys()) - len(current.keys() - new.keys())
+            changed = bool(current) or bool(delta.put)
+            self.replace_all(delta.put)
         else:
             nbytes = sum(i.size for i in delta.put if i.uid not in current)
             nmsgs = sum(1 for i in delta.put if i.uid not in current)
@@ -72,10 +73,12 @@ class MaildirFolder(FolderBackend):
         if self.loaded:
             self.account.count(nbytes, nmsgs)  # the first load is already in the account's usage
         self.loaded = True
+        self.last_used = self.account.store.reactor.seconds()
         if changed and self.views:
             notify_views(self, origin)
 
     loaded = False  # the first delta (the whole folder) has been applied
+    last_used = 0.0  # reactor.seconds() of the last applied job
 
     def _check_exists(self) -> None:
         if not is_maildir(self.path):
@@ -188,6 +191,9 @@ class MaildirFolder(FolderBackend):
             self._stop_polling()
             self.locked(self.disk.flush, True).addErrback(
                 lambda f: log.failure("index flush failed", f, event="store.index_save_failed"))
+
+    def view_listening(self, view: FolderView) -> None:
+        self._start_polling()
 
     def _start_polling(self) -> None:
         interval = self.account.store.poll_interval

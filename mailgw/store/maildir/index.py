@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 INDEX = "mailgw-index"
 HEADERS = "mailgw-index.headers"
 _MAGIC = "mailgw-index"
-_VERSION = 1
+_VERSION = 2
 
 
 class Rec(NamedTuple):
@@ -38,6 +38,11 @@ class IndexState:
     dirs: dict[str, int] = field(default_factory=lambda: {"new": 0, "cur": 0})  # mtime_ns at last scan
     recs: dict[int, Rec] = field(default_factory=dict)
     headers_len: int = 0  # bytes of the header cache the records may point into
+    # The UID list as it was when this index was saved: if the file still has this identity
+    # (inode, size, mtime_ns) and held exactly these uids, it need not be parsed at all.
+    uidlist_identity: tuple[int, int, int] = (0, 0, 0)
+    uid_next: int = 0
+    uidlist_count: int = -1
 
 
 def load(path: str) -> Optional[IndexState]:
@@ -45,9 +50,10 @@ def load(path: str) -> Optional[IndexState]:
     try:
         with open(os.path.join(path, INDEX), "rb") as fh:
             data = marshal.load(fh)
-        magic, version, validity, floor, dirs, hlen, cols = data
+        magic, version, validity, floor, dirs, hlen, ul_info, cols = data
         if magic != _MAGIC or version != _VERSION:
             return None
+        ident, uid_next, ul_count = tuple(int(x) for x in ul_info[:3]), int(ul_info[3]), int(ul_info[4])
         uids, subs, fnames, sizes, mtimes, hoffs, hlens, lfs = cols
         recs = {
             u: Rec("new" if s == "n" else "cur", n, z, m, o, ln, bool(f))
@@ -62,7 +68,8 @@ def load(path: str) -> Optional[IndexState]:
         except FileNotFoundError:
             recs = {u: r._replace(hoff=-1, hlen=0) for u, r in recs.items()}
             hlen = 0
-        return IndexState(int(validity), int(floor), {"new": int(dirs[0]), "cur": int(dirs[1])}, recs, int(hlen))
+        return IndexState(int(validity), int(floor), {"new": int(dirs[0]), "cur": int(dirs[1])}, recs, int(hlen),
+                          ident, uid_next, ul_count)  # type: ignore[arg-type]
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
         return None
 
@@ -82,7 +89,8 @@ def save(path: str, state: IndexState) -> None:
         bytes(1 if r.lf else 0 for r in recs),
     )
     data = (_MAGIC, _VERSION, state.uid_validity, state.recent_floor,
-            (state.dirs["new"], state.dirs["cur"]), state.headers_len, cols)
+            (state.dirs["new"], state.dirs["cur"]), state.headers_len,
+            (*state.uidlist_identity, state.uid_next, state.uidlist_count), cols)
     tmp = os.path.join(path, INDEX + f".tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         marshal.dump(data, fh)

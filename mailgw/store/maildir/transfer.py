@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from typing import Optional
 
 from mailgw.interfaces import CopyResult
-from mailgw.store.maildir.disk import Delta, FolderDisk
+from mailgw.store.maildir.disk import Delta, FolderDisk, merge
 from mailgw.store.maildir.layout import FileName, fsync_dir, place_message, storage_error, unique_base
 from mailgw.store.maildir.uidlist import FolderLock
 
@@ -35,8 +35,8 @@ def transfer(src: FolderDisk, dst: FolderDisk, uids: list[int], move: bool) -> t
     """Copy (link) or move (rename) messages; returns (source delta, destination delta, COPYUID data)."""
     with ExitStack() as stack:
         _locks(stack, src, dst)
-        if not dst.loaded:
-            dst._load()
+        src_pre = src._catch_up()
+        dst_pre = dst._catch_up() if dst is not src else src._delta([], [])
         assert src.state is not None and dst.state is not None and dst.ul is not None and src.ul is not None
         placed: list[tuple[int, str, Optional[bytes]]] = []
         try:
@@ -91,6 +91,6 @@ def transfer(src: FolderDisk, dst: FolderDisk, uids: list[int], move: bool) -> t
                 fsync_dir(os.path.join(src.path, sub))
             src.ul.remove(gone)
             src.keywords.forget(gone)
-        src_delta = src._delta([], gone)
-        dst_delta = dst._delta(list(new_uids), [])
+        src_delta = merge(src_pre, src._delta([], gone))
+        dst_delta = merge(dst_pre, dst._delta(list(new_uids), []))
         return src_delta, dst_delta, CopyResult(uid_validity=dst.ul.uid_validity, pairs=tuple(pairs))

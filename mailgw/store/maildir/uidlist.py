@@ -79,6 +79,15 @@ class UidList:
         ul.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
         return ul
 
+    @classmethod
+    def from_index(cls, path: str, uid_validity: int, uid_next: int, bases: dict[int, str],
+                   identity: tuple[int, int, int]) -> "UidList":
+        """The list as a consistent index remembers it (saves parsing a large file at open)."""
+        ul = cls(path, uid_validity, uid_next, bases, {b: u for u, b in bases.items()}, identity)
+        if len(ul.by_base) != len(bases):
+            raise Corrupt("duplicate base names in index")
+        return ul
+
     def stat_identity(self) -> tuple[int, int, int]:
         try:
             st = os.stat(self.file)
