@@ -220,6 +220,31 @@ class ForwarderTests(TestCase):
         self.assertEqual((yield threads.deferToThread(refused, listen)), b"")
 
     @inlineCallbacks
+    def test_client_bytes_wait_for_the_target(self) -> None:
+        """Bytes a client sends while the target is still connecting reach it intact once it answers."""
+        slow = socket.socket()
+        self.addCleanup(slow.close)
+        slow.bind(("127.0.0.1", 0))
+        slow.listen(0)
+        filler = socket.create_connection(slow.getsockname())  # the queue is full: the gateway's SYN waits
+        rule, listen = start_rule(reactor, self, slow.getsockname()[1], connect_timeout=10.0)
+        sock = yield threads.deferToThread(connect, listen)
+        self.addCleanup(sock.close)
+        yield threads.deferToThread(sock.sendall, b"early bytes")
+        yield until(reactor, lambda: [c["state"] for c in rule.active_connections()] == ["connecting"])
+
+        def target() -> bytes:
+            first, _ = slow.accept()  # frees the queue; the retransmitted SYN gets in
+            first.close()
+            filler.close()
+            slow.settimeout(10)
+            conn, _ = slow.accept()
+            with conn:
+                conn.settimeout(10)
+                return conn.recv(100)
+        self.assertEqual((yield threads.deferToThread(target)), b"early bytes")
+
+    @inlineCallbacks
     def test_sessions_registry_kick(self) -> None:
         """Forwarded connections appear in the shared session registry under publish.NAME; kick() closes both sides."""
         from mailgw.net.sessions import SessionRegistry
