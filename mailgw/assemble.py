@@ -25,6 +25,7 @@ from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe.log import make_observer
 from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
+from mailgw.store.service import StoreService
 
 log = Logger()
 
@@ -138,7 +139,8 @@ def build_auth(config: Config, reactor: Any) -> Any:
     from mailgw.auth.ratelimit import AuthLimits, Rate
     from mailgw.auth.service import AuthService, ListenerPolicy
     from mailgw.auth.threads import BlockingRunner
-    from mailgw.config.validate import _is_loopback_url
+    from mailgw.config.validate import is_loopback_url
+    from mailgw.observe import metrics
 
     runner = BlockingRunner(reactor, "mailgw-auth", maxthreads=4)
     backends: list[Any] = []
@@ -155,7 +157,8 @@ def build_auth(config: Config, reactor: Any) -> Any:
             ldap.user_base, reactor, user_filter=ldap.user_filter, ca_file=ldap.ca_file, starttls=ldap.starttls,
             timeout=ldap.timeout, nt_hash_attribute=ldap.nt_hash_attribute, require_group=ldap.require_group,
             uid_attribute=ldap.uid_attribute, address_attributes=(ldap.mail_attribute,),
-            allow_plaintext=all(_is_loopback_url(u) for u in ldap.urls), pool_size=ldap.pool_size))
+            allow_plaintext=all(is_loopback_url(u) for u in ldap.urls), pool_size=ldap.pool_size,
+            on_error=lambda server, kind: metrics.ldap_errors_total.labels(server=server, kind=kind).inc()))
     ntlm = None
     if config.auth.ntlm is not None:
         if config.auth.ntlm.source == "winbind":
@@ -171,7 +174,8 @@ def build_auth(config: Config, reactor: Any) -> Any:
     listeners.update({f"submission.{name}": ListenerPolicy(sub.auth, True) for name, sub in config.submission.items()})
     limits = AuthLimits(per_ip=Rate(*config.auth.limits.per_ip), per_user_ip=Rate(*config.auth.limits.per_user_ip))
     return AuthService(backends, reactor, failure_delay=config.auth.failure_delay, limits=limits, ntlm=ntlm,
-                       listeners=listeners, proxy_users=config.auth.proxy_users, on_result=_auth_result_metric)
+                       listeners=listeners, proxy_users=config.auth.proxy_users, on_result=_auth_result_metric,
+                       on_backend_time=lambda backend, seconds: metrics.auth_backend_duration_seconds.labels(backend=backend).observe(seconds))
 
 
 def build(config: Config, reactor: Any) -> MailgwService:
@@ -183,6 +187,7 @@ def build(config: Config, reactor: Any) -> MailgwService:
     ThreadPoolService(disk_pool).setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
     gateway.store = build_store(config, reactor, disk_pool)
+    StoreService(gateway.store).setServiceParent(root)  # stops (saving indexes) before the disk pool
     gateway.auth = build_auth(config, reactor)
     _build_publish(gateway)
     return root

@@ -111,3 +111,7 @@ class LocalDirectory:
 
     def nt_hash(self, login: str) -> "Deferred[Optional[tuple[Identity, bytes]]]":
         return self._runner.run(self._nt_hash, login)
+
+    def close(self) -> None:
+        """Stop the hashing thread pool (the reactor's shutdown does it too; tests call this)."""
+        self._runner.close()

@@ -277,6 +277,13 @@ class AuthService:
     async def lookup_async(self, address: str) -> Optional[Identity]:
         return await first_found(self.backends, lambda backend: backend.lookup(address))
 
+    def close(self) -> None:
+        """Stop the backends' thread pools (at shutdown they stop by themselves)."""
+        for backend in self.backends:
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
+
     def lookup(self, address: str) -> "Deferred[Optional[Identity]]":
         """Resolve a login or address across the backends in order; AuthUnavailable if unsure."""
         address = address.strip()

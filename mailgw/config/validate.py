@@ -79,13 +79,13 @@ def _auth(config: "Config") -> Iterator[str]:
         for i, url in enumerate(ldap.urls):
             if not url.startswith(("ldap://", "ldaps://")):
                 yield f"auth.ldap.{name}.urls[{i}]: {url!r} is not an ldap:// or ldaps:// URL"
-            elif url.startswith("ldap://") and not ldap.starttls and not _is_loopback_url(url):
+            elif url.startswith("ldap://") and not ldap.starttls and not is_loopback_url(url):
                 yield f"auth.ldap.{name}.urls[{i}]: ldap:// without starttls = true would send passwords in clear"
         if "{login}" not in ldap.user_filter:
             yield f"auth.ldap.{name}.user_filter: must contain {{login}}"
 
 
-def _is_loopback_url(url: str) -> bool:
+def is_loopback_url(url: str) -> bool:
     host = url.split("://", 1)[1].split("/", 1)[0]
     host = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
     try:

@@ -176,12 +176,13 @@ class MemoryAccount:
         everything = set(existing)
         for name in existing:
             everything.update(names.parent_names(name))
+        parents = {p for n in everything for p in names.parent_names(n)}
         ordered = [names.INBOX] + sorted(n for n in everything if n != names.INBOX)
         return succeed([
             FolderInfo(
                 name=n,
                 special_use=names.special_use(n),
-                has_children=any(names.is_inferior(o, n) for o in everything),
+                has_children=n in parents,
                 selectable=n in existing,
             )
             for n in ordered
@@ -318,3 +319,7 @@ class MemoryStore:
 
     def deliver(self, user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":
         return self.account(user).append(folder, message)
+
+    def close(self) -> "Deferred[None]":
+        """Nothing to save (the Maildir store's close() saves its indexes)."""
+        return succeed(None)

@@ -245,6 +245,9 @@ class FolderView:
             self._recent |= claimed
         self._recent -= set(expunged)
         self.uid_next = max(self.uid_next, self._backend.uid_next)
+        # A replaced UID list (Maildir) changes UIDVALIDITY under an open session: the session
+        # sees it here and must end the selection (RFC 3501 §2.3.1.1).
+        self.uid_validity = self._backend.uid_validity
         return FolderChanges(added=tuple(sorted(added)), expunged=tuple(sorted(expunged)), flags=changed)
 
     # -- changing

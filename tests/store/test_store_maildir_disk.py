@@ -281,8 +281,9 @@ class MaildirRestartTests(MaildirFixture, TestCase):
         """A damaged UID list is rebuilt with a new UIDVALIDITY (logged), never silently renumbered."""
         before, _ = yield self.populate()
         path = os.path.join(self.root, "alice", "mailgw-uidlist")
-        with open(path, "r+b") as fh:
-            fh.write(b"garbage!")
+        with open(path, "ab") as fh:
+            fh.write(b"1 duplicate-uid-record\n")
+        os.unlink(os.path.join(self.root, "alice", "mailgw-index"))  # the index cannot vouch for it either
         events = Events(self)
         _, after, listing = yield self.reopen()
         self.assertNotEqual(after.uid_validity, before.uid_validity)
@@ -457,3 +458,75 @@ class MaildirUnfinishedFileTests(MaildirFixture, TestCase):
         changes = yield f.refresh()
         self.assertEqual(changes.added, (2,))  # an old empty file is a (strange) message after all
         f.close()
+
+
+class MaildirLostUidListTests(MaildirFixture, TestCase):
+    """The UID list vanishing under an open session."""
+
+    @inlineCallbacks
+    def test_open_session_sees_new_uidvalidity(self) -> Any:
+        """After the UID list is lost while a folder is selected, refresh() shows the new UIDVALIDITY."""
+        store = self.make_store()
+        acct = yield store.open_account("alice")
+        yield store.deliver("alice", msg(1))
+        f = yield acct.open_folder("INBOX")
+        old = f.uid_validity
+        os.unlink(os.path.join(self.root, "alice", "mailgw-uidlist"))
+        yield f.refresh()
+        self.assertGreater(f.uid_validity, old)
+        self.assertEqual([m.uid for m in f.messages()], [1])
+        f.close()
+
+
+class MaildirShutdownTests(TestCase):
+    """StoreService saves indexes although MultiService stops the pool right after it."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_shutdown_saves_index_before_pool_stops(self) -> Any:
+        """Stopping [pool, StoreService] in a MultiService leaves a saved index for every loaded folder."""
+        import tempfile
+
+        from twisted.application.service import MultiService, Service
+        from twisted.internet import reactor
+        from twisted.python.threadpool import ThreadPool
+
+        from mailgw.store.maildir import MaildirStore
+        from mailgw.store.service import StoreService
+
+        tmp = tempfile.mkdtemp(prefix="mailgw-store-")
+        pool = ThreadPool(1, 2, name="store-shutdown")
+
+        class PoolService(Service):
+            def startService(self) -> None:
+                super().startService()
+                pool.start()
+
+            def stopService(self) -> None:
+                super().stopService()
+                pool.stop()
+
+        store = MaildirStore(tmp + "/{user}", reactor, pool, poll_interval=0, idle_unload=0)
+        root = MultiService()
+        PoolService().setServiceParent(root)
+        StoreService(store).setServiceParent(root)
+        root.startService()
+        try:
+            yield store.deliver("alice", msg(1))
+            acct = yield store.open_account("alice")
+            f = yield acct.open_folder("INBOX")
+            yield f.store_flags([1], frozenset({"\\Flagged"}), "add")  # unsaved: indexes are saved lazily
+            yield acct.append("Sent", msg(2))
+            sent = yield acct.open_folder("Sent")
+            yield sent.store_flags([1], frozenset({"\\Answered"}), "add")
+        finally:
+            yield root.stopService()
+        from mailgw.store.maildir import index as idx
+
+        state = idx.load(os.path.join(tmp, "alice"))
+        assert state is not None
+        self.assertTrue(state.recs[1].name.endswith(":2,F"))
+        state = idx.load(os.path.join(tmp, "alice", ".Sent"))
+        assert state is not None
+        self.assertTrue(state.recs[1].name.endswith(":2,R"))

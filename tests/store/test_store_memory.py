@@ -44,3 +44,26 @@ class NameRuleTests(SynchronousTestCase):
             self.assertEqual(names.from_disk(disk), name)
         for entry in [".", "..", "..x", ".a..b", "cur", ".a.new", ".x%2Fy", ".%2E%2E", ".INBOX"]:
             self.assertIsNone(names.from_disk(entry), entry)
+
+
+class StoreServiceTests(TestCase):
+    """StoreService closes the store when the service tree stops."""
+
+    def test_stop_closes_store(self) -> Any:
+        """stopService returns the store's close() Deferred."""
+        from mailgw.store.service import StoreService
+
+        closed: list[bool] = []
+
+        class Store:
+            def close(self) -> Any:
+                from twisted.internet.defer import succeed
+
+                closed.append(True)
+                return succeed(None)
+
+        svc = StoreService(Store())
+        svc.startService()
+        d = svc.stopService()
+        self.assertEqual(closed, [True])
+        return d

@@ -8,7 +8,7 @@ import socket
 from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -35,6 +35,7 @@ class MaildirAccount:
         self.root = root
         self.usage = Usage(root, store.quota_bytes, store.quota_messages)
         self._folders: dict[str, MaildirFolder] = {}
+        self._recorded: Deferred[None] = succeed(None)
 
     # -- setup (pool thread)
 
@@ -65,9 +66,29 @@ class MaildirAccount:
             del self._folders[n]
 
     def count(self, nbytes: int, nmessages: int) -> None:
+        """Count a change now; write it to maildirsize in the pool, in order, after earlier ones."""
         if nbytes or nmessages:
             self.usage.add(nbytes, nmessages)
-            self.store.run(self.usage.record, nbytes, nmessages).addErrback(lambda f: None)
+            if self.usage.tracked:
+                previous = self._recorded
+                self._recorded = d = Deferred[None]()
+
+                def write(_: object) -> None:
+                    job = self.store.run(self.usage.record, nbytes, nmessages)
+                    job.addErrback(lambda f: log.failure("maildirsize not updated", f, event="store.quota_write_failed"))
+                    job.addBoth(lambda _: d.callback(None))
+
+                previous.addCallback(write)
+
+    def recorded(self) -> "Deferred[None]":
+        """Fires once every counted change is in maildirsize."""
+        d: Deferred[None] = Deferred()
+
+        def fire(result: None) -> None:
+            d.callback(None)
+
+        self._recorded.addCallback(fire)
+        return d
 
     async def check_quota(self, nbytes: int, nmessages: int) -> None:
         u = self.usage
@@ -89,9 +110,10 @@ class MaildirAccount:
         everything = set(existing)
         for n in existing:
             everything.update(names.parent_names(n))
+        parents = {p for n in everything for p in names.parent_names(n)}
         ordered = [names.INBOX] + sorted(everything - {names.INBOX})
         return [FolderInfo(name=n, special_use=names.special_use(n),
-                           has_children=any(names.is_inferior(o, n) for o in everything),
+                           has_children=n in parents,
                            selectable=n in existing) for n in ordered]
 
     def create_folder(self, name: str) -> "Deferred[None]":
@@ -221,6 +243,7 @@ class MaildirAccount:
         mtime = internal_date.timestamp() if internal_date is not None else None
         letters = None if to_new and not clean else to_letters(clean)
         delta = await f.deliver(data, letters, mtime, keyword_part(clean))
+        await self.recorded()
         info = delta.put[-1]
         return AppendResult(uid_validity=delta.uid_validity, uid=info.uid)
 
@@ -233,10 +256,8 @@ class MaildirAccount:
         return QuotaUsage(bytes_used=u.bytes, bytes_limit=u.bytes_limit,
                           messages_used=u.messages, messages_limit=u.messages_limit)
 
-    async def close(self) -> None:
-        for f in list(self._folders.values()):
-            if f.loaded:
-                await f.close()
+    def loaded_folders(self) -> list[MaildirFolder]:
+        return [f for f in self._folders.values() if f.loaded]
 
     async def evict_idle(self, older_than: float) -> int:
         """Unload folders no session holds and nothing used since `older_than`; returns how many."""
@@ -342,5 +363,18 @@ class MaildirStore:
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
-        for acct in list(self._accounts.values()):
-            await acct.close()
+        folders = [f for acct in self._accounts.values() for f in acct.loaded_folders()]
+        for f in folders:
+            f.stop_polling()
+
+        def save_all() -> None:
+            # One job, queued at once: it runs even if the pool is told to stop right after
+            # (MultiService does not wait for this service before stopping the pool's).
+            for f in folders:
+                try:
+                    f.disk.close()  # each save holds the folder's flock
+                except OSError as e:
+                    log.warn("index of {folder} not saved at shutdown: {why}", folder=f.path,
+                             why=os.strerror(e.errno or 0), event="store.index_save_failed")
+
+        await self.run(save_all)

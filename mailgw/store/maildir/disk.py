@@ -21,7 +21,7 @@ from mailgw.store.maildir import index as idx
 from mailgw.store.maildir.keywords import Keywords
 from mailgw.store.maildir.layout import FileName, FileWriter, clean_tmp, fsync_dir, place_message, storage_error
 from mailgw.store.maildir.scan import SUBS, ScanMixin
-from mailgw.store.maildir.uidlist import Corrupt, FolderLock, UidList
+from mailgw.store.maildir.uidlist import Corrupt, FolderLock, UidList, salvage_validity
 
 log = Logger()
 
@@ -111,7 +111,7 @@ class FolderDisk(ScanMixin):
                 log.warn("uid list of {folder} corrupt ({why})", folder=self.path, why=str(e),
                          event="store.uidlist_corrupt")
         if ul is None:
-            previous = state.uid_validity if state is not None else 0
+            previous = max(state.uid_validity if state is not None else 0, salvage_validity(self.path))
             ul = UidList.fresh(self.path, previous)
             if corrupt or any(self._listdir(sub) for sub in SUBS):
                 log.warn("rebuilt uid list of {folder}: new UIDVALIDITY {v}", folder=self.path, v=ul.uid_validity,

@@ -103,6 +103,8 @@ class MaildirFolder(FolderBackend):
         return ensureDeferred(self._claim())
 
     async def _claim(self) -> frozenset[int]:
+        if self.loaded and self.recent_floor >= self.uid_next:
+            return frozenset()  # nothing new since the last claim: no disk job
         delta, claimed = await self.locked(self.disk.claim_recent)
         self.apply(delta)
         return claimed
@@ -188,7 +190,7 @@ class MaildirFolder(FolderBackend):
 
     def view_closed(self, view: FolderView) -> None:
         if not self.views:
-            self._stop_polling()
+            self.stop_polling()
             self.locked(self.disk.flush, True).addErrback(
                 lambda f: log.failure("index flush failed", f, event="store.index_save_failed"))
 
@@ -200,7 +202,7 @@ class MaildirFolder(FolderBackend):
         if self._poll is None and interval and any(v._listeners for v in self.views):
             self._poll = self.account.store.reactor.callLater(interval, self._polled)
 
-    def _stop_polling(self) -> None:
+    def stop_polling(self) -> None:
         if self._poll is not None and self._poll.active():
             self._poll.cancel()
         self._poll = None
@@ -213,5 +215,5 @@ class MaildirFolder(FolderBackend):
         self.sync().addErrback(lambda f: log.failure("folder poll failed", f, event="store.poll_failed"))
 
     def close(self) -> "Deferred[None]":
-        self._stop_polling()
+        self.stop_polling()
         return self.locked(self.disk.close)

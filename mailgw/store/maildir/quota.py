@@ -29,28 +29,29 @@ def scan_usage(root: str) -> tuple[int, int]:
 def folder_usage(path: str) -> tuple[int, int]:
     """(bytes, messages) of one folder."""
     total = count = 0
-    if True:
-        for sub in ("new", "cur"):
-            try:
-                entries = os.listdir(os.path.join(path, sub))
-            except FileNotFoundError:
+    for sub in ("new", "cur"):
+        try:
+            entries = os.listdir(os.path.join(path, sub))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.startswith("."):
                 continue
-            for entry in entries:
-                if entry.startswith("."):
+            s, w = FileName.parse(entry).sizes()
+            size = w if w is not None else s
+            if size is None:
+                try:
+                    size = os.stat(os.path.join(path, sub, entry)).st_size
+                except OSError:
                     continue
-                s, w = FileName.parse(entry).sizes()
-                size = w if w is not None else s
-                if size is None:
-                    try:
-                        size = os.stat(os.path.join(path, sub, entry)).st_size
-                    except OSError:
-                        continue
-                total += size
-                count += 1
+            total += size
+            count += 1
     return total, count
 
 
 class Usage:
+    """A user's (bytes, messages) against the configured limits."""
+
     def __init__(self, root: str, bytes_limit: Optional[int], messages_limit: Optional[int]) -> None:
         self.root = root
         self.bytes_limit = bytes_limit

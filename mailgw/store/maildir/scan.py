@@ -22,7 +22,11 @@ from mailgw.store.maildir.uidlist import UidList
 log = Logger()
 
 SUBS = ("new", "cur")  # new/ first: a new -> cur rename during the scan is then seen, not lost
-_RACY_NS = 1_000_000_000  # a directory modified within this much of a scan is scanned again
+# A directory modified within this much of a scan is scanned again: a change in the same
+# timestamp tick as the scan would not move its mtime. One second where the file system keeps
+# whole seconds (Dovecot's rule); on nanosecond file systems the tick is a jiffy (<= 10 ms).
+_RACY_NS = 1_000_000_000
+_RACY_FINE_NS = 50_000_000
 _YOUNG_NS = 10_000_000_000  # an unfinished-looking file younger than this is not indexed yet
 
 
@@ -37,6 +41,7 @@ class ScanMixin:
     dirty: set[str]
     unsaved: int
     deferred: set[str]  # sub-directories holding files left for a later scan
+    fine_mtimes = False  # seen a sub-second directory mtime: the file system keeps them
 
     def _listdir(self, sub: str) -> list[str]:
         try:
@@ -65,7 +70,9 @@ class ScanMixin:
                     changed.add(uid)
             missing.extend((sub, n, u) for n, u in known.items() if n not in listing)
             self.state.dirs[sub] = st.st_mtime_ns
-            if time.time_ns() - st.st_mtime_ns < _RACY_NS:
+            if st.st_mtime_ns % 1_000_000_000:
+                self.fine_mtimes = True
+            if time.time_ns() - st.st_mtime_ns < (_RACY_FINE_NS if self.fine_mtimes else _RACY_NS):
                 self.dirty.add(sub)
             else:
                 self.dirty.discard(sub)

@@ -168,6 +168,16 @@ class UidList:
         self.identity = self.stat_identity()
 
 
+def salvage_validity(path: str) -> int:
+    """The UIDVALIDITY a damaged list still shows in its first line, or 0 (so the new one is larger)."""
+    try:
+        with open(os.path.join(path, FILE), "rb") as fh:
+            head = fh.readline(200).decode("ascii", "replace").split(" ")
+        return max((int(p[1:]) for p in head if p[:1] == "V" and p[1:].isdigit()), default=0)
+    except OSError:
+        return 0
+
+
 def parse(raw: bytes) -> tuple[int, int, list[tuple[int, str]]]:
     """(uidvalidity, header uidnext, records) of a UID list file; raises Corrupt."""
     try:
