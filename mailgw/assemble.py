@@ -178,6 +178,97 @@ def build_auth(config: Config, reactor: Any) -> Any:
                        on_backend_time=lambda backend, seconds: metrics.auth_backend_duration_seconds.labels(backend=backend).observe(seconds))
 
 
+# --------------------------------------------------------------------------- submission relay
+
+
+def _smarthost(config: Config, name: str, sub: Any) -> Any:
+    """[submission.NAME.smarthost] as the client's SmarthostConfig (password read from its file)."""
+    from mailgw.smtp.client import SmarthostConfig
+
+    host = sub.smarthost
+    if host is None:
+        return None
+    password = None
+    if host.auth_password_file:
+        try:
+            with open(host.auth_password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"submission.{name}.smarthost.auth_password_file: {exc.strerror}") from None
+    return SmarthostConfig(host=host.host, port=host.port, starttls="implicit" if host.implicit_tls else host.starttls,
+                           ca_file=host.ca_file, username=host.auth_user, password=password,
+                           helo=config.server.hostname)
+
+
+def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
+    """One [submission.NAME]: its queue and relay runner, and a listener per bind / bind_tls endpoint."""
+    from mailgw.smtp.factory import SubmissionFactory
+    from mailgw.smtp.policy import SubmissionPolicy
+    from mailgw.smtp.queue import RelayQueue
+    from mailgw.smtp.relay import RelayRunner, RelayService
+
+    config, reactor = gateway.config, gateway.reactor
+    if gateway.auth is None or gateway.store is None:
+        log.warn("submission.{name}: no store or credential checker assembled; listener not started",
+                 name=name, event="submission.disabled")
+        return
+    tls = gateway.tls.get(sub.tls)
+    if tls is None:
+        raise ConfigError(f"submission.{name}.tls: no [tls.{sub.tls}] certificate")
+    policy = SubmissionPolicy(local_domains=frozenset(sub.local_domains), send_as=sub.send_as,
+                              max_message_size=sub.max_message_size, max_recipients=sub.max_recipients,
+                              long_lines=sub.long_lines, idle_timeout=sub.timeout)
+    queue = RelayQueue(os.path.join(config.server.state_dir, "queue", name), reactor, gateway.disk_pool)
+    gateway.extras[f"queue.{name}"] = queue
+    if gateway.queue is None:
+        gateway.queue = queue
+    factory = SubmissionFactory(name, gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
+                                reactor, gateway.disk_pool, mechanisms=tuple(m.upper() for m in sub.auth),
+                                registry=gateway.sessions)
+    runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
+                         _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
+    assert gateway.root is not None
+    RelayService(runner).setServiceParent(gateway.root)
+    for i, endpoint in enumerate(sub.bind):
+        gateway.listen(endpoint, factory, label=f"submission.{name}.bind[{i}]")
+    implicit = factory.for_implicit_tls()
+    for i, endpoint in enumerate(sub.bind_tls):
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]")
+
+
+# --------------------------------------------------------------------------- IMAP virtual servers
+
+
+def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
+    """One [imap.NAME]: a STARTTLS-capable factory for `bind`, an implicit-TLS one for `bind_tls`."""
+    from mailgw.config.schema import expand_mechanisms
+    from mailgw.imap.config import IMAPLimits
+    from mailgw.imap.factory import IMAPServerFactory
+
+    if gateway.auth is None or gateway.store is None:
+        log.warn("imap.{name}: no store or credential checker assembled; listener not started",
+                 name=name, event="imap.disabled")
+        return
+    tls = gateway.tls.get(imap.tls) if imap.tls else None
+    if imap.tls and tls is None:
+        raise ConfigError(f"imap.{name}.tls: no [tls.{imap.tls}] certificate")
+    if imap.bind_tls and tls is None:
+        raise ConfigError(f"imap.{name}.bind_tls: an implicit-TLS listener needs imap.{name}.tls")
+    limits = IMAPLimits(max_line=imap.max_line, append_limit=imap.append_limit,
+                        preauth_timeout=imap.preauth_timeout, autologout=imap.autologout,
+                        max_user_ip_sessions=imap.max_connections_per_user_ip)
+    common = dict(require_tls=imap.require_tls, mechanisms=expand_mechanisms(imap.auth),
+                  fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
+                  limits=limits, registry=gateway.sessions)
+    label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy by
+    plain = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, **common)
+    for i, endpoint in enumerate(imap.bind):
+        gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]")
+    implicit = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, implicit_tls=True, **common)
+    for i, endpoint in enumerate(imap.bind_tls):
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]")
+
+
 def build(config: Config, reactor: Any) -> MailgwService:
     """The whole service tree of one mailgw process."""
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="mailgw-disk")
@@ -189,6 +280,10 @@ def build(config: Config, reactor: Any) -> MailgwService:
     gateway.store = build_store(config, reactor, disk_pool)
     StoreService(gateway.store).setServiceParent(root)  # stops (saving indexes) before the disk pool
     gateway.auth = build_auth(config, reactor)
+    for name, sub in config.submission.items():
+        build_submission(gateway, name, sub)
+    for name, imap in config.imap.items():
+        build_imap(gateway, name, imap)
     _build_publish(gateway)
     return root
 

@@ -119,7 +119,7 @@ class IMAPConfig:
     append_limit: int = opt(50 * 1024 * 1024, "Largest message APPEND accepts (APPENDLIMIT).", kind="size")
     max_line: int = opt(64 * 1024, "Longest command line.", kind="size")
     max_connections_per_user_ip: int = opt(10, "Concurrent sessions per (user, client IP).")
-    calendaring: Optional[CalendaringConfig] = opt(None, "Calendaring (meeting request) options, as Exchange's IMAP4 virtual server has.")
+    calendaring: Optional[CalendaringConfig] = opt(None, "Exchange-style calendaring options (OWA front end for meeting requests); accepted and shown, not yet used.")
 
 
 @dataclass(frozen=True)

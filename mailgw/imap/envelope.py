@@ -1,0 +1,193 @@
+"""ENVELOPE and BODYSTRUCTURE values (RFC 3501 §7.4.2) from a MIME tree; tolerant address parsing."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from mailgw.imap.mime import Part, body_lines, parse_params, unfold
+from mailgw.imap.wire.response import Value
+
+MAX_ADDRESSES = 10000
+_SPECIALS = b"<>,:;@."
+
+
+def _tokens(value: bytes) -> list[tuple[str, bytes]]:
+    """RFC 5322 lexical tokens: ('a', atom) ('q', quoted) ('s', special); comments dropped. Linear."""
+    out: list[tuple[str, bytes]] = []
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if c in b" \t\r\n":
+            i += 1
+        elif c == 0x28:  # comment, nested
+            depth = 0
+            while i < n:
+                c = value[i]
+                if c == 0x5C:
+                    i += 2
+                    continue
+                if c == 0x28:
+                    depth += 1
+                elif c == 0x29:
+                    depth -= 1
+                    if depth == 0:
+                        i += 1
+                        break
+                i += 1
+        elif c == 0x22:
+            buf = bytearray()
+            i += 1
+            while i < n and value[i] != 0x22:
+                if value[i] == 0x5C and i + 1 < n:
+                    i += 1
+                if value[i] not in b"\r\n":
+                    buf.append(value[i])
+                i += 1
+            i += 1
+            out.append(("q", bytes(buf)))
+        elif c == 0x5B:
+            j = value.find(b"]", i)
+            j = n - 1 if j < 0 else j
+            out.append(("a", value[i : j + 1]))
+            i = j + 1
+        elif c in _SPECIALS:
+            out.append(("s", bytes([c])))
+            i += 1
+        else:
+            j = i
+            while j < n and value[j] not in b' \t\r\n()"[' and value[j] not in _SPECIALS:
+                j += 1
+            out.append(("a", value[i:j]))
+            i = j
+    return out
+
+
+def _phrase(toks: list[tuple[str, bytes]]) -> Optional[bytes]:
+    words = [t[1] for t in toks if t[0] != "s" or t[1] == b"."]
+    return b" ".join(words).replace(b" . ", b".") if words else None
+
+
+def _addr_spec(toks: list[tuple[str, bytes]]) -> tuple[bytes, bytes]:
+    at = max((i for i, t in enumerate(toks) if t == ("s", b"@")), default=-1)
+    local = toks if at < 0 else toks[:at]
+    domain = [] if at < 0 else toks[at + 1 :]
+    lp = b"".join(b'"' + t[1] + b'"' if t[0] == "q" and _needs_quote(t[1]) else t[1] for t in local)
+    dom = b"".join(t[1] for t in domain)
+    return (lp or b"MISSING_MAILBOX", dom or b"MISSING_DOMAIN")
+
+
+def _needs_quote(local: bytes) -> bool:
+    return any(c in b' ()<>[]:;@\\,"' for c in local)
+
+
+def addresses(raw: Optional[bytes]) -> Optional[list[Value]]:
+    """An address-list header -> [(name adl mailbox host), ...] with group markers, or None."""
+    if raw is None:
+        return None
+    toks = _tokens(raw)
+    out: list[Value] = []
+    i, n = 0, len(toks)
+    words: list[tuple[str, bytes]] = []
+    while i < n and len(out) < MAX_ADDRESSES:
+        t = toks[i]
+        i += 1
+        if t == ("s", b":") and words and all(w[0] != "s" or w[1] == b"." for w in words):
+            out.append([None, None, _phrase(words), None])
+            words = []
+        elif t == ("s", b"<"):
+            inner: list[tuple[str, bytes]] = []
+            while i < n and toks[i] != ("s", b">"):
+                inner.append(toks[i])
+                i += 1
+            i += 1
+            route: Optional[bytes] = None
+            colon = next((k for k, x in enumerate(inner) if x == ("s", b":")), -1)
+            if colon >= 0 and inner and inner[0] == ("s", b"@"):
+                route = b"".join(x[1] for x in inner[:colon])
+                inner = inner[colon + 1 :]
+            if inner:
+                mbox, host = _addr_spec(inner)
+                out.append([_phrase(words), route, mbox, host])
+            words = []
+            while i < n and toks[i] not in (("s", b","), ("s", b";")):
+                i += 1
+        elif t in (("s", b","), ("s", b";")):
+            if words:
+                mbox, host = _addr_spec(words)
+                out.append([None, None, mbox, host])
+                words = []
+            if t == ("s", b";"):
+                out.append([None, None, None, None])
+        else:
+            words.append(t)
+    if words:
+        mbox, host = _addr_spec(words)
+        out.append([None, None, mbox, host])
+    return out or None
+
+
+def _nstr(part: Part, name: bytes) -> Optional[bytes]:
+    v = part.field(name)
+    return None if v is None else unfold(v)
+
+
+def envelope(msg: Part) -> list[Value]:
+    """(date subject from sender reply-to to cc bcc in-reply-to message-id)."""
+    frm = addresses(_nstr(msg, b"from"))
+    sender = addresses(_nstr(msg, b"sender")) or frm
+    reply_to = addresses(_nstr(msg, b"reply-to")) or frm
+    return [
+        _nstr(msg, b"date"), _nstr(msg, b"subject"), frm, sender, reply_to,
+        addresses(_nstr(msg, b"to")), addresses(_nstr(msg, b"cc")), addresses(_nstr(msg, b"bcc")),
+        _nstr(msg, b"in-reply-to"), _nstr(msg, b"message-id"),
+    ]
+
+
+def _param_list(params: list[tuple[bytes, bytes]]) -> Optional[list[Value]]:
+    if not params:
+        return None
+    out: list[Value] = []
+    for k, v in params:
+        out.extend((k, v))
+    return out
+
+
+def _disposition(part: Part) -> Optional[list[Value]]:
+    raw = part.field(b"content-disposition")
+    if raw is None:
+        return None
+    kind, params = parse_params(raw)
+    if not kind:
+        return None
+    return [kind, _param_list(params)]
+
+
+def _language(part: Part) -> Optional[Value]:
+    raw = _nstr(part, b"content-language")
+    if not raw:
+        return None
+    langs: list[Value] = [x.strip() for x in raw.split(b",") if x.strip()]
+    return langs[0] if len(langs) == 1 else langs
+
+
+def bodystructure(part: Part, extended: bool = True) -> list[Value]:
+    """BODYSTRUCTURE (extended) or BODY (basic) of a part; iterative depth is bounded by MAX_MIME_DEPTH."""
+    if part.is_multipart():
+        out: list[Value] = [bodystructure(c, extended) for c in part.children]
+        out.append(part.subtype)
+        if extended:
+            out.extend([_param_list(part.params), _disposition(part), _language(part),
+                        _nstr(part, b"content-location")])
+        return out
+    body = part.body
+    enc = _nstr(part, b"content-transfer-encoding")
+    out = [part.maintype, part.subtype, _param_list(part.params), _nstr(part, b"content-id"),
+           _nstr(part, b"content-description"), (enc.lower() if enc else b"7bit"), len(body)]
+    if part.maintype == b"message" and part.subtype == b"rfc822" and part.message is not None:
+        out.extend([envelope(part.message), bodystructure(part.message, extended), body_lines(body)])
+    elif part.maintype == b"text":
+        out.append(body_lines(body))
+    if extended:
+        out.extend([_nstr(part, b"content-md5"), _disposition(part), _language(part),
+                    _nstr(part, b"content-location")])
+    return out

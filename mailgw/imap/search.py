@@ -1,0 +1,170 @@
+"""SEARCH evaluation (RFC 3501 §6.4.4) of a parsed key tree against one message at a time.
+
+Flags, sizes, dates and sets come from the index; headers and bodies are read only when a key needs
+them. Header values are RFC 2047-decoded, bodies transfer-decoded and charset-decoded; matching is
+case-insensitive substring on Unicode.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+from bisect import bisect_right
+from email.header import decode_header, make_header
+from typing import Optional
+
+from mailgw.imap.fetch import MessageData
+from mailgw.imap.mime import Part, unfold
+from mailgw.imap.wire.dates import header_date
+from mailgw.imap.wire.searchspec import Key
+
+MAX_TEXT_PARTS = 200
+
+
+class Context:
+    """One message under evaluation."""
+
+    def __init__(self, seq: int, data: MessageData, recent: bool, count: int, max_uid: int,
+                 cache: "dict[int, list[tuple[int, int]]]") -> None:
+        self.seq, self.data, self.recent, self.count, self.max_uid = seq, data, recent, count, max_uid
+        self.cache = cache  # resolved sets, shared by all messages of one SEARCH
+        self._body: Optional[str] = None
+
+    def header_values(self, name: bytes) -> list[str]:
+        root = self.data.head_root()
+        return [decode_value(v) for n, v in root.fields if n == name]
+
+    def all_headers(self) -> str:
+        return decode_raw(unfold(self.data.header()))
+
+    def body_text(self) -> str:
+        if self._body is None:
+            self._body = "\n".join(_texts(self.data.root()))
+        return self._body
+
+
+def decode_raw(raw: bytes) -> str:
+    """UTF-8 if valid; otherwise both readings (lenient UTF-8 and Latin-1), so either kind of 8-bit matches."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace") + "\n" + raw.decode("latin-1")
+
+
+def decode_value(raw: bytes) -> str:
+    """Unfold and decode RFC 2047 encoded words; 8-bit raw values are read as UTF-8 (or Latin-1)."""
+    text = decode_raw(unfold(raw))
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text[:10000])))
+    except Exception:  # email.header raises many kinds of errors on hostile input
+        return text
+
+
+def _texts(root: Part) -> list[str]:
+    out: list[str] = []
+    stack = [root]
+    while stack and len(out) < MAX_TEXT_PARTS:
+        part = stack.pop()
+        if part.is_multipart():
+            stack.extend(reversed(part.children))
+            continue
+        if part.message is not None:
+            stack.append(part.message)
+            continue
+        if part.maintype != b"text":
+            continue
+        out.append(_decode_body(part))
+    return out
+
+
+def _decode_body(part: Part) -> str:
+    body = part.body
+    enc = (part.field(b"content-transfer-encoding") or b"").strip().lower()
+    try:
+        if enc == b"base64":
+            body = base64.b64decode(b"".join(body.split()), validate=False)
+        elif enc == b"quoted-printable":
+            body = quopri.decodestring(body)
+    except (binascii.Error, ValueError):
+        pass
+    charset = (part.param(b"charset") or b"utf-8").decode("ascii", "replace")
+    try:
+        return body.decode(charset, "replace")
+    except LookupError:
+        return decode_raw(body)
+
+
+def needle(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").casefold()
+
+
+def matches(key: Key, ctx: Context) -> bool:
+    """Evaluate a key; recursion depth is bounded by the parser's nesting cap."""
+    op = key.op
+    a = key.args
+    info = ctx.data.info
+    if op == "ALL":
+        return True
+    if op == "AND":
+        return all(matches(k, ctx) for k in a)  # type: ignore[arg-type]
+    if op == "OR":
+        return matches(a[0], ctx) or matches(a[1], ctx)  # type: ignore[arg-type]
+    if op == "NOT":
+        return not matches(a[0], ctx)  # type: ignore[arg-type]
+    if op == "FLAG":
+        flag, want = a
+        has = ctx.recent if flag == "\\Recent" else any(f.lower() == str(flag).lower() for f in info.flags)
+        return has == want
+    if op == "NEW":
+        return ctx.recent and "\\Seen" not in info.flags
+    if op == "OLD":
+        return not ctx.recent
+    if op == "SEQ":
+        return _in_spans(_spans(a[0], ctx, ctx.count), ctx.seq)
+    if op == "UID":
+        return _in_spans(_spans(a[0], ctx, ctx.max_uid), info.uid)
+    if op == "SIZE":
+        which, n = a
+        size = ctx.data.size()
+        return size > n if which == "LARGER" else size < n  # type: ignore[operator]
+    if op == "DATE":
+        which, day = str(a[0]), a[1]
+        if which.startswith("SENT"):
+            values = ctx.header_values(b"date")
+            got = header_date(values[0]) if values else None
+            if got is None:
+                return False
+            which = which[4:]
+        else:
+            got = info.internal_date.date()
+        if which == "BEFORE":
+            return got < day  # type: ignore[operator]
+        if which == "ON":
+            return got == day
+        return got >= day  # type: ignore[operator]
+    if op == "HEADER":
+        name, value = a
+        want = needle(value)  # type: ignore[arg-type]
+        values = ctx.header_values(str(name).encode("ascii", "replace"))
+        return any(want in v.casefold() for v in values) if want else bool(values)
+    if op == "BODY":
+        return needle(a[0]) in ctx.body_text().casefold()  # type: ignore[arg-type]
+    if op == "TEXT":
+        want = needle(a[0])  # type: ignore[arg-type]
+        return want in ctx.all_headers().casefold() or want in ctx.body_text().casefold()
+    return False
+
+
+def _spans(sset: object, ctx: Context, star: int) -> list[tuple[int, int]]:
+    spans = ctx.cache.get(id(sset))
+    if spans is None:
+        spans = ctx.cache[id(sset)] = sset.resolve(star)  # type: ignore[attr-defined]
+    return spans
+
+
+def _in_spans(spans: list[tuple[int, int]], n: int) -> bool:
+    i = bisect_right(spans, (n, 4294967296)) - 1
+    return i >= 0 and spans[i][0] <= n <= spans[i][1]

@@ -1,0 +1,57 @@
+"""Random command sequences through a live session object: every command answered, never an internal error."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from imap_testing import MESSAGE, Harness
+
+SETS = st.sampled_from([b"1", b"2:3", b"*", b"1:*", b"3,1", b"4294967295", b"2:*", b"5:2"])
+BOXES = st.sampled_from([b"INBOX", b"Archive", b"Nope", b'"A/B"', b"&AOk-t&AOk-", b'"x y"', b"Trash"])
+FLAGS = st.sampled_from([b"(\\Seen)", b"(\\Deleted \\Flagged)", b"($Work)", b"()", b"\\Answered"])
+ITEMS = st.sampled_from([b"FLAGS", b"(UID ENVELOPE)", b"BODY[]", b"(BODY.PEEK[1.MIME] BODYSTRUCTURE)", b"FULL",
+                         b"(BODY[HEADER.FIELDS (Subject)]<0.5> RFC822.SIZE)", b"(RFC822.TEXT INTERNALDATE)",
+                         b"BODY.PEEK[2.1]", b"(BODY[TEXT]<3.4>)"])
+KEYS = st.sampled_from([b"ALL", b"OR SEEN DELETED", b"NOT (FLAGGED 1:2)", b"SUBJECT hello", b"BODY test",
+                        b"UID 2:*", b"LARGER 10 SMALLER 100000", b"SINCE 1-Jan-2020", b"TEXT alice NEW"])
+
+
+@st.composite
+def command(draw: st.DrawFn) -> bytes:
+    uid = draw(st.sampled_from([b"", b"UID "]))
+    return draw(st.sampled_from([
+        b"FETCH %s %s" % (draw(SETS), draw(ITEMS)),
+        b"STORE %s %sFLAGS%s %s" % (draw(SETS), draw(st.sampled_from([b"", b"+", b"-"])),
+                                     draw(st.sampled_from([b"", b".SILENT"])), draw(FLAGS)),
+        b"SEARCH %s" % draw(KEYS), b"COPY %s %s" % (draw(SETS), draw(BOXES)), b"MOVE %s %s" % (draw(SETS), draw(BOXES)),
+        b"EXPUNGE", b"NOOP", b"CHECK", b"SELECT %s" % draw(BOXES), b"EXAMINE %s" % draw(BOXES), b"CLOSE",
+        b"UNSELECT", b"CREATE %s" % draw(BOXES), b"DELETE %s" % draw(BOXES), b"RENAME %s %s" % (draw(BOXES), draw(BOXES)),
+        b'LIST "" %s' % draw(st.sampled_from([b"*", b"%", b'"A/%"', b"INBOX"])), b'LSUB "" "*"',
+        b"STATUS %s (MESSAGES UIDNEXT UNSEEN)" % draw(BOXES), b"APPEND %s {5+}\r\nhello" % draw(BOXES),
+        b"SUBSCRIBE %s" % draw(BOXES),
+    ])).replace(b"FETCH", uid + b"FETCH", 1)
+
+
+class SessionFuzzTests(unittest.SynchronousTestCase):
+    """The whole engine, driven with random but plausible commands."""
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(command(), min_size=1, max_size=15))
+    def test_every_command_answered(self, commands: list[bytes]) -> None:
+        """Each command gets exactly one tagged reply and none is SERVERBUG; the connection stays open."""
+        h = Harness()
+        for _ in range(3):
+            h.account().append("INBOX", MESSAGE)
+        other = h.connect()
+        other.select()
+        c = h.connect()
+        c.select()
+        for i, cmd in enumerate(commands):
+            tag = b"t%d" % i
+            out = c.send(tag + b" " + cmd + b"\r\n")
+            other.send(b"o%d NOOP\r\n" % i)
+            self.assertNotIn(b"SERVERBUG", out, cmd)
+            self.assertEqual(out.count(b"\r\n" + tag + b" ") + out.startswith(tag + b" "), 1, (cmd, out))
+            self.assertFalse(c.transport.disconnecting, cmd)
