@@ -3,13 +3,11 @@
 Two real `twistd mailgw` processes: the "internal" one runs an IMAP virtual server with IMAPS, the
 "edge" one only a [publish.imaps] rule whose target is the first one's IMAPS port (as ISA published
 the internal Exchange IMAPS server). TLS runs end to end from imaplib to the internal server.
-Skipped until the IMAP server (branch `imap`) is merged.
 """
 
 from __future__ import annotations
 
 import imaplib
-import importlib.util
 import os
 import shutil
 import ssl
@@ -17,6 +15,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailgw.auth.usersfile import LocalUser, format_users, hash_password
 from tests.support.certs import make_server_cert
 from tests.support.gateway import Gateway
 
@@ -51,20 +50,8 @@ clients = ["any"]
 """
 
 
-def _imap_available() -> bool:
-    try:
-        return importlib.util.find_spec("mailgw.imap.factory") is not None
-    except ImportError:
-        return False
-
-
 class PublishedIMAPSTests(SynchronousTestCase):
-    if not _imap_available():
-        skip = "the IMAP server (mailgw.imap) is not merged yet"
-
     def setUp(self) -> None:
-        from mailgw.auth.usersfile import LocalUser, format_users, hash_password
-
         self.dir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.dir)
         self.cert = make_server_cert(os.path.join(self.dir, "tls"), ["localhost", "127.0.0.1"])
