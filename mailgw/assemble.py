@@ -8,6 +8,7 @@ configuration; packages receive plain values and objects.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -25,7 +26,8 @@ from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile, ensure_host_
 from mailgw.admin.probes import MetricsRefresher, builtin_health_checks, throttled_peers
 from mailgw.admin.reloader import Reloader
 from mailgw.admin.shell import Shell
-from mailgw.config.schema import Config
+from mailgw.config.endpoints import parse_hostport
+from mailgw.config.schema import Config, PublishConfig
 from mailgw.errors import ConfigError
 from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
@@ -33,6 +35,7 @@ from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe import metrics
 from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
+from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
 from mailgw.store.service import StoreService
 
 log = Logger()
@@ -309,8 +312,45 @@ def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] =
         build_submission(gateway, name, sub)
     for name, imap in config.imap.items():
         build_imap(gateway, name, imap)
+    _build_publish(gateway)
     build_admin(gateway, dict(os.environ) if environ is None else environ)
     return root
+
+
+def _publish_rules(config: Config) -> dict[str, tuple[RuleSettings, ClientSet]]:
+    named_sets = {name: cs.addresses for name, cs in config.client_sets.items()}
+    out = {}
+    for name, cfg in config.publish.items():
+        host, port = parse_hostport(cfg.target)
+        out[name] = (RuleSettings(name=name, listen=cfg.listen, target_host=host, target_port=port, protocol=cfg.protocol,
+                                  proxy_protocol=cfg.proxy_protocol, max_connections=cfg.max_connections,
+                                  max_per_client=cfg.max_per_client, connect_timeout=cfg.connect_timeout,
+                                  idle_timeout=cfg.idle_timeout, splice=cfg.splice),
+                     client_set_for(cfg.clients, named_sets))
+    return out
+
+
+def _build_publish(gateway: Gateway) -> None:
+    """Server publishing rules: one listener and forwarder per [publish.NAME]; rules in extras["publish"]."""
+    rules: dict[str, PublishRule] = {}
+    for name, (settings, clients) in _publish_rules(gateway.config).items():
+        rule = PublishRule(settings, clients, gateway.reactor, gateway.sessions)
+        gateway.listen(settings.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
+        rules[name] = rule
+    gateway.extras["publish"] = rules
+
+
+def reload_publish(gateway: Gateway, config: Config) -> list[str]:
+    """SIGHUP: apply new client sets and settings to the running rules; one line per change that needs a restart."""
+    rules, wanted = gateway.extras.get("publish", {}), _publish_rules(config)
+    problems = [f"publish.{name}: rule added or removed (restart mailgw)" for name in sorted(set(rules) ^ set(wanted))]
+    for name in sorted(set(rules) & set(wanted)):
+        try:
+            rules[name].reconfigure(*wanted[name])
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
 
 
 # --------------------------------------------------------------------------- operations (admin, systemd, reload)
@@ -326,6 +366,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
                           lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
     if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):
         gateway.reload_hooks.append((("auth",), functools.partial(_reconfigure_auth, gateway)))
+    gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_reconfigure_publish, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
         site = admin_site(health, MetricsResource(metrics.REGISTRY, MetricsRefresher(gateway)))
@@ -357,6 +398,17 @@ def _reconfigure_auth(gateway: Gateway, new_config: Config) -> None:
     limiter = getattr(auth, "_limiter", None)
     if limiter is not None:
         limiter.limits = fresh.limits
+
+
+# Everything of a rule but its listening endpoint, and the client sets, apply to running rules.
+PUBLISH_LIVE_KEYS = tuple(f"publish.*.{f.name}" for f in dataclasses.fields(PublishConfig) if f.name != "listen") + ("client_sets",)
+
+
+def _reconfigure_publish(gateway: Gateway, new_config: Config) -> None:
+    """Reload hook for the publishing rules (rules added, removed or moved were refused before as restart-only)."""
+    problems = reload_publish(gateway, new_config)
+    if problems:
+        raise ConfigError(problems)
 
 
 def install_sighup(gateway: Gateway) -> None:

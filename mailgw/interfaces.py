@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from zope.interface import Attribute, Interface
 
@@ -329,3 +329,25 @@ class IServerTLS(Interface):
 
     def reload() -> None:
         """Re-read the certificate and key; raises ConfigError and keeps the old one if they are bad."""
+
+
+# --------------------------------------------------------------------------- publish
+
+
+class IPublishRule(Interface):
+    """One live server publishing rule ([publish.NAME]): what admin and reload code may do with it."""
+
+    name = Attribute("config name of the rule")
+    settings = Attribute("its current settings (listen, target, limits, timeouts, PROXY mode)")
+
+    def active_connections() -> "list[dict]":  # type: ignore[empty-body]
+        """One dict per open connection: rule, peer, target, state, bytes_in, bytes_out, age, splice."""
+
+    def set_clients(clients: "Any", close_existing: bool = True) -> int:  # type: ignore[empty-body]
+        """Swap the allowed client set live; close open connections it refuses; return how many."""
+
+    def reconfigure(settings: "Any", clients: "Any", close_existing: bool = True) -> int:  # type: ignore[empty-body]
+        """Apply reloaded settings and clients (same listen endpoint); return connections closed."""
+
+    def close_all() -> None:
+        """Close every open connection through the rule."""

@@ -119,7 +119,7 @@ class IMAPConfig:
     append_limit: int = opt(50 * 1024 * 1024, "Largest message APPEND accepts (APPENDLIMIT).", kind="size")
     max_line: int = opt(64 * 1024, "Longest command line.", kind="size")
     max_connections_per_user_ip: int = opt(10, "Concurrent sessions per (user, client IP).")
-    calendaring: Optional[CalendaringConfig] = opt(None, "Calendaring (meeting request) options, as Exchange's IMAP4 virtual server has.")
+    calendaring: Optional[CalendaringConfig] = opt(None, "Exchange-style calendaring options (OWA front end for meeting requests); accepted and shown, not yet used.")
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,15 @@ class ClientSetConfig:
 @dataclass(frozen=True)
 class PublishConfig:
     listen: str = opt("", "External endpoint the rule listens on.", kind="endpoint", required=True)
-    target: str = opt("", "Internal server host:port.", kind="hostport", required=True)
-    protocol: str = opt("tcp", "Protocol label.", kind="choice", choices=("imap", "imaps", "smtp", "submission", "smtps", "tcp"))
+    target: str = opt("", "Internal server host:port (\"[v6]:port\"; host names resolve to IPv4).", kind="hostport", required=True)
+    protocol: str = opt("tcp", "Protocol label (metrics, session list); the bytes are never inspected.", kind="choice", choices=("imap", "imaps", "smtp", "submission", "smtps", "tcp"))
     clients: tuple[str, ...] = opt((), "\"any\", CIDRs, or names of [client_sets.NAME].", required=True)
-    proxy_protocol: str = opt("off", "Send a HAProxy PROXY header to the target.", kind="choice", choices=("off", "v1", "v2"))
-    max_connections: int = opt(1000, "Concurrent connections through the rule.")
-    max_per_client: int = opt(50, "Concurrent connections per client address.")
-    connect_timeout: float = opt(10.0, "Time to connect to the target.", kind="duration")
-    idle_timeout: float = opt(300.0, "Idle time before both sides are closed.", kind="duration")
+    proxy_protocol: str = opt("off", "Send a HAProxy PROXY protocol header (v1 text, v2 binary) to the target first.", kind="choice", choices=("off", "v1", "v2"))
+    max_connections: int = opt(1000, "Concurrent connections through the rule; more are closed at accept.")
+    max_per_client: int = opt(50, "Concurrent connections per client address; more are closed at accept.")
+    connect_timeout: float = opt(10.0, "Time to connect to the target before the client is closed.", kind="duration")
+    idle_timeout: float = opt(300.0, "Idle time (no byte either way) before both sides are closed; \"0s\": never.", kind="duration")
+    splice: bool = opt(True, "Move bytes with Linux splice(2) (zero copy) when both sides are plain TCP.")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,11 @@ def _publish(config: "Config") -> Iterator[str]:
                 ipaddress.ip_network(client, strict=False)
             except ValueError:
                 yield f"{key}[{i}]: {client!r} is neither \"any\", a CIDR, nor a [client_sets.NAME]"
+        for limit in ("max_connections", "max_per_client"):
+            if getattr(rule, limit) < 1:
+                yield f"publish.{name}.{limit}: must be at least 1"
+        if rule.connect_timeout <= 0:
+            yield f"publish.{name}.connect_timeout: must be more than 0s"
         try:
             host, port = endpoints.parse_hostport(rule.target)
             listen = endpoints.parse_endpoint(rule.listen)
