@@ -150,7 +150,8 @@ class RelayTests(TestCase):
         self.assertTrue(got.startswith(b"Received: from "))
         self.assertEqual(got[got.index(b"From: alice@example.test"):], msg)
         self.assertEqual(self.h.queue.entries(), [])
-        self.assertEqual(os.listdir(os.path.join(self.h.queue.directory, "data")), [])
+        # the files go after the envelope is forgotten, in the pool thread
+        await self.until(lambda: os.listdir(os.path.join(self.h.queue.directory, "data")) == [])
 
     async def test_retry_then_deliver(self) -> None:
         """A 4xx at RCPT keeps the recipient queued with a backoff; the next attempt delivers it once."""
