@@ -18,6 +18,8 @@ from twisted.conch import manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
 from twisted.conch.manhole_tap import chainedProtocolFactory
 from twisted.conch.ssh import keys, session
+from twisted.conch.error import ValidPublicKey
+from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutFactory
@@ -89,7 +91,17 @@ class LoggingKeyChecker(SSHPublicKeyChecker):
                             key=fingerprint)
             return avatar_id
 
-        return d.addCallback(logged)
+        def refused(failure: Any) -> Any:
+            if failure.check(UnauthorizedLogin) and not failure.check(ValidPublicKey):
+                try:
+                    fingerprint = openssh_fingerprint(keys.Key.fromString(credentials.blob))
+                except keys.BadKeyError:
+                    fingerprint = "unparseable"
+                log.warn("manhole key refused: {key} for {user}", key=fingerprint,
+                         user=events.sanitise(credentials.username), event="manhole.key_refused")
+            return failure
+
+        return d.addCallbacks(logged, refused)
 
 
 class ShellOnlySession(session.SSHSession):

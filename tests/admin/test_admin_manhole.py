@@ -99,6 +99,7 @@ class ManholeTests(TestCase):
         self.assertEqual(len(logins), 1)
         self.assertEqual(logins[0]["key"], fingerprint(self.admin_key + ".pub"))
         self.assertIn(f'key={fingerprint(self.admin_key + ".pub")}', logins[0]["mailgw_line"])
+        self.assertEqual([e for e in self.events if e.get("event") == "manhole.key_refused"], [])
 
     @defer.inlineCallbacks
     def test_kick(self):
@@ -131,11 +132,13 @@ class ManholeTests(TestCase):
 
     @defer.inlineCallbacks
     def test_unknown_key_refused(self):
-        """A key not in authorized_keys is refused and nothing is logged as a login."""
+        """A key not in authorized_keys is refused, logged with its fingerprint, and never logged as a login."""
         code, output = yield self.ssh(identity=self.other_key, tty=False)
         self.assertEqual(code, 255)
         self.assertIn("Permission denied (publickey)", output)
         self.assertEqual([e for e in self.events if e.get("event") == "manhole_login"], [])
+        refused = [e["key"] for e in self.events if e.get("event") == "manhole.key_refused"]
+        self.assertIn(fingerprint(self.other_key + ".pub"), refused)
 
     @defer.inlineCallbacks
     def test_exec_refused(self):
