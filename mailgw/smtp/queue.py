@@ -258,9 +258,13 @@ class RelayQueue:
             self.on_flush()
 
     def delete(self, queue_id: str) -> bool:
-        known = queue_id in self.index
-        self.index.pop(queue_id, None)
-        return remove_files(self.directory, queue_id) or known
+        """Forget a message now; its files go in the pool thread (the reactor never fsyncs)."""
+        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+            return False
+        known = self.index.pop(queue_id, None) is not None or self.exists(queue_id)
+        d = deferToThreadPool(self.reactor, self.pool, remove_files, self.directory, queue_id)
+        d.addErrback(lambda f: log.failure("queue delete {id}", f, id=queue_id, event="queue.delete_failed"))
+        return known
 
 
 # --------------------------------------------------------------------------- offline helpers (mailgwctl)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Optional, Union
 
 COMMAND_LINE_LIMIT = 2048  # RFC 5321 §4.5.3.1.4 says 512; Postfix line_length_limit is 2048
 SASL_LINE_LIMIT = 12 * 1024  # an NTLM Type 3 from Active Directory can be a few KiB of base64

@@ -57,3 +57,19 @@ class QueueCLITests(TestCase):
         from mailgw.interfaces import IRelayQueue
 
         self.assertTrue(verifyObject(IRelayQueue, self.queue))
+
+    async def test_delete_running_queue(self) -> None:
+        """The running queue's delete() (manhole) forgets the message at once and unlinks it in the pool."""
+        from twisted.internet.task import deferLater
+
+        a = await self.queue.enqueue("alice@example.test", ["x@remote.example"], b"Subject: a\r\n\r\nb\r\n")
+        self.assertTrue(self.queue.delete(a))
+        self.assertEqual(self.queue.entries(), [])
+        self.assertFalse(self.queue.delete("../etc"))
+        for _ in range(500):
+            if not os.path.exists(self.queue.data_path(a)) and not self.queue.exists(a):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(os.path.exists(self.queue.data_path(a)))
+        self.assertFalse(self.queue.exists(a))
+        self.assertFalse(self.queue.delete(a))
