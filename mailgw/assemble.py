@@ -388,16 +388,9 @@ def _reconfigure_auth(gateway: Gateway, new_config: Config) -> None:
     from the new config first (reading bind password files: ConfigError refuses), then its
     configured parts replace the running one's, so protocols keep the object they hold.
     """
-    auth = gateway.auth
     fresh = build_auth(new_config, gateway.reactor)
     changed = reload_plan.changed_keys(gateway.config.auth, new_config.auth, "auth")
-    if any(reload_plan.matches(key, p) for key in changed for p in _AUTH_DIRECTORY_KEYS):
-        auth.backends, auth.ntlm = fresh.backends, fresh.ntlm
-    auth.failure_delay, auth.listeners, auth.proxy_users = fresh.failure_delay, fresh.listeners, fresh.proxy_users
-    auth.limits = fresh.limits
-    limiter = getattr(auth, "_limiter", None)
-    if limiter is not None:
-        limiter.limits = fresh.limits
+    gateway.auth.adopt(fresh, directories=any(reload_plan.matches(key, p) for key in changed for p in _AUTH_DIRECTORY_KEYS))
 
 
 # Everything of a rule but its listening endpoint, and the client sets, apply to running rules.

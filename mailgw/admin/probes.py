@@ -7,7 +7,6 @@ The gateway is used by duck typing: `gateway.auth.backends` (IDirectory provider
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -90,26 +89,6 @@ class MetricsRefresher:
 
 
 def throttled_peers(gateway: Any) -> list[dict[str, Any]]:
-    """Client networks and (network, account) pairs over their failure budget now, for the manhole.
-
-    Uses `gateway.auth.throttled()` when the credential checker has it; otherwise reads its
-    FailureLimiter's windows (read-only).
-    """
-    auth = gateway.auth
-    if auth is None:
-        return []
-    if callable(getattr(auth, "throttled", None)):
-        return list(auth.throttled())
-    limiter = getattr(auth, "_limiter", None)
-    if limiter is None:
-        return []
-    now, wall = gateway.reactor.seconds(), time.time()
-    out: list[dict[str, Any]] = []
-    tables = ((limiter._ip, limiter.limits.per_ip, False), (limiter._user_ip, limiter.limits.per_user_ip, True))
-    for table, rate, per_account in tables:
-        for key, window in list(table.items()):
-            used = window.used(now, rate.window)
-            if used >= rate.count and window.times:
-                ip, user = key if per_account else (key, None)
-                out.append({"ip": ip, "user": user, "failures": used, "until": wall + (window.times[0] + rate.window - now)})
-    return out
+    """Client networks and (network, account) pairs over their failure budget now, for the manhole."""
+    throttled = getattr(gateway.auth, "throttled", None)
+    return list(throttled()) if callable(throttled) else []

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -129,6 +130,20 @@ class FailureLimiter:
             wu.times.append(now)
         else:
             wu.times.clear()
+
+    def over_budget(self) -> list[tuple[str, Optional[str], int, float]]:
+        """(client net, account or None, failures, seconds until the oldest counted one expires) now over budget."""
+        now = self._clock.seconds()
+        out: list[tuple[str, Optional[str], int, float]] = []
+        for net, w in list(self._ip.items()):
+            used = w.used(now, self.limits.per_ip.window)
+            if used >= self.limits.per_ip.count and w.times:
+                out.append((net, None, used, w.times[0] + self.limits.per_ip.window - now))
+        for (net, user), w in list(self._user_ip.items()):
+            used = w.used(now, self.limits.per_user_ip.window)
+            if used >= self.limits.per_user_ip.count and w.times:
+                out.append((net, user, used, w.times[0] + self.limits.per_user_ip.window - now))
+        return out
 
     def record_failure(self, ip: str, user: str) -> None:
         """Record a failure that never reached a backend (malformed exchange, throttled)."""

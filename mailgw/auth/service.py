@@ -7,6 +7,8 @@ the failure delay, failure budgets, and the one `auth_failed` log line fail2ban 
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
@@ -276,6 +278,23 @@ class AuthService:
 
     async def lookup_async(self, address: str) -> Optional[Identity]:
         return await first_found(self.backends, lambda backend: backend.lookup(address))
+
+    def adopt(self, fresh: "AuthService", directories: bool) -> None:
+        """Reload: take `fresh`'s settings in place (protocols keep this object); failure windows are kept.
+
+        With `directories`, its backends and NTLM mechanism replace ours too.
+        """
+        if directories:
+            self.backends, self.ntlm = fresh.backends, fresh.ntlm
+        self.failure_delay, self.listeners, self.proxy_users = fresh.failure_delay, fresh.listeners, fresh.proxy_users
+        self.plaintext_without_tls = fresh.plaintext_without_tls
+        self.limits = self._limiter.limits = fresh.limits
+
+    def throttled(self) -> list[dict[str, object]]:
+        """Client networks and (network, account) pairs over their failure budget now (for the manhole)."""
+        wall = time.time()
+        return [{"ip": net, "user": user, "failures": used, "until": wall + left}
+                for net, user, used, left in self._limiter.over_budget()]
 
     def close(self) -> None:
         """Stop the backends' thread pools (at shutdown they stop by themselves)."""

@@ -53,6 +53,23 @@ class ThrottleTests(SynchronousTestCase):
         self.clock.advance(10)  # past any delay (cap 4 s), well within the window
         return d
 
+    def test_throttled_listing_and_adopt(self) -> None:
+        """throttled() lists the pair over budget; adopt() takes new limits and keeps the failure windows."""
+        for _ in range(3):
+            self.failureResultOf(self.attempt("alice", "wrong"), AuthFailed)
+        listed = self.service.throttled()
+        self.assertEqual([(e["ip"], e["user"], e["failures"]) for e in listed], [("198.51.100.7", "alice", 3)])
+        looser = AuthService([self.directory], self.clock, failure_delay=0.5,
+                             limits=AuthLimits(per_ip=Rate(8, 300), per_user_ip=Rate(10, 300)))
+        self.service.adopt(looser, directories=False)
+        self.assertEqual(self.service.failure_delay, 0.5)
+        self.assertEqual(self.service.throttled(), [])
+        self.successResultOf(self.attempt("alice", "S3cret!"))
+        strict = AuthService([self.directory], self.clock, limits=AuthLimits(per_user_ip=Rate(1, 300)))
+        self.failureResultOf(self.attempt("alice", "wrong"), AuthFailed)
+        self.service.adopt(strict, directories=False)
+        self.assertEqual(len(self.service.throttled()), 1)  # the window survived the reload
+
     def test_user_ip_budget(self) -> None:
         """After 3 failures for (IP, alice), even the right password is refused from that IP, unseen by the backend."""
         for _ in range(3):
