@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([smhd])\s*")
-
-
 @dataclass(frozen=True)
 class Rate:
-    """At most `count` failures within `window` seconds."""
+    """At most `count` failures within `window` seconds (the config's "20/5m" is parsed by mailgw.config.units)."""
 
     count: int
     window: float
-
-    @classmethod
-    def parse(cls, text: str) -> "Rate":
-        """Parse the config form `"20/5m"` (also `"5/30s"`, `"100/1h"`, `"3/m"`)."""
-        match = _RATE_RE.fullmatch(text)
-        if not match:
-            raise ValueError(f"not a rate like '20/5m': {text!r}")
-        count, number, unit = match.groups()
-        return cls(int(count), float(number or 1) * _UNITS[unit])
 
 
 @dataclass(frozen=True)
