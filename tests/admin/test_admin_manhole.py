@@ -225,10 +225,11 @@ class ManholeUnitTests(SynchronousTestCase):
         from mailgw.admin.manhole import manhole_factory
         before = list(SSHServerTransport.supportedCiphers)
         key = keys.Key(ed25519.Ed25519PrivateKey.generate())
-        factory = manhole_factory({}, key, AuthorizedKeysFile("/nonexistent"))
+        # The SSH factory inside the idle-timeout wrapper (whose protocols would start a timer on the global reactor).
+        factory = manhole_factory({}, key, AuthorizedKeysFile("/nonexistent")).wrappedFactory
         factory.doStart()
         self.addCleanup(factory.doStop)
-        proto = factory.buildProtocol(None).wrappedProtocol
+        proto = factory.buildProtocol(None)
         self.assertEqual(proto.supportedCiphers, [b"aes256-ctr", b"aes192-ctr", b"aes128-ctr"])
         self.assertEqual(proto.supportedMACs, [b"hmac-sha2-512", b"hmac-sha2-384", b"hmac-sha2-256"])
         for kex in proto.supportedKeyExchanges:
