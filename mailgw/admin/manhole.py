@@ -50,8 +50,9 @@ KEX = (b"mlkem768x25519-sha256", b"curve25519-sha256", b"curve25519-sha256@libss
 
 
 def _available(wanted: Iterable[bytes], offered: Iterable[bytes]) -> list[bytes]:
-    offered = set(offered)
-    return [name for name in wanted if name in offered]
+    """`wanted`, in its order, less what this Conch does not implement."""
+    implemented = set(offered)
+    return [name for name in wanted if name in implemented]
 
 
 def openssh_fingerprint(key: keys.Key) -> str:
