@@ -33,6 +33,7 @@ from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe import metrics
+from mailgw.observe.lag import ReactorLagService
 from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
 from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
@@ -362,6 +363,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     gateway.notifier = Notifier.from_environ(environ)
     SystemdNotifyService(gateway.notifier, gateway.root.ready, gateway.reactor,
                          watchdog_interval(environ)).setServiceParent(gateway.root)
+    ReactorLagService(gateway.reactor, metrics.reactor_lag_seconds).setServiceParent(gateway.root)  # /metrics: reactor stalls
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
                           lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
     if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):

@@ -6,6 +6,12 @@ host key. Here the portal holds exactly one checker, `SSHPublicKeyChecker`, so t
 `publickey` and nothing else (no password, no keyboard-interactive, never /etc/passwd); exec
 requests are refused by `TerminalSession`. The authorized_keys file is read at each login, so
 adding or removing a key needs no restart. Every login is logged with its key fingerprint.
+
+Algorithms (security.md T9): Conch's defaults still offer 3des-cbc, the CBC modes, hmac-md5,
+hmac-sha1 and SHA-1 Diffie-Hellman; each connection here negotiates only `CIPHERS`, `MACS` and
+`KEX` (RFC 9142 for kex; CBC modes per RFC 4344 §4 and the SSH CBC plaintext-recovery attack,
+CVE-2008-5161). The lists name AES-GCM, chacha20-poly1305 and the -etm MACs too, so they are
+used as soon as Conch implements them; whatever this Conch lacks is dropped, never added.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
 from twisted.conch.manhole_tap import chainedProtocolFactory
-from twisted.conch.ssh import keys, session
+from twisted.conch.ssh import keys, session, transport
 from twisted.conch.error import ValidPublicKey
+from twisted.conch.interfaces import IConchUser
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
@@ -31,6 +38,21 @@ log = Logger()
 
 HOST_KEY_NAME = "manhole_host_ed25519_key"
 IDLE_TIMEOUT = 900.0  # security.md G36: an abandoned admin shell is closed after 15 minutes without traffic
+
+# In preference order. AEAD first; then encrypt-then-MAC; CTR with HMAC-SHA2 (RFC 4344, RFC 6668).
+CIPHERS = (b"chacha20-poly1305@openssh.com", b"aes256-gcm@openssh.com", b"aes128-gcm@openssh.com",
+           b"aes256-ctr", b"aes192-ctr", b"aes128-ctr")
+MACS = (b"hmac-sha2-512-etm@openssh.com", b"hmac-sha2-256-etm@openssh.com",
+        b"hmac-sha2-512", b"hmac-sha2-384", b"hmac-sha2-256")
+# mlkem768x25519 is X25519 hybridised with ML-KEM (post-quantum); then curve25519 (RFC 8731), ECDH (RFC 5656).
+KEX = (b"mlkem768x25519-sha256", b"curve25519-sha256", b"curve25519-sha256@libssh.org",
+       b"ecdh-sha2-nistp256", b"ecdh-sha2-nistp384", b"ecdh-sha2-nistp521")
+
+
+def _available(wanted: Iterable[bytes], offered: Iterable[bytes]) -> list[bytes]:
+    """`wanted`, in its order, less what this Conch does not implement."""
+    implemented = set(offered)
+    return [name for name in wanted if name in implemented]
 
 
 def openssh_fingerprint(key: keys.Key) -> str:
@@ -105,7 +127,15 @@ class LoggingKeyChecker(SSHPublicKeyChecker):
 
 
 class ShellOnlySession(session.SSHSession):
-    """Refuses exec and subsystem requests with a one-line log instead of Conch's logged traceback."""
+    """Refuses exec, subsystem and terminal-less shell requests with a one-line log instead of Conch's logged traceback."""
+
+    def request_shell(self, data: bytes) -> int:
+        # The REPL is a terminal application: without pty-req Conch's TerminalSession has no size
+        # and raises (logged as a traceback "while establishing session client").
+        if not getattr(self._session, "has_terminal", True):
+            log.warn("manhole: shell without a terminal refused (use ssh -t)", event="manhole.no_terminal")
+            return 0
+        return super().request_shell(data)
 
     def request_exec(self, data: bytes) -> int:
         log.warn("manhole: command execution refused", event="manhole.exec_refused")
@@ -114,6 +144,62 @@ class ShellOnlySession(session.SSHSession):
     def request_subsystem(self, data: bytes) -> int:
         log.warn("manhole: subsystem refused", event="manhole.subsystem_refused")
         return 0
+
+
+class ManholeTerminalSession(manhole_ssh.TerminalSession):
+    """Conch's TerminalSession with the ISession events it leaves unimplemented (each raised into the log).
+
+    The client closing its input (`ssh ... < /dev/null`, the end of a here-document; RFC 4254
+    §5.3 CHANNEL_EOF) ends the shell as Ctrl-D does; a window resize reaches the line editor.
+    """
+
+    width: int
+    height: int
+
+    @property
+    def has_terminal(self) -> bool:
+        return hasattr(self, "width")
+
+    def openShell(self, proto: Any) -> None:  # noqa: N802 (ISession)
+        self._terminal = self.transportFactory(proto, self.chainedProtocolFactory(), IConchUser(self.original),
+                                               self.width, self.height)
+
+    def windowChanged(self, newWindowSize: Any) -> None:  # noqa: N802,N803 (ISession)
+        self.height, self.width = newWindowSize[:2]
+        terminal = getattr(self, "_terminal", None)
+        if terminal is not None:
+            terminal.chainedProtocol.terminalProtocol.terminalSize(self.width, self.height)
+
+    def eofReceived(self) -> None:  # noqa: N802 (ISession)
+        terminal = getattr(self, "_terminal", None)
+        if terminal is not None:
+            terminal.proto.loseConnection()
+
+
+class ManholeTransport(transport.SSHServerTransport):
+    """SSHServerTransport that logs a client's DISCONNECT as one line, not at error level.
+
+    Conch logs every peer DISCONNECT as an error, even OpenSSH's ordinary "disconnected by user"
+    (RFC 4253 §11.1 reason 11, DISCONNECT_BY_APPLICATION) at the end of each session.
+    """
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:  # noqa: N802,N803 (Conch's names)
+        level = log.info if reasonCode == transport.DISCONNECT_BY_APPLICATION else log.warn
+        level("manhole client disconnected: {reason} (code {code})", code=reasonCode,
+              reason=events.sanitise(description.decode("utf-8", "replace")), event="manhole.disconnect")
+
+
+class ManholeFactory(manhole_ssh.ConchFactory):
+    """ConchFactory whose transports negotiate only mailgw's algorithms (set per instance: Conch's class lists stay as they are)."""
+
+    protocol = ManholeTransport
+
+    def buildProtocol(self, addr: Any) -> transport.SSHServerTransport:  # noqa: N802
+        proto = super().buildProtocol(addr)
+        proto.supportedCiphers = _available(CIPHERS, proto.supportedCiphers)
+        proto.supportedMACs = _available(MACS, proto.supportedMACs)
+        proto.supportedKeyExchanges = _available(KEX, proto.supportedKeyExchanges)
+        return proto
 
 
 class ManholeUser(manhole_ssh.TerminalUser):
@@ -127,8 +213,9 @@ def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_ke
     """A ConchFactory serving a Python REPL over `namespace` to holders of an authorized key, closed when idle."""
     realm = manhole_ssh.TerminalRealm()
     realm.userFactory = ManholeUser
+    realm.sessionFactory = ManholeTerminalSession  # type: ignore[assignment]
     realm.chainedProtocolFactory = chainedProtocolFactory(namespace)  # type: ignore[assignment]
-    factory = manhole_ssh.ConchFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))  # type: ignore[arg-type]
+    factory = ManholeFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))  # type: ignore[arg-type]
     # Instance attributes: ConchFactory's class-level dicts are shared by every factory (manhole_ssh.py:142).
     factory.publicKeys = {host_key.sshType(): host_key.public()}  # type: ignore[dict-item]  # Conch accepts Key objects
     factory.privateKeys = {host_key.sshType(): host_key}  # type: ignore[dict-item]

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from mailgw.interfaces import IFolder
+from mailgw.observe.failures import log_failure
 
 log = Logger()
 
@@ -39,7 +40,7 @@ class SelectedState:
         if self.mode == "idle" and not self.busy:
             self.busy = True
             d = self.report_updates()
-            d.addErrback(lambda f: log.failure("idle refresh failed", f, event="imap.idle_error"))
+            d.addErrback(lambda f: log_failure(log, f, "idle refresh failed", event="imap.idle_error"))
             d.addBoth(self._done)
 
     def report_updates(self) -> "Deferred[None]":

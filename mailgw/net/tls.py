@@ -3,6 +3,8 @@
 Policy (the seed's "Require 128-bit encryption", security.md A.7): TLS 1.2 minimum (raised per
 certificate only), ECDHE with AES-GCM or ChaCha20 only, so no suite under 128 bits, no RC4, 3DES,
 export, NULL, anonymous or static-RSA suites; all TLS 1.3 suites are AEAD and 128 bits or more.
+Key exchange groups are X25519, P-256 and P-384 only (`GROUPS`): OpenSSL 3's TLS 1.3 default
+also offers ffdhe2048, a 112-bit group (NIST SP 800-57), which "128-bit or better" excludes.
 The handshake enforces it, before any greeting or credential.
 """
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
@@ -29,6 +32,8 @@ from mailgw.interfaces import IServerTLS
 log = Logger()
 
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+# Key exchange groups, in preference order, for TLS 1.3 and TLS 1.2 ECDHE alike (RFC 8446 §4.2.7).
+GROUPS = ("X25519", "P-256", "P-384")
 _VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
 
 
@@ -109,6 +114,21 @@ def load_chain(cert_file: str, key_file: str, names: Iterable[str] = (), key: st
     return chain
 
 
+def restrict_groups(context: SSL.Context, groups: Iterable[str] = GROUPS) -> None:
+    """Limit `context`'s key exchange groups to `groups`; RuntimeError if OpenSSL refuses the list.
+
+    pyOpenSSL 26 has no `Context.set_groups`; `SSL_CTX_set1_curves_list` is OpenSSL's name for
+    `SSL_CTX_set1_groups_list` (a macro for the same ctrl), reached through cryptography's binding.
+    """
+    setter = getattr(context, "set_groups", None)
+    if setter is not None:  # a later pyOpenSSL
+        setter(list(groups))
+        return
+    lib = Binding.lib
+    if lib.SSL_CTX_set1_curves_list(context._context, ":".join(groups).encode("ascii")) != 1:  # type: ignore[attr-defined]
+        raise RuntimeError(f"OpenSSL refused the key exchange groups {':'.join(groups)}")
+
+
 def certificate_options(chain: CertificateChain, min_version: str = "TLSv1.2", sni=None) -> CertificateOptions:
     """CertificateOptions with mailgw's policy; the context is built now so errors show at start-up."""
     leaf = crypto.X509.from_cryptography(chain.leaf)
@@ -122,7 +142,9 @@ def certificate_options(chain: CertificateChain, min_version: str = "TLSv1.2", s
         acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
         contextForServerName=sni,
     )
-    options.getContext()
+    # Every connection (and every SNI switch, which uses another ServerTLS's context()) comes from
+    # this cached context, so restricting it once covers every handshake.
+    restrict_groups(options.getContext())
     return options
 
 

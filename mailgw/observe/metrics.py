@@ -44,3 +44,6 @@ publish_bytes_total = Counter("mailgw_forward_bytes", "Bytes forwarded by publis
 store_deliveries_total = Counter("mailgw_store_deliveries", "Deliveries into the Maildir store", ["store", "result"], registry=REGISTRY)
 config_reloads_total = Counter("mailgw_config_reloads", "Configuration reloads", ["result"], registry=REGISTRY)
 config_last_reload_success = Gauge("mailgw_config_last_reload_success_timestamp_seconds", "Time of the last good reload", registry=REGISTRY)
+# Lateness of a 0.25 s timer (mailgw.observe.lag): the time the reactor thread was busy elsewhere.
+reactor_lag_seconds = Histogram("mailgw_reactor_lag_seconds", "How late the reactor ran a periodic timer", registry=REGISTRY,
+                                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mailgw.observe.failures import log_failure
 from mailgw.smtp import wire
 from mailgw.smtp.wire import AddressError
 
@@ -128,5 +129,7 @@ class EnvelopeMixin:
         self.send(wire.reply(250, "2.1.5", "Ok"))
 
     def _rcpt_lookup_failed(self, failure: Failure, addr: str) -> None:
-        log.failure("smtp recipient lookup failed for {addr}", failure, addr=_safe(addr), event="smtp.lookup_failed")
+        # A directory that is down or ambiguous (two entries with one address) is an ordinary
+        # condition answered 451: one warning line, not a critical traceback.
+        log_failure(log, failure, "smtp recipient lookup failed for {addr}", addr=_safe(addr), event="smtp.lookup_failed")
         self.send(wire.reply(451, "4.3.0", f"<{addr}>: Temporary lookup failure"))

@@ -11,7 +11,7 @@ from twisted.internet import defer, error, protocol, reactor
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailgw.admin.manhole import HOST_KEY_NAME
+from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile
 from mailgw.config import load_config_text
 from mailgw.errors import ConfigError
 from tests.admin.helpers_ops import tempdir, FakeSession, port_of, start_gateway, write_config
@@ -75,13 +75,13 @@ class ManholeTests(TestCase):
         self.port = port_of(self.gateway, "admin.manhole.listen")
 
     def ssh(self, *options: str, script: tuple[tuple[bytes, bytes], ...] = (), identity: str = "", tty: bool = True,
-            command: tuple[str, ...] = ()) -> defer.Deferred:
+            command: tuple[str, ...] = (), client: "SSHClient | None" = None) -> defer.Deferred:
         argv = ["ssh", "-F", "/dev/null", "-p", str(self.port), "-o", "BatchMode=yes",
                 "-o", f"UserKnownHostsFile={self.keys}/known_hosts", "-o", "StrictHostKeyChecking=accept-new",
                 "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10"]
         argv += ["-i", identity] if identity else ["-o", "IdentityFile=none"]
         argv += (["-tt"] if tty else []) + list(options) + ["admin@127.0.0.1", *command]
-        client = SSHClient(list(script))
+        client = client or SSHClient(list(script))
         reactor.spawnProcess(client, "/usr/bin/ssh", argv, env={"PATH": "/usr/bin:/bin", "HOME": self.keys})
         return client.done
 
@@ -161,6 +161,52 @@ class ManholeTests(TestCase):
         self.assertIn("closed", output)
         self.assertLess(reactor.seconds() - started, 20)
 
+    def failures(self) -> list[dict]:
+        """Logged tracebacks and error/critical events (an ordinary close must log none)."""
+        return [e for e in self.events if e.get("log_failure") is not None or e.get("isError")
+                or getattr(e.get("log_level"), "name", "") in ("error", "critical")]
+
+    @defer.inlineCallbacks
+    def test_weak_algorithms_refused(self):
+        """OpenSSH asking only for 3des-cbc, aes128-cbc, hmac-md5, hmac-sha1 or SHA-1 DH finds no match; its defaults log in."""
+        for option, name, kind in (("-c", "3des-cbc", "cipher"), ("-c", "aes128-cbc", "cipher"), ("-m", "hmac-md5", "MAC"),
+                                   ("-m", "hmac-sha1", "MAC"), ("-oKexAlgorithms=diffie-hellman-group14-sha1", "", "key exchange method"),
+                                   ("-oKexAlgorithms=diffie-hellman-group-exchange-sha256", "", "key exchange method")):
+            code, output = yield self.ssh(*([option, name] if name else [option]), identity=self.admin_key, tty=False)
+            self.assertEqual(code, 255, output)
+            self.assertIn(f"no matching {kind} found", output)
+        code, output = yield self.ssh("-v", identity=self.admin_key, script=((b">>> ", b"\x04"),))
+        self.assertIn(">>> ", output)
+        self.assertRegex(output, r"kex: algorithm: (curve25519-sha256|mlkem768x25519-sha256)")
+        self.assertRegex(output, r"kex: server->client cipher: aes(128|192|256)-ctr MAC: hmac-sha2-(256|384|512) ")
+
+    @defer.inlineCallbacks
+    def test_closing_input_ends_shell_without_traceback(self):
+        """The client closing its input at the prompt (CHANNEL_EOF) ends the session; nothing is logged as an error."""
+        closing = SSHClient([])
+        closed = []
+
+        def out(data: bytes) -> None:
+            SSHClient.outReceived(closing, data)
+            if b">>> " in closing.output and not closed:
+                closed.append(True)
+                closing.transport.closeStdin()
+
+        closing.outReceived = closing.errReceived = out  # type: ignore[method-assign]
+        self.ssh(identity=self.admin_key, client=closing)
+        code, output = yield closing.done
+        self.assertIn("Connection to 127.0.0.1 closed", output)
+        self.assertEqual(self.failures(), [])
+
+    @defer.inlineCallbacks
+    def test_shell_without_terminal_refused_without_traceback(self):
+        """A shell request without a pty (`ssh host < file`) is refused with one warning, not a traceback."""
+        code, output = yield self.ssh(identity=self.admin_key, tty=False)
+        self.assertEqual(code, 255, output)
+        self.assertIn("shell request failed", output)
+        self.assertEqual(self.failures(), [])
+        self.assertIn("manhole.no_terminal", [e.get("event") for e in self.events])
+
     def test_host_key(self) -> None:
         """The host key is ed25519, in state_dir, mode 0600, and the same key is served after a restart."""
         path = os.path.join(self.state, HOST_KEY_NAME)
@@ -168,6 +214,62 @@ class ManholeTests(TestCase):
         self.assertIn(b"OPENSSH PRIVATE KEY", open(path, "rb").read())
         from twisted.conch.ssh import keys
         self.assertEqual(keys.Key.fromFile(path).type(), "Ed25519")
+
+
+class ManholeUnitTests(SynchronousTestCase):
+    def test_transport_algorithms(self) -> None:
+        """Each transport the factory builds offers only CTR/AEAD ciphers, SHA-2 MACs and curve25519/ECDH; Conch's class lists are untouched."""
+        from twisted.conch.ssh.transport import SSHServerTransport
+        from twisted.conch.ssh import keys
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        from mailgw.admin.manhole import manhole_factory
+        before = list(SSHServerTransport.supportedCiphers)
+        key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+        # The SSH factory inside the idle-timeout wrapper (whose protocols would start a timer on the global reactor).
+        factory = manhole_factory({}, key, AuthorizedKeysFile("/nonexistent")).wrappedFactory
+        factory.doStart()
+        self.addCleanup(factory.doStop)
+        proto = factory.buildProtocol(None)
+        self.assertEqual(proto.supportedCiphers, [b"aes256-ctr", b"aes192-ctr", b"aes128-ctr"])
+        self.assertEqual(proto.supportedMACs, [b"hmac-sha2-512", b"hmac-sha2-384", b"hmac-sha2-256"])
+        for kex in proto.supportedKeyExchanges:
+            self.assertRegex(kex, rb"^(mlkem768x25519|curve25519|ecdh-sha2-nistp)")
+        self.assertIn(b"curve25519-sha256", proto.supportedKeyExchanges)
+        self.assertEqual(SSHServerTransport.supportedCiphers, before)
+        self.assertIn(b"3des-cbc", SSHServerTransport.supportedCiphers)
+
+    def test_session_eof_and_resize(self) -> None:
+        """CHANNEL_EOF closes the shell's channel and a window change resizes the line editor, neither raising."""
+        from twisted.conch.interfaces import IConchUser
+        from twisted.conch.manhole_ssh import TerminalSessionTransport
+        from twisted.conch.manhole_tap import chainedProtocolFactory
+        from twisted.internet.protocol import Protocol
+        from twisted.python import components
+        from mailgw.admin.manhole import ManholeTerminalSession, ManholeUser
+
+        class Channel(Protocol):
+            """The SSHSessionProcessProtocol end: records writes and whether it was closed."""
+            session = None
+            lost = False
+
+            def write(self, data: bytes) -> None:
+                pass
+
+            def loseConnection(self) -> None:
+                self.lost = True
+
+        comp = components.Componentized()
+        comp.setComponent(IConchUser, ManholeUser(comp, b"admin"))
+        shell = ManholeTerminalSession(comp)
+        shell.transportFactory, shell.chainedProtocolFactory = TerminalSessionTransport, chainedProtocolFactory({})
+        self.assertFalse(shell.has_terminal)
+        shell.getPty(b"xterm", (24, 80, 0, 0), [])
+        channel = Channel()
+        shell.openShell(channel)
+        shell.windowChanged((40, 132, 0, 0))
+        self.assertEqual(shell._terminal.chainedProtocol.terminalProtocol.width, 132)
+        shell.eofReceived()
+        self.assertTrue(channel.lost)
 
 
 class ManholeConfigTests(SynchronousTestCase):

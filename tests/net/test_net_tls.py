@@ -10,10 +10,12 @@ import subprocess
 import sys
 import tempfile
 
+from cryptography.hazmat.bindings.openssl.binding import Binding
+from OpenSSL import SSL
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailgw.errors import ConfigError
-from mailgw.net.tls import ServerTLS, TLSRegistry, load_chain
+from mailgw.net.tls import ServerTLS, TLSRegistry, load_chain, restrict_groups
 from tests.support.certs import make_ca, make_server_cert
 from tests.support.gateway import environment
 
@@ -95,11 +97,63 @@ class HandshakeTests(SynchronousTestCase):
             self.assertRegex(line, r"Enc=(AESGCM|CHACHA20/POLY1305)", line)
             self.assertNotRegex(name, r"RC4|DES|NULL|EXP|ADH|AECDH|MD5")
 
+    def test_key_exchange_groups_128_bits_or_more(self) -> None:
+        """A TLS 1.3 client offering only ffdhe2048 (112-bit) is refused; X25519, P-256 and P-384 complete."""
+        for weak in ("ffdhe2048", "ffdhe3072"):
+            result = self.server.s_client("-tls1_3", "-groups", weak)
+            self.assertFalse(handshake_ok(result), weak + result.stdout)
+        self.assertFalse(handshake_ok(self.server.s_client("-tls1_3", "-groups", "P-521:X448")))
+        for good in ("X25519", "P-256", "P-384"):
+            result = self.server.s_client("-tls1_3", "-groups", good)
+            self.assertTrue(handshake_ok(result), good + result.stdout + result.stderr)
+        # TLS 1.2 (ECDHE suites only): the client's groups also bound the P-256 certificate's curve, so offer it.
+        self.assertIn("Server Temp Key: X25519", self.server.s_client("-tls1_2", "-groups", "X25519:P-256").stdout)
+        # With every group offered, the server's preference (X25519) wins.
+        self.assertIn("Server Temp Key: X25519", self.server.s_client("-tls1_3", "-groups", "ffdhe2048:P-384:X25519").stdout)
+
     def test_min_version_raised(self) -> None:
         """min_version = TLSv1.3 refuses a TLS 1.2 client."""
         server = TLSServerProcess(self, "TLSv1.3")
         self.assertFalse(handshake_ok(server.s_client("-tls1_2")))
         self.assertTrue(handshake_ok(server.s_client("-tls1_3")))
+
+
+def memory_handshake(server_context: SSL.Context, client_groups: str) -> str:
+    """Handshake a pyOpenSSL client offering `client_groups` with `server_context` over memory BIOs; the group name."""
+    client_context = SSL.Context(SSL.TLS_METHOD)
+    client_context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    restrict_groups(client_context, client_groups.split(":"))
+    client, server = SSL.Connection(client_context, None), SSL.Connection(server_context, None)
+    client.set_connect_state()
+    server.set_accept_state()
+    for _ in range(10):
+        for one, other in ((client, server), (server, client)):
+            try:
+                one.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                other.bio_write(one.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    return server.get_cipher_name() and (Binding.ffi.string(Binding.lib.SSL_get0_group_name(server._ssl)).decode())
+
+
+class GroupsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        files = make_server_cert(self.dir, ["localhost"])
+        self.context = ServerTLS("t", files.cert_file, files.key_file).context()
+
+    def test_x25519_preferred(self) -> None:
+        """A client offering ffdhe2048, P-384 and X25519 gets X25519 from the server context."""
+        self.assertEqual(memory_handshake(self.context, "ffdhe2048:P-384:X25519"), "x25519")
+
+    def test_ffdhe_refused(self) -> None:
+        """A client offering only FFDHE groups fails the handshake with the server context."""
+        with self.assertRaises(SSL.Error):
+            memory_handshake(self.context, "ffdhe2048:ffdhe3072")
 
 
 class CertificateCheckTests(SynchronousTestCase):
