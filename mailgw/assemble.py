@@ -163,7 +163,8 @@ def build_auth(config: Config, reactor: Any) -> Any:
     from mailgw.auth.local import LocalDirectory
     from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
     from mailgw.auth.ratelimit import AuthLimits, Rate
-    from mailgw.auth.service import AuthService, ListenerPolicy
+    from mailgw.auth.policy import ListenerPolicy
+    from mailgw.auth.service import AuthService
     from mailgw.auth.threads import BlockingRunner
     from mailgw.config.validate import is_loopback_url
     from mailgw.observe import metrics
@@ -249,8 +250,7 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
     if gateway.queue is None:
         gateway.queue = queue
     factory = SubmissionFactory(name, gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
-                                reactor, gateway.disk_pool, mechanisms=tuple(m.upper() for m in sub.auth),
-                                registry=gateway.sessions)
+                                reactor, gateway.disk_pool, registry=gateway.sessions)
     runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
                          _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
     assert gateway.root is not None
@@ -267,7 +267,6 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
 
 def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     """One [imap.NAME]: a STARTTLS-capable factory for `bind`, an implicit-TLS one for `bind_tls`."""
-    from mailgw.config.schema import expand_mechanisms
     from mailgw.imap.config import IMAPLimits
     from mailgw.imap.factory import IMAPServerFactory
 
@@ -283,10 +282,9 @@ def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     limits = IMAPLimits(max_line=imap.max_line, append_limit=imap.append_limit,
                         preauth_timeout=imap.preauth_timeout, autologout=imap.autologout,
                         max_user_ip_sessions=imap.max_connections_per_user_ip)
-    common = dict(require_tls=imap.require_tls, mechanisms=expand_mechanisms(imap.auth),
-                  fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
+    common = dict(fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
                   limits=limits, registry=gateway.sessions)
-    label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy by
+    label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy (auth, require_tls) by
     plain = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, **common)
     for i, endpoint in enumerate(imap.bind):
         gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]")
