@@ -66,22 +66,29 @@ class DevelopmentDefaultClientTests(TestCase):
 
     timeout = 120
 
-    def setUp(self) -> None:
-        self.base = tempfile.mkdtemp(prefix="mailgw-devmech-")
-        self.addCleanup(shutil.rmtree, self.base, True)
-        self.state = os.path.join(self.base, "state")
-        prepare_development_state(self.state, io.StringIO())  # certificate and first user
-        text = re.sub(r"tcp:\d+:interface=127\.0\.0\.1", "tcp:0:interface=127.0.0.1", development_config(self.state))
+    @classmethod
+    def setUpClass(cls) -> None:
+        # The files once per class: the certificate, the first user and `user add` cost seconds.
+        cls.base = tempfile.mkdtemp(prefix="mailgw-devmech-")
+        cls.state = os.path.join(cls.base, "state")
+        prepare_development_state(cls.state, io.StringIO())  # certificate and first user
+        text = re.sub(r"tcp:\d+:interface=127\.0\.0\.1", "tcp:0:interface=127.0.0.1", development_config(cls.state))
         text = re.sub(r"(?m)^manhole = .*$", "", text)  # no SSH host key needed here
         text = text.replace('failure_delay = "2s"', 'failure_delay = "0s"')
-        self.path = os.path.join(self.base, "mailgw.toml")
-        with open(self.path, "w") as handle:
+        cls.path = os.path.join(cls.base, "mailgw.toml")
+        with open(cls.path, "w") as handle:
             handle.write(text)
-        added = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", self.path, "user", "add", "bob",
-                                "--address", "bob@localhost", "--password-stdin"], input=PASSWORD + "\n",
-                               capture_output=True, text=True, env=_environment(), timeout=60)
-        self.assertEqual(added.returncode, 0, added.stderr)
-        self.assertIn("NT hash", added.stderr)  # stored by default: the configuration offers NTLM
+        cls.added = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", cls.path, "user", "add", "bob",
+                                    "--address", "bob@localhost", "--password-stdin"], input=PASSWORD + "\n",
+                                   capture_output=True, text=True, env=_environment(), timeout=60)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        shutil.rmtree(cls.base, True)
+
+    def setUp(self) -> None:
+        self.assertEqual(self.added.returncode, 0, self.added.stderr)
+        self.assertIn("NT hash", self.added.stderr)  # stored by default: the configuration offers NTLM
         root = assemble.build(load_config(self.path), reactor, environ={})
         root.privilegedStartService()
         root.startService()
@@ -150,3 +157,15 @@ class DevelopmentDefaultClientTests(TestCase):
         r = yield self.tool(["mbsync", "-q", "-c", conf, "sync"])
         self.assertEqual(r.returncode, 0, r.stderr + " " + " ".join(self.failed))
         self.assertEqual(self.mechs, ["PLAIN"])
+
+    @defer.inlineCallbacks
+    def test_fetchmail_default(self):
+        """fetchmail (NTLMv1 only, prefers NTLM when offered) checks the mailbox with its default choice over IMAPS."""
+        _need("fetchmail")
+        rc = os.path.join(self.base, f"fetchmailrc-{os.getpid()}")
+        with open(os.open(rc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(f"poll 127.0.0.1 service {self.port('imap.default.bind_tls[0]')} protocol IMAP\n"
+                         f"  user bob password \"{PASSWORD}\" ssl no sslcertck\n")  # a test certificate
+        r = yield self.tool(["fetchmail", "--check", "--nosyslog", "-f", rc])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr + " " + " ".join(self.failed))  # 1: no mail, 3: auth error
+        self.assertIn(self.mechs, (["PLAIN"], ["LOGIN"], ["PASSWORD"]))
