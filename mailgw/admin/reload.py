@@ -2,7 +2,7 @@
 
 Live (applied by SIGHUP without dropping a connection): `tls.*` (certificates, keys, names,
 versions: the ServerTLS objects the listeners hold are updated in place), and every key under a
-prefix that a running component registered a reconfigure hook for (by default `auth` for the
+prefix that a running component registered a reload hook for (by default `auth` for the
 credential checker, `publish.<rule>.clients` and `client_sets` for the forwarder). Anything else
 that differs (listeners added, removed or changed, the store root, admin endpoints, log format)
 needs a restart, and the whole reload is refused, leaving the running configuration in force.
