@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
@@ -240,11 +239,11 @@ class AuthService:
             replaced = (fresh.backends, fresh.ntlm)
         self.failure_delay, self.policy, self.proxy_users = fresh.failure_delay, fresh.policy, fresh.proxy_users
         self.limits = self._limiter.limits = fresh.limits
-        retire(*replaced)
+        _retire_parts(*replaced)
 
     def retire(self) -> "Deferred[object]":
         """Stop this (never installed) checker's backends without blocking: a reload that failed later."""
-        return retire(self.backends, self.ntlm)
+        return _retire_parts(self.backends, self.ntlm)
 
     def throttled(self) -> list[dict[str, object]]:
         """Client networks and (network, account) pairs over their failure budget now (for the manhole)."""
@@ -311,7 +310,7 @@ class AuthService:
                 log.failure("auth result hook failed", Failure(), event="auth.hook_error")
 
 
-def retire(backends: Sequence[Any], ntlm: Optional[MechanismFactory]) -> "Deferred[object]":
+def _retire_parts(backends: Sequence[Any], ntlm: Optional[MechanismFactory]) -> "Deferred[object]":
     """Stop replaced backends' pools and an NTLM verifier's helpers; fires when all have stopped."""
     parts: list[Any] = list(backends) + [getattr(ntlm, "verifier", None)]
     stops = [maybeDeferred(getattr(part, "retire", None) or part.close) for part in parts

@@ -17,6 +17,7 @@ from mailgw.smtp.server import SubmissionSession
 
 log = Logger()
 
+
 class SubmissionFactory(Factory):
     """Builds SubmissionSessions; `implicit_tls=True` for a bind_tls (465) listener.
 
@@ -28,8 +29,7 @@ class SubmissionFactory(Factory):
 
     def __init__(self, name: str, auth_service: IAuthService, store: IMessageStore, queue: RelayQueue,
                  tls: IServerTLS, hostname: str, policy: SubmissionPolicy, reactor: Any, pool: ThreadPool,
-                 implicit_tls: bool = False,
-                 registry: Optional[ISessionRegistry] = None) -> None:
+                 implicit_tls: bool = False, registry: Optional[ISessionRegistry] = None) -> None:
         self.name = name
         self.auth = auth_service
         self.store = store

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
