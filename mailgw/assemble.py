@@ -374,7 +374,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
                           lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
     if gateway.auth is not None:
-        gateway.reload_hooks.append((("auth",), functools.partial(_prepare_auth, gateway)))
+        gateway.reload_hooks.append((AUTH_LIVE_KEYS, functools.partial(_prepare_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_prepare_publish, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
@@ -388,6 +388,9 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
 
 
 _AUTH_DIRECTORY_KEYS = ("auth.backends", "auth.local", "auth.ldap", "auth.ntlm")
+# The pre-auth policy lives in the credential checker (mailgw.auth.policy), and sessions ask it
+# per command: a server's mechanisms and require_tls change live with it.
+AUTH_LIVE_KEYS = ("auth", "imap.*.auth", "imap.*.require_tls", "submission.*.auth")
 
 
 def _prepare_auth(gateway: Gateway, new_config: Config) -> "defer.Deferred[Staged]":

@@ -138,3 +138,33 @@ class AuthReloadTests(TestCase):
         self.assertNotEqual(self.gateway.config.auth.local.users_file, other)
         yield self.fail_logins(2)
         yield self.assertFailure(self.gateway.auth.login("nobody", "wrong", CLIENT), AuthThrottled)
+
+
+class PolicyReloadTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        from tests.support.certs import make_server_cert
+
+        base = tempdir(self)
+        self.users = os.path.join(base, "users")
+        os.close(os.open(self.users, os.O_WRONLY | os.O_CREAT, 0o600))
+        self.cert = make_server_cert(base, ["localhost"])
+        self.path, self.state = write_config(self, self.body(["basic"]))
+        self.gateway = start_gateway(self, self.path)
+
+    def body(self, mechanisms: list[str]) -> str:
+        listed = ", ".join(f'"{m}"' for m in mechanisms)
+        return (AUTH.format(limit="20/5m", users=self.users)
+                + f'[tls.t]\ncert_file = "{self.cert.cert_file}"\nkey_file = "{self.cert.key_file}"\n'
+                + f'[imap.t]\nbind = ["tcp:0:interface=127.0.0.1"]\ntls = "t"\nauth = [{listed}]\n')
+
+    @defer.inlineCallbacks
+    def test_server_mechanisms_reload_live(self):
+        """imap.NAME.auth is applied by reload (the sessions ask the checker), with no restart."""
+        client = ClientInfo(protocol="imap", listener="imap.t", peer_host="127.0.0.9", tls=True)
+        self.assertEqual(self.gateway.auth.mechanisms(client), ("PLAIN", "LOGIN"))
+        with open(self.path, "w") as handle:
+            handle.write(f'config_version = 1\n[server]\nstate_dir = "{self.state}"\n' + self.body(["plain"]))
+        self.assertEqual((yield assemble.reload_from_source(self.gateway)), "ok")
+        self.assertEqual(self.gateway.auth.mechanisms(client), ("PLAIN",))
