@@ -160,7 +160,11 @@ def _auth_result_metric(protocol: str, mechanism: str, backend: str, result: str
 
 
 def build_auth(config: Config, reactor: Any) -> Any:
-    """The one credential checker: backends in the configured order, NTLM, per-listener policy."""
+    """The one credential checker: backends in the configured order, NTLM, per-listener policy.
+
+    Touches no reactor state (pools and helpers register with the reactor on first use): a
+    reload runs it in a worker thread (`_prepare_auth`).
+    """
     from mailgw.auth.local import LocalDirectory
     from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
     from mailgw.auth.ratelimit import AuthLimits, Rate
