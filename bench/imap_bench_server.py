@@ -31,7 +31,7 @@ def main() -> None:
     auth = AuthService([directory], reactor, failure_delay=0)
     limits = IMAPLimits(max_user_ip_sessions=100000)
     tls = FileTLS()
-    kw = dict(require_tls=True, fast_message_retrieval=fast, limits=limits)
+    kw = dict(fast_message_retrieval=fast, limits=limits)  # unmapped listeners require TLS (auth.policy)
     plain = IMAPServerFactory("bench", auth, store, tls, reactor, **kw)
     implicit = IMAPServerFactory("bench", auth, store, tls, reactor, implicit_tls=True, **kw)
     p1 = reactor.listenTCP(0, plain, interface="127.0.0.1", backlog=2048)

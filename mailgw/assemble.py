@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from twisted.application.service import IServiceCollection, MultiService, Service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -24,7 +24,7 @@ from mailgw.admin import reload as reload_plan
 from mailgw.admin.http import HealthReport, MetricsResource, admin_site
 from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile, ensure_host_key, manhole_factory
 from mailgw.admin.probes import MetricsRefresher, builtin_health_checks, throttled_peers
-from mailgw.admin.reloader import Reloader
+from mailgw.admin.reloader import Reloader, Staged
 from mailgw.admin.shell import Shell
 from mailgw.config.endpoints import parse_hostport
 from mailgw.config.schema import Config, PublishConfig
@@ -101,7 +101,8 @@ class Gateway:
     queue: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
     # Operations hooks (docs/operations.md): backend checks for /health, and live-reload handlers as
-    # (dotted key patterns they apply, callable(new_config) -> None | Deferred; ConfigError refuses).
+    # (dotted key patterns they apply, prepare(new_config) -> Staged | install callable | Deferred of
+    # one; ConfigError refuses; nothing is installed unless every prepare succeeded).
     health_checks: list[Callable[[], Any]] = field(default_factory=list)
     reload_hooks: list[tuple[tuple[str, ...], Callable[[Config], Any]]] = field(default_factory=list)
     config_source: Optional[Callable[[], Config]] = None  # re-reads the config file (SIGHUP, manhole reload())
@@ -160,11 +161,16 @@ def _auth_result_metric(protocol: str, mechanism: str, backend: str, result: str
 
 
 def build_auth(config: Config, reactor: Any) -> Any:
-    """The one credential checker: backends in the configured order, NTLM, per-listener policy."""
+    """The one credential checker: backends in the configured order, NTLM, per-listener policy.
+
+    Touches no reactor state (pools and helpers register with the reactor on first use): a
+    reload runs it in a worker thread (`_prepare_auth`).
+    """
     from mailgw.auth.local import LocalDirectory
     from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
     from mailgw.auth.ratelimit import AuthLimits, Rate
-    from mailgw.auth.service import AuthService, ListenerPolicy
+    from mailgw.auth.policy import ListenerPolicy
+    from mailgw.auth.service import AuthService
     from mailgw.auth.threads import BlockingRunner
     from mailgw.config.validate import is_loopback_url
     from mailgw.observe import metrics
@@ -250,8 +256,7 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
     if gateway.queue is None:
         gateway.queue = queue
     factory = SubmissionFactory(name, gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
-                                reactor, gateway.disk_pool, mechanisms=tuple(m.upper() for m in sub.auth),
-                                registry=gateway.sessions)
+                                reactor, gateway.disk_pool, registry=gateway.sessions)
     runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
                          _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
     assert gateway.root is not None
@@ -268,7 +273,6 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
 
 def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     """One [imap.NAME]: a STARTTLS-capable factory for `bind`, an implicit-TLS one for `bind_tls`."""
-    from mailgw.config.schema import expand_mechanisms
     from mailgw.imap.config import IMAPLimits
     from mailgw.imap.factory import IMAPServerFactory
 
@@ -284,10 +288,9 @@ def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     limits = IMAPLimits(max_line=imap.max_line, append_limit=imap.append_limit,
                         preauth_timeout=imap.preauth_timeout, autologout=imap.autologout,
                         max_user_ip_sessions=imap.max_connections_per_user_ip)
-    common = dict(require_tls=imap.require_tls, mechanisms=expand_mechanisms(imap.auth),
-                  fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
+    common = dict(fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
                   limits=limits, registry=gateway.sessions)
-    label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy by
+    label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy (auth, require_tls) by
     plain = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, **common)
     for i, endpoint in enumerate(imap.bind):
         gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]")
@@ -341,17 +344,27 @@ def _build_publish(gateway: Gateway) -> None:
     gateway.extras["publish"] = rules
 
 
-def reload_publish(gateway: Gateway, config: Config) -> list[str]:
-    """SIGHUP: apply new client sets and settings to the running rules; one line per change that needs a restart."""
+def prepare_publish(gateway: Gateway, config: Config) -> tuple[list[str], Callable[[], None]]:
+    """SIGHUP, step one: (one line per change that needs a restart, the step that applies the rest)."""
     rules, wanted = gateway.extras.get("publish", {}), _publish_rules(config)
     problems = [f"publish.{name}: rule added or removed (restart mailgw)" for name in sorted(set(rules) ^ set(wanted))]
-    for name in sorted(set(rules) & set(wanted)):
-        try:
-            rules[name].reconfigure(*wanted[name])
-        except ValueError as exc:
-            problems.append(str(exc))
-    return problems
+    common = sorted(set(rules) & set(wanted))
+    problems += [f"publish.{name}.listen: cannot change on reload (restart mailgw)" for name in common
+                 if wanted[name][0].listen != rules[name].settings.listen]
 
+    def install() -> None:
+        for name in common:
+            rules[name].reconfigure(*wanted[name])
+
+    return problems, install
+
+
+def reload_publish(gateway: Gateway, config: Config) -> list[str]:
+    """Apply new client sets and settings to the running rules, all or none; one line per change that needs a restart."""
+    problems, install = prepare_publish(gateway, config)
+    if not problems:
+        install()
+    return problems
 
 
 # --------------------------------------------------------------------------- operations (admin, systemd, reload)
@@ -366,9 +379,9 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     ReactorLagService(gateway.reactor, metrics.reactor_lag_seconds).setServiceParent(gateway.root)  # /metrics: reactor stalls
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
                           lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
-    if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):
-        gateway.reload_hooks.append((("auth",), functools.partial(_reconfigure_auth, gateway)))
-    gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_reconfigure_publish, gateway)))
+    if gateway.auth is not None:
+        gateway.reload_hooks.append((AUTH_LIVE_KEYS, functools.partial(_prepare_auth, gateway)))
+    gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_prepare_publish, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
         site = admin_site(health, MetricsResource(metrics.REGISTRY, MetricsRefresher(gateway)))
@@ -381,29 +394,39 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
 
 
 _AUTH_DIRECTORY_KEYS = ("auth.backends", "auth.local", "auth.ldap", "auth.ntlm")
+# The pre-auth policy lives in the credential checker (mailgw.auth.policy), and sessions ask it
+# per command: a server's mechanisms and require_tls change live with it.
+AUTH_LIVE_KEYS = ("auth", "imap.*.auth", "imap.*.require_tls", "submission.*.auth")
 
 
-def _reconfigure_auth(gateway: Gateway, new_config: Config) -> None:
-    """Reload hook for the credential checker: limits, delay and policies in place; directories rebuilt.
+def _prepare_auth(gateway: Gateway, new_config: Config) -> "defer.Deferred[Staged]":
+    """Reload hook for the credential checker: build a fresh one in a worker thread, adopt it on install.
 
-    Failure windows survive (a reload must not reset an attacker's budget). A fresh checker is built
-    from the new config first (reading bind password files: ConfigError refuses), then its
-    configured parts replace the running one's, so protocols keep the object they hold.
+    Building reads the users file and bind password files and hashes a dummy password (argon2id,
+    ~0.2 s): in gateway.disk_pool, never on the reactor, so sessions keep being served (build_auth
+    must therefore touch no reactor state; its pools and helpers start on first use). ConfigError
+    refuses. On install the running checker takes the new limits, delay and policies in place
+    (protocols keep the object they hold, failure windows survive: a reload must not reset an
+    attacker's budget); changed directories replace the old ones, whose pools are stopped. A
+    reload refused by a later hook discards the fresh checker.
     """
-    fresh = build_auth(new_config, gateway.reactor)
     changed = reload_plan.changed_keys(gateway.config.auth, new_config.auth, "auth")
-    gateway.auth.adopt(fresh, directories=any(reload_plan.matches(key, p) for key in changed for p in _AUTH_DIRECTORY_KEYS))
+    directories = any(reload_plan.matches(key, p) for key in changed for p in _AUTH_DIRECTORY_KEYS)
+    d = threads.deferToThreadPool(gateway.reactor, gateway.disk_pool, build_auth, new_config, gateway.reactor)
+    return d.addCallback(lambda fresh: Staged(install=lambda: gateway.auth.adopt(fresh, directories=directories),
+                                              discard=fresh.retire))
 
 
 # Everything of a rule but its listening endpoint, and the client sets, apply to running rules.
 PUBLISH_LIVE_KEYS = tuple(f"publish.*.{f.name}" for f in dataclasses.fields(PublishConfig) if f.name != "listen") + ("client_sets",)
 
 
-def _reconfigure_publish(gateway: Gateway, new_config: Config) -> None:
+def _prepare_publish(gateway: Gateway, new_config: Config) -> Callable[[], None]:
     """Reload hook for the publishing rules (rules added, removed or moved were refused before as restart-only)."""
-    problems = reload_publish(gateway, new_config)
+    problems, install = prepare_publish(gateway, new_config)
     if problems:
         raise ConfigError(problems)
+    return install
 
 
 def install_sighup(gateway: Gateway) -> None:

@@ -271,14 +271,19 @@ class ISASLExchange(Interface):
 class IAuthService(Interface):
     """The one pre-auth policy and credential checker that every protocol asks."""
 
-    def mechanisms(client: ClientInfo, allowed: "tuple[str, ...]", require_tls: bool) -> "tuple[str, ...]":  # type: ignore[empty-body]
-        """Mechanisms to advertise now (upper-case): none of the plaintext ones before TLS when TLS is required."""
+    def mechanisms(client: ClientInfo) -> "tuple[str, ...]":  # type: ignore[empty-body]
+        """Mechanisms to advertise to this client now (upper-case): its listener's policy and TLS state decide."""
+
+    def login_allowed(client: ClientInfo) -> bool:  # type: ignore[empty-body]
+        """Whether a user/password command (IMAP LOGIN) is accepted now; IMAP's LOGINDISABLED is its negation."""
 
     def start(mechanism: str, client: ClientInfo) -> ISASLExchange:  # type: ignore[empty-body]
-        """Begin an exchange; raises AuthFailed for an unknown mechanism."""
+        """Begin an exchange; raises TLSRequired when TLS must come first (checked before anything
+        else, for any name), UnknownMechanism when the listener does not offer it."""
 
     def login(username: str, password: str, client: ClientInfo) -> "Deferred[Identity]":  # type: ignore[empty-body]
-        """IMAP LOGIN: fails with AuthFailed / AuthUnavailable / AuthThrottled after the failure delay."""
+        """IMAP LOGIN: fails at once with TLSRequired (before TLS) or UnknownMechanism (listener takes
+        no passwords); else with AuthFailed / AuthUnavailable / AuthThrottled after the failure delay."""
 
     def lookup(address: str) -> "Deferred[Optional[Identity]]":  # type: ignore[empty-body]
         """Resolve a login name or address to an identity (local delivery, send-as); None if unknown."""

@@ -47,8 +47,45 @@ def _check_config(args: argparse.Namespace) -> int:
         for line in exc.problems:
             sys.stderr.write(f"config error: {line}\n")
         return EX_CONFIG
+    for line in ntlm_warnings(config):
+        sys.stderr.write(f"warning: {line}\n")
     print(f"configuration ok: {_config_path(args) or 'embedded development default'}")
     return 0
+
+
+def ntlm_servers(config) -> list[str]:  # type: ignore[no-untyped-def]
+    """Dotted names of the servers whose `auth` offers ntlm."""
+    return ([f"imap.{n}" for n, s in config.imap.items() if "ntlm" in s.auth]
+            + [f"submission.{n}" for n, s in config.submission.items() if "ntlm" in s.auth])
+
+
+def ntlm_warnings(config) -> list[str]:  # type: ignore[no-untyped-def]
+    """Warnings (not errors) about NTLM that cannot work: local users without an NT hash.
+
+    NTLMv2 needs the NT hash on the server; a user added without one fails every NTLM login, and
+    clients that prefer NTLM (curl) do not fall back to PLAIN, each failure feeding the throttle.
+    """
+    from mailgw.auth.usersfile import read_users_file
+    from mailgw.errors import ConfigError
+
+    servers = ntlm_servers(config)
+    local = config.auth.local
+    if not servers or local is None or "local" not in config.auth.backends:
+        return []
+    if config.auth.ntlm is not None and config.auth.ntlm.source == "winbind":
+        return []  # the domain controller verifies; the users file plays no part in NTLM
+    try:
+        users, _ = read_users_file(local.users_file)
+    except (OSError, ConfigError):
+        return []  # not readable by this user; the running gateway reports it
+    missing = sorted(u.name for u in users.values() if u.nt_hash is None and not u.password_hash.startswith("!"))
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    return [f"{', '.join(servers)} offer{'s' if len(servers) == 1 else ''} ntlm, but local user"
+            f"{'s' if len(missing) > 1 else ''} {shown} in {local.users_file} "
+            f"{'have' if len(missing) > 1 else 'has'} no NT hash: NTLM fails for them "
+            "(store one with `mailgwctl user passwd --ntlm NAME`)"]
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -79,6 +116,16 @@ def _users_file_from_config(args: argparse.Namespace) -> Optional[str]:
     except ConfigError:
         return None
     return config.auth.local.users_file if config.auth.local else None
+
+
+def _offers_ntlm(args: argparse.Namespace) -> bool:
+    """Does the configuration (or the development default) offer NTLM on any server? False if unreadable."""
+    from mailgw.errors import ConfigError
+
+    try:
+        return bool(ntlm_servers(load_effective_config(args)))
+    except ConfigError:
+        return False
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -114,8 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "config_sub", None):
         args.config = args.config_sub
-    if args.command == "user" and not getattr(args, "users_file", None):
-        args.users_file = _users_file_from_config(args)
+    if args.command == "user":
+        if not getattr(args, "users_file", None):
+            args.users_file = _users_file_from_config(args)
+        args.config_offers_ntlm = _offers_ntlm(args)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error("no handler for this command")

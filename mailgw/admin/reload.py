@@ -2,8 +2,9 @@
 
 Live (applied by SIGHUP without dropping a connection): `tls.*` (certificates, keys, names,
 versions: the ServerTLS objects the listeners hold are updated in place), and every key under a
-prefix that a running component registered a reconfigure hook for (by default `auth` for the
-credential checker, `publish.<rule>.clients` and `client_sets` for the forwarder). Anything else
+prefix that a running component registered a reload hook for (assemble.py: `auth` and the
+servers' `auth`/`require_tls` for the credential checker, `publish.<rule>.*` but `listen` and
+`client_sets` for the forwarder). Anything else
 that differs (listeners added, removed or changed, the store root, admin endpoints, log format)
 needs a restart, and the whole reload is refused, leaving the running configuration in force.
 """

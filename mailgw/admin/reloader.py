@@ -2,15 +2,18 @@
 
 Order (docs/operations.md "Reload"): read and validate the file (invalid: nothing changes);
 classify every changed key (mailgw.admin.reload.plan; any that needs a restart refuses the whole
-reload); load every certificate from the new paths without using it yet; call each component hook
-whose key patterns changed (ConfigError refuses); only then swap the certificates and replace
-`gateway.config`. Reloads are serialised; systemd sees RELOADING=1 before and READY=1 after.
+reload); load every certificate from the new paths without using it yet; ask each component hook
+whose key patterns changed to *prepare* the change (slow work off the reactor; ConfigError
+refuses, and every change already prepared is discarded); only when all are prepared, *install*
+them, swap the certificates and replace `gateway.config`. A failure at any prepare step leaves
+nothing half-applied. Reloads are serialised; systemd sees RELOADING=1 before and READY=1 after.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
@@ -22,8 +25,32 @@ from mailgw.observe import metrics
 
 log = Logger()
 
-# (dotted key patterns a component applies live, hook(new_config) -> None | Deferred)
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A prepared change. `install()` applies it (quick, on the reactor, must not fail);
+    `discard()` releases what the prepare step built when another hook refused the reload."""
+
+    install: Callable[[], None]
+    discard: Callable[[], Any] = _nothing
+
+
+# (dotted key patterns a component applies live, prepare(new_config) -> Staged | install callable,
+#  or a Deferred firing with one; ConfigError refuses)
 ReloadHook = tuple[tuple[str, ...], Callable[[Any], Any]]
+
+
+def _staged(result: Any, patterns: tuple[str, ...]) -> Staged:
+    if isinstance(result, Staged):
+        return result
+    if callable(result):
+        return Staged(result)
+    raise TypeError(f"reload hook for {'/'.join(patterns)} returned {result!r}, not an install step")
 
 
 class Reloader:
@@ -60,16 +87,7 @@ class Reloader:
         return self.lock.run(attempt)
 
     def hooks(self) -> list[ReloadHook]:
-        gateway = self.gateway
-        hooks: list[ReloadHook] = list(gateway.reload_hooks)
-        registered = {id(getattr(fn, "__self__", None)) for _, fn in hooks}
-        auth = gateway.auth
-        if auth is not None and callable(getattr(auth, "reconfigure", None)) and id(auth) not in registered:
-            hooks.append((("auth",), auth.reconfigure))
-        publish = gateway.extras.get("publish")
-        if publish is not None and callable(getattr(publish, "reconfigure", None)) and id(publish) not in registered:
-            hooks.append((("publish.*.clients", "client_sets"), publish.reconfigure))
-        return hooks
+        return list(self.gateway.reload_hooks)
 
     @defer.inlineCallbacks
     def _apply(self, new_config: Any) -> Any:
@@ -81,20 +99,40 @@ class Reloader:
             installs = self._prepare_tls(new_config)
         except ConfigError as exc:
             return self._done("invalid", problems=exc.problems)
-        for patterns, hook in hooks:
+        staged: list[Staged] = []
+        for patterns, prepare in hooks:
             if not plan.live_under(patterns):
                 continue
             try:
-                yield defer.maybeDeferred(hook, new_config)
+                staged.append(_staged((yield defer.maybeDeferred(prepare, new_config)), patterns))
             except ConfigError as exc:
+                self._discard(staged)
                 return self._done("failed", problems=exc.problems)
             except Exception as exc:
                 log.failure("reload hook failed", event="config_reload.hook_error")
+                self._discard(staged)
                 return self._done("failed", problems=[f"{'/'.join(patterns)}: {type(exc).__name__}"])
+        for change in staged:
+            self._run(change.install, "install")
         for install in installs:
             install()
         self.gateway.config = new_config
         return self._done("ok", changed=plan.live)
+
+    def _discard(self, staged: list[Staged]) -> None:
+        for change in staged:
+            self._run(change.discard, "discard")
+
+    @staticmethod
+    def _run(step: Callable[[], Any], what: str) -> None:
+        try:
+            result = step()
+        except Exception:
+            log.failure("reload {what} step failed", what=what, event="config_reload.hook_error")
+            return
+        if isinstance(result, defer.Deferred):
+            result.addErrback(lambda f: log.failure("reload {what} step failed", f, what=what,
+                                                    event="config_reload.hook_error"))
 
     def _prepare_tls(self, config: Any) -> list[Callable[[], None]]:
         """Load every certificate of `config` (new paths too) before installing any; ConfigError lists the bad ones."""

@@ -278,6 +278,10 @@ class LDAPDirectory:
         """Stop this directory's thread pool (its threads' connections go with them)."""
         self._runner.close()
 
+    def retire(self) -> "Deferred[None]":
+        """A reload replaced this directory: stop its pool without blocking the reactor (BlockingRunner.retire)."""
+        return self._runner.retire()
+
 
 def _values(value: Any) -> list[Any]:
     if value is None:

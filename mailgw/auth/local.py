@@ -115,3 +115,7 @@ class LocalDirectory:
     def close(self) -> None:
         """Stop the hashing thread pool (the reactor's shutdown does it too; tests call this)."""
         self._runner.close()
+
+    def retire(self) -> "Deferred[None]":
+        """A reload replaced this directory: stop its pool without blocking the reactor (BlockingRunner.retire)."""
+        return self._runner.retire()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, NoReturn, Mapping, Optional, Protocol, Sequence
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -21,37 +20,15 @@ from zope.interface import implementer
 
 from mailgw.auth.base import UNKNOWN_USER, IReasonedDirectory, Verdict, first_found
 from mailgw.auth.names import MAX_PASSWORD_LENGTH, clean_login, log_safe, throttle_key
+from mailgw.auth.policy import ListenerPolicy, PreAuthPolicy
 from mailgw.auth.ratelimit import AuthLimits, FailureLimiter
 from mailgw.auth.sasl import LoginExchange, PlainExchange
-from mailgw.errors import AuthFailed, AuthThrottled, AuthUnavailable, TLSRequired, UnknownMechanism
+from mailgw.errors import AuthFailed, AuthThrottled, AuthUnavailable
 from mailgw.interfaces import ClientInfo, IAuthService, IDirectory, Identity, ISASLExchange
 
 log = Logger()
 
-PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
-PASSWORD_COMMAND = "PASSWORD"
-_SECTIONS = {"imap": "imap", "smtp": "submission"}  # ClientInfo.protocol -> config section of its listeners  # the mech= label of IMAP LOGIN in logs and metrics
-
-
-def expand_mechanisms(names: Sequence[str]) -> tuple[str, ...]:
-    """Upper-case config names; `basic` stands for PLAIN and LOGIN. Order kept, duplicates dropped."""
-    out: list[str] = []
-    for name in names:
-        for mech in (("PLAIN", "LOGIN") if name.upper() == "BASIC" else (name.upper(),)):
-            if mech not in out:
-                out.append(mech)
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class ListenerPolicy:
-    """What one IMAP/SMTP virtual server allows: its mechanisms and whether TLS comes first."""
-
-    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
-    require_tls: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mechanisms", expand_mechanisms(self.mechanisms))
+PASSWORD_COMMAND = "PASSWORD"  # the mech= label of IMAP LOGIN in logs and metrics
 
 
 class MechanismFactory(Protocol):
@@ -78,9 +55,9 @@ class AuthService:
     (seconds) is when a failure is answered, counted from the start of the attempt, so unknown
     users and wrong passwords take the same time. `listeners` maps a listener name (ClientInfo.
     listener, or its config key: "imap.NAME" for protocol imap, "submission.NAME" for smtp) to
-    its ListenerPolicy; when the map is given, a listener missing from it must use TLS first.
-    Without a map every mechanism the service has is allowed. PLAIN/LOGIN are never accepted
-    before TLS unless `plaintext_without_tls` (a lab setting).
+    its ListenerPolicy (mailgw.auth.policy); a listener missing from it gets every mechanism the
+    service runs, TLS first. PLAIN/LOGIN are never accepted before TLS unless
+    `plaintext_without_tls` (a lab setting).
     `on_result(protocol, mechanism, backend, result)` and `on_backend_time(backend, seconds)` feed
     metrics. `ntlm` adds the NTLM mechanism (see mailgw.auth.ntlm.NTLMAcceptor). Canonical ids in
     `proxy_users` may use a PLAIN authorization identity other than their own.
@@ -95,13 +72,11 @@ class AuthService:
         self.backends = list(backends)
         self.failure_delay = float(failure_delay)
         self.limits = limits or AuthLimits()
-        self.listeners = dict(listeners or {})
+        self.policy = PreAuthPolicy(listeners, plaintext_without_tls)
         self.ntlm = ntlm
         self.proxy_users = frozenset(u.casefold() for u in proxy_users)
-        self.plaintext_without_tls = plaintext_without_tls
         self.reactor = reactor
         self._limiter = FailureLimiter(self.limits, reactor)
-        self._warned: set[str] = set()
         self._on_result = on_result
         self._on_backend_time = on_backend_time  # e.g. mailgw_auth_backend_duration_seconds{backend}
 
@@ -111,50 +86,18 @@ class AuthService:
         """Every mechanism this service can run."""
         return ("PLAIN", "LOGIN") + ((self.ntlm.mechanism,) if self.ntlm is not None else ())
 
-    def _permitted(self, mechanism: str, client: ClientInfo, allowed: Sequence[str], require_tls: bool) -> bool:
-        if mechanism not in self.supported() or mechanism not in allowed:
-            return False
-        if not client.tls and require_tls:
-            return False  # "Require secure channel": no credential of any kind before TLS
-        if not client.tls and mechanism in PLAINTEXT_MECHANISMS and not self.plaintext_without_tls:
-            return False  # RFC 3501 §6.2.3 LOGINDISABLED; RFC 4954 §4: no plaintext passwords in clear
-        return True
+    def mechanisms(self, client: ClientInfo) -> tuple[str, ...]:
+        """Mechanisms to advertise now: the listener's, that this service runs and the TLS state permits."""
+        return self.policy.offered(client, self.supported())
 
-    def _find_policy(self, client: ClientInfo) -> Optional[ListenerPolicy]:
-        """The listener's policy, keyed by ClientInfo.listener or by its config section name."""
-        section = _SECTIONS.get(client.protocol, client.protocol)
-        for key in (client.listener, f"{section}.{client.listener}"):
-            if key in self.listeners:
-                return self.listeners[key]
-        return None
-
-    def _policy(self, client: ClientInfo) -> tuple[tuple[str, ...], bool]:
-        policy = self._find_policy(client)
-        if policy is not None:
-            return policy.mechanisms, policy.require_tls
-        if self.listeners:
-            # Policies are configured but none names this listener: fail closed (TLS first).
-            if client.listener not in self._warned:
-                self._warned.add(client.listener)
-                log.warn("no auth policy for listener {listener}: requiring TLS", listener=client.listener,
-                         event="auth.no_policy")
-            return self.supported(), True
-        return self.supported(), False
-
-    def mechanisms(self, client: ClientInfo, allowed: Sequence[str], require_tls: bool) -> tuple[str, ...]:
-        """Mechanisms to advertise now: those in `allowed` this service runs and TLS state permits."""
-        own_allowed, own_tls = self._policy(client)
-        names = tuple(m for m in expand_mechanisms(allowed) if m in own_allowed)
-        return tuple(m for m in names if self._permitted(m, client, names, require_tls or own_tls))
+    def login_allowed(self, client: ClientInfo) -> bool:
+        """Whether a user/password command (IMAP LOGIN) is accepted now (else LOGINDISABLED)."""
+        return self.policy.login_allowed(client, self.supported())
 
     def start(self, mechanism: str, client: ClientInfo) -> ISASLExchange:
-        """Begin an exchange; UnknownMechanism if not offered, TLSRequired if TLS must come first."""
+        """Begin an exchange; TLSRequired if TLS must come first, UnknownMechanism if not offered."""
         mech = mechanism.upper()
-        allowed, require_tls = self._policy(client)
-        if mech not in self.supported() or mech not in allowed:
-            raise UnknownMechanism()
-        if not self._permitted(mech, client, allowed, require_tls):
-            raise TLSRequired()
+        self.policy.check_start(mech, client, self.supported())
         if mech == "PLAIN":
             return PlainExchange(self, client)
         if mech == "LOGIN":
@@ -163,12 +106,15 @@ class AuthService:
         return self.ntlm.start(self, client)
 
     def login(self, username: str, password: str, client: ClientInfo) -> "Deferred[Identity]":
-        """IMAP LOGIN (and any plain user/password check): allowed where PLAIN or LOGIN would be."""
-        allowed, require_tls = self._policy(client)
-        if not any(m in allowed for m in PLAINTEXT_MECHANISMS):
-            return fail(UnknownMechanism())  # this listener takes no passwords (e.g. NTLM only)
-        if not any(self._permitted(m, client, allowed, require_tls) for m in PLAINTEXT_MECHANISMS):
-            return fail(TLSRequired())
+        """IMAP LOGIN (and any plain user/password check): allowed where PLAIN or LOGIN would be.
+
+        Refused at once, before any backend: TLSRequired before TLS, UnknownMechanism under TLS
+        on a listener that takes no passwords (NTLM only).
+        """
+        try:
+            self.policy.check_login(client, self.supported())
+        except AuthFailed as e:
+            return fail(e)
         return self.check_password(username, password, client, PASSWORD_COMMAND)
 
     # ------------------------------------------------------------------ checking
@@ -282,13 +228,22 @@ class AuthService:
     def adopt(self, fresh: "AuthService", directories: bool) -> None:
         """Reload: take `fresh`'s settings in place (protocols keep this object); failure windows are kept.
 
-        With `directories`, its backends and NTLM mechanism replace ours too.
+        With `directories`, its backends and NTLM mechanism replace ours and ours are retired;
+        without, fresh's unused ones are. Retiring stops thread pools and helper processes off the
+        reactor (an exchange still holding a retired backend gets a temporary failure).
         """
         if directories:
+            replaced = (self.backends, self.ntlm)
             self.backends, self.ntlm = fresh.backends, fresh.ntlm
-        self.failure_delay, self.listeners, self.proxy_users = fresh.failure_delay, fresh.listeners, fresh.proxy_users
-        self.plaintext_without_tls = fresh.plaintext_without_tls
+        else:
+            replaced = (fresh.backends, fresh.ntlm)
+        self.failure_delay, self.policy, self.proxy_users = fresh.failure_delay, fresh.policy, fresh.proxy_users
         self.limits = self._limiter.limits = fresh.limits
+        _retire_parts(*replaced)
+
+    def retire(self) -> "Deferred[object]":
+        """Stop this (never installed) checker's backends without blocking: a reload that failed later."""
+        return _retire_parts(self.backends, self.ntlm)
 
     def throttled(self) -> list[dict[str, object]]:
         """Client networks and (network, account) pairs over their failure budget now (for the manhole)."""
@@ -353,6 +308,16 @@ class AuthService:
                 self._on_result(client.protocol, mechanism, backend, result)
             except Exception:
                 log.failure("auth result hook failed", Failure(), event="auth.hook_error")
+
+
+def _retire_parts(backends: Sequence[Any], ntlm: Optional[MechanismFactory]) -> "Deferred[object]":
+    """Stop replaced backends' pools and an NTLM verifier's helpers; fires when all have stopped."""
+    parts: list[Any] = list(backends) + [getattr(ntlm, "verifier", None)]
+    stops = [maybeDeferred(getattr(part, "retire", None) or part.close) for part in parts
+             if callable(getattr(part, "retire", None) or getattr(part, "close", None))]
+    done = gatherResults(stops, consumeErrors=True)
+    done.addErrback(lambda f: log.failure("stopping replaced auth backends failed", f, event="auth.retire_error"))
+    return done
 
 
 def _result_label(error: Exception, reason: str) -> str:

@@ -2,7 +2,8 @@
 
 admin/cli.py dispatches to it: `usercli.add_parser(subparsers)` registers the `user` command and
 `usercli.run(args) -> int` executes it. `args.users_file` comes from `--users-file`, or the
-caller sets it from `[auth.local] users_file` before calling run.
+caller sets it from `[auth.local] users_file` before calling run; the caller also sets
+`args.config_offers_ntlm` (any server's `auth` has ntlm), which makes `add` store the NT hash.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
         p.add_argument("--scheme", choices=("argon2id", "bcrypt"), default="argon2id")
         p.add_argument("--ntlm", action=argparse.BooleanOptionalAction, default=None,
-                       help="also store the NT hash (password-equivalent; needed for NTLM from this file)")
+                       help="also store the NT hash (password-equivalent; needed for NTLM from this file). "
+                            "Default for add: yes when the configuration offers ntlm on any server; "
+                            "for passwd: keep what the user had")
 
     add = sub.add_parser("add", help="add an account")
     add.add_argument("name")
@@ -138,6 +141,12 @@ def _set_password(args: argparse.Namespace, users: dict[str, LocalUser], key: st
         return EX_FAIL
     keep_nt = existing is not None and existing.nt_hash is not None
     want_nt = args.ntlm if args.ntlm is not None else keep_nt
+    if args.user_command == "add" and args.ntlm is None and getattr(args, "config_offers_ntlm", False):
+        # A server offers NTLM: without the NT hash every NTLM login of this user fails.
+        want_nt = True
+        err.write("note: also storing the NT hash, since the configuration offers NTLM; it is password-"
+                  "equivalent (anyone who reads it can log in by NTLM): keep the users file private, "
+                  "or use --no-ntlm\n")
     try:
         hashed = hash_password(password, args.scheme)
     except ValueError as e:

@@ -165,9 +165,11 @@ class WinbindNTLMVerifier(SessionVerifier):
         self._free: deque[_Helper] = deque()
         self._queue: deque[tuple[bytes, Deferred[dict[str, str]]]] = deque()
         self._stopping = False
-        reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        self._trigger: Any = None  # added with the first helper: construction touches no reactor state
 
     def _spawn(self) -> _Helper:
+        if self._trigger is None:
+            self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         helper = _Helper(self)
         self.reactor.spawnProcess(helper, self.argv[0], self.argv, env=self._env)
         self._helpers.append(helper)
@@ -233,6 +235,14 @@ class WinbindNTLMVerifier(SessionVerifier):
         done: Deferred[Any] = gatherResults([h.ended for h in helpers])
         done.addBoth(lambda r: (killer.cancel() if killer.active() else None, r)[1])
         return done
+
+
+    def retire(self) -> "Deferred[object]":
+        """A reload replaced this verifier: stop its helpers now rather than at shutdown."""
+        if self._trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        return self.stop()
 
 
 def _signal(helper: _Helper, name: str) -> None:

@@ -1,4 +1,8 @@
-"""The embedded development default: everything on 127.0.0.1 high ports, state in ./mailgw-state/."""
+"""The embedded development default: everything on 127.0.0.1 high ports, state in ./mailgw-state/.
+
+IMAP 1143 (STARTTLS) and 1993 (IMAPS) and submission 1587/1465 offer PLAIN and LOGIN; the
+NTLM-only IMAP server is on 1144 (no TLS, never a plaintext password).
+"""
 
 from __future__ import annotations
 
@@ -32,18 +36,26 @@ users_file = "{state_dir}/users"
 domain = "MAILGW"
 source = "directory"
 
+# TLS servers offer basic (PLAIN, LOGIN) only: curl, mutt, mbsync and fetchmail all prefer NTLM
+# when it is offered, and only curl of them speaks NTLMv2 (docs/auth.md "Which clients speak NTLM").
 [imap.default]
 bind = ["tcp:1143:interface=127.0.0.1"]
 bind_tls = ["tcp:1993:interface=127.0.0.1"]
 tls = "default"
 require_tls = true
-auth = ["plain", "login", "ntlm"]
+auth = ["basic"]
+
+# NTLM lives on its own server, as in etc/mailgw.toml.example ("legacy"): integrated auth only.
+[imap.legacy]
+bind = ["tcp:1144:interface=127.0.0.1"]
+require_tls = false
+auth = ["ntlm"]
 
 [submission.default]
 bind = ["tcp:1587:interface=127.0.0.1"]
 bind_tls = ["tcp:1465:interface=127.0.0.1"]
 tls = "default"
-auth = ["plain", "login", "ntlm"]
+auth = ["basic"]
 local_domains = ["localhost"]
 
 [admin]

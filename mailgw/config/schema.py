@@ -29,7 +29,6 @@ def named(doc: str = "") -> Any:
 
 
 MECHANISMS = ("plain", "login", "ntlm", "basic")
-PLAINTEXT_MECHANISMS = ("plain", "login", "basic")
 
 
 @dataclass(frozen=True)
@@ -204,13 +203,3 @@ class Config:
     client_sets: dict[str, ClientSetConfig] = named("Client address sets used by publishing rules.")
     admin: AdminConfig = section(AdminConfig)
     log: LogConfig = section(LogConfig)
-
-
-def expand_mechanisms(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Upper-case SASL names with "basic" expanded to PLAIN and LOGIN, order kept, no duplicates."""
-    out: list[str] = []
-    for name in names:
-        for mech in (("PLAIN", "LOGIN") if name == "basic" else (name.upper(),)):
-            if mech not in out:
-                out.append(mech)
-    return tuple(out)

@@ -6,7 +6,6 @@ import ipaddress
 from typing import TYPE_CHECKING, Iterator
 
 from . import endpoints
-from .schema import PLAINTEXT_MECHANISMS
 
 if TYPE_CHECKING:
     from .schema import Config
@@ -62,7 +61,7 @@ def _tls(config: "Config") -> Iterator[str]:
 
 def _auth(config: "Config") -> Iterator[str]:
     for name, imap in config.imap.items():
-        plain = [m for m in imap.auth if m in PLAINTEXT_MECHANISMS]
+        plain = [m for m in imap.auth if m != "ntlm"]  # every other name carries the password (auth.policy)
         if plain and not imap.require_tls:
             yield (f"imap.{name}.auth: plaintext mechanisms ({', '.join(plain)}) are refused on a server "
                    "with require_tls = false (use [\"ntlm\"], or require_tls = true)")

@@ -1,4 +1,8 @@
-"""Per-virtual-server IMAP policy and limits, as plain values handed to the factory."""
+"""Per-virtual-server IMAP settings and limits, as plain values handed to the factory.
+
+Which mechanisms a server offers and whether TLS comes first are not here: the credential
+service decides them (mailgw.auth.policy), and the session asks it.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +35,9 @@ class IMAPLimits:
 
 @dataclass(frozen=True)
 class IMAPPolicy:
-    """What one `[imap.NAME]` virtual server allows."""
+    """What one `[imap.NAME]` virtual server does after login (its pre-auth policy is the auth service's)."""
 
     name: str = "default"
-    require_tls: bool = True
-    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")  # upper-case; "BASIC" already expanded
     fast_message_retrieval: bool = True
     hostname: str = "localhost"
     limits: IMAPLimits = IMAPLimits()

@@ -21,12 +21,9 @@ class IMAPServerFactory(Factory):
     protocol = IMAPSession  # type: ignore[assignment]
 
     def __init__(self, name: str, auth_service: IAuthService, store: IMessageStore, tls: Optional[IServerTLS],
-                 reactor: Any, require_tls: bool = True, mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
-                 fast_message_retrieval: bool = True, hostname: str = "localhost",
+                 reactor: Any, fast_message_retrieval: bool = True, hostname: str = "localhost",
                  limits: Optional[IMAPLimits] = None, implicit_tls: bool = False, registry: Any = None) -> None:
-        self.policy = IMAPPolicy(name=name, require_tls=require_tls,
-                                 mechanisms=tuple(m.upper() for m in mechanisms),
-                                 fast_message_retrieval=fast_message_retrieval, hostname=hostname,
+        self.policy = IMAPPolicy(name=name, fast_message_retrieval=fast_message_retrieval, hostname=hostname,
                                  limits=limits or IMAPLimits())
         self.auth_service = auth_service
         self.store = store

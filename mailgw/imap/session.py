@@ -426,12 +426,8 @@ class IMAPSession(SelectedState, Protocol):
 
     # ------------------------------------------------------------------ capabilities
     def mechanisms(self) -> tuple[str, ...]:
-        if self.policy.require_tls and not self.tls:
-            return ()  # security.md A4: no AUTH= before TLS on a TLS-required server
-        return tuple(self.auth.mechanisms(self.client_info(), self.policy.mechanisms, self.policy.require_tls))
-
-    def login_allowed(self) -> bool:
-        return any(m in ("PLAIN", "LOGIN") for m in self.mechanisms())
+        """AUTH= to advertise: the credential service decides (none before TLS on a TLS-first server, security.md A4)."""
+        return tuple(self.auth.mechanisms(self.client_info()))
 
     def capabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+"]
@@ -442,8 +438,8 @@ class IMAPSession(SelectedState, Protocol):
             if not self.tls and self.tls_source is not None:
                 caps.append(b"STARTTLS")
             caps += [b"AUTH=" + m.encode("ascii") for m in mechs]
-            if not any(m in ("PLAIN", "LOGIN") for m in mechs):
-                caps.append(b"LOGINDISABLED")
+            if not self.auth.login_allowed(self.client_info()):
+                caps.append(b"LOGINDISABLED")  # RFC 3501 §6.2.3
             return caps
         caps += [b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN",
                  b"SPECIAL-USE", b"APPENDLIMIT=%d" % self.limits.append_limit]

@@ -17,8 +17,6 @@ from mailgw.smtp.server import SubmissionSession
 
 log = Logger()
 
-DEFAULT_MECHANISMS = ("PLAIN", "LOGIN", "NTLM")
-
 
 class SubmissionFactory(Factory):
     """Builds SubmissionSessions; `implicit_tls=True` for a bind_tls (465) listener.
@@ -31,8 +29,7 @@ class SubmissionFactory(Factory):
 
     def __init__(self, name: str, auth_service: IAuthService, store: IMessageStore, queue: RelayQueue,
                  tls: IServerTLS, hostname: str, policy: SubmissionPolicy, reactor: Any, pool: ThreadPool,
-                 mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS, implicit_tls: bool = False,
-                 registry: Optional[ISessionRegistry] = None) -> None:
+                 implicit_tls: bool = False, registry: Optional[ISessionRegistry] = None) -> None:
         self.name = name
         self.auth = auth_service
         self.store = store
@@ -42,7 +39,6 @@ class SubmissionFactory(Factory):
         self.policy = policy
         self.reactor = reactor
         self.pool = pool
-        self.mechanisms = tuple(m.upper() for m in mechanisms)
         self.implicit_tls = implicit_tls
         self.registry = registry
         self.local = LocalDelivery(auth_service, store, reactor, pool)
@@ -51,7 +47,7 @@ class SubmissionFactory(Factory):
     def for_implicit_tls(self) -> "SubmissionFactory":
         """The twin factory for the implicit-TLS port (wrap it with TLSMemoryBIOFactory or an ssl: endpoint)."""
         return SubmissionFactory(self.name, self.auth, self.store, self.queue, self.tls, self.hostname, self.policy,
-                                 self.reactor, self.pool, self.mechanisms, True, self.registry)
+                                 self.reactor, self.pool, True, self.registry)
 
     def buildProtocol(self, addr: Any) -> SubmissionSession:
         return SubmissionSession(self, self.implicit_tls)

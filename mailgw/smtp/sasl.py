@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailgw.errors import AuthAborted, AuthFailed, AuthUnavailable, SASLProtocolError
+from mailgw.errors import AuthAborted, AuthFailed, AuthUnavailable, SASLProtocolError, TLSRequired
 from mailgw.interfaces import SASLChallenge, SASLSuccess
 from mailgw.smtp import wire
 
@@ -44,10 +44,17 @@ class SASLMixin:
     policy: Any
 
     def do_AUTH(self, arg: str) -> None:
-        if not self.tls:
+        words = arg.split()
+        # The credential service decides first: before TLS any AUTH is 530 (RFC 3207 §4, security.md A4).
+        exchange: Any = None
+        try:
+            exchange = self.factory.auth.start(words[0] if words else "", self.client_info())  # type: ignore[attr-defined]
+        except TLSRequired:
             log.info("plaintext_auth_refused rip={peer}", peer=self.peer_host, event="plaintext_auth_refused")
             self.error(wire.reply(530, "5.7.0", "Must issue a STARTTLS command first"))  # type: ignore[attr-defined]
             return
+        except AuthFailed:
+            pass  # not offered here: 504 below, after the state and syntax checks
         if self.helo is None:
             self.error(wire.reply(503, "5.5.1", "Error: send HELO/EHLO first"))  # type: ignore[attr-defined]
             return
@@ -57,13 +64,10 @@ class SASLMixin:
         if self.mail_from is not None:
             self.error(wire.reply(503, "5.5.1", "Error: MAIL transaction in progress"))  # type: ignore[attr-defined]
             return
-        words = arg.split()
         if not words or len(words) > 2:
             self.error(wire.reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))  # type: ignore[attr-defined]
             return
-        mech = words[0].upper()
-        offered = self.factory.auth.mechanisms(self.client_info(), self.factory.mechanisms, True)  # type: ignore[attr-defined]
-        if mech not in offered:
+        if exchange is None:
             self.error(wire.reply(504, "5.5.4", "Unrecognized authentication type"))  # type: ignore[attr-defined]
             return
         initial: Optional[bytes] = None
@@ -73,11 +77,7 @@ class SASLMixin:
             except SASLProtocolError:
                 self.error(wire.reply(501, "5.5.2", "Cannot Base64-decode Client responses"))  # type: ignore[attr-defined]
                 return
-        try:
-            self.sasl = self.factory.auth.start(mech, self.client_info())  # type: ignore[attr-defined]
-        except AuthFailed:
-            self.error(wire.reply(504, "5.5.4", "Unrecognized authentication type"))  # type: ignore[attr-defined]
-            return
+        self.sasl = exchange
         self._step(initial)
 
     def _step(self, response: Optional[bytes]) -> None:

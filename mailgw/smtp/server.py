@@ -218,12 +218,11 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
             self.send(wire.reply(250, "", self.hostname))
             return
         lines = [self.hostname, "PIPELINING", f"SIZE {self.policy.max_message_size}"]
-        if self.tls:
-            mechs = self.factory.auth.mechanisms(self.client_info(), self.factory.mechanisms, True)
-            if mechs and self.identity is None:
-                lines.append("AUTH " + " ".join(mechs))
-        else:
-            lines.append("STARTTLS")  # RFC 3207; AUTH only after it (security.md A4)
+        mechs = self.factory.auth.mechanisms(self.client_info())  # none before TLS (security.md A4)
+        if mechs and self.identity is None:
+            lines.append("AUTH " + " ".join(mechs))
+        if not self.tls:
+            lines.append("STARTTLS")  # RFC 3207
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME"] + (["SMTPUTF8"] if self.policy.smtputf8 else [])
         self.send(wire.multiline(250, lines))
 

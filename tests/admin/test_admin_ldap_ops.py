@@ -14,7 +14,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from mailgw import assemble
 from mailgw.interfaces import ClientInfo
-from tests.admin.helpers_ops import close_runners, port_of, start_gateway, tempdir, write_config
+from tests.admin.helpers_ops import close_runners, port_of, start_gateway, tempdir, until, write_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
 from ldap_fixture import SlapdFixture, available  # noqa: E402
@@ -80,3 +80,6 @@ class DirectoryOpsTests(TestCase):
         self.assertEqual((code, backends["directory:ldap.corp"]["detail"]), (200, "reachable"))
         identity = yield self.gateway.auth.login("alice", self.second.users["alice"].password, CLIENT)
         self.assertEqual(identity.user, "alice")
+        replaced = old.backends[0]._runner
+        self.assertTrue(replaced.retired)  # the replaced directory's LDAP pool is stopped, off the reactor
+        yield until(lambda: not replaced.pool.started and not any(t.is_alive() for t in replaced.pool.threads))

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailgw import assemble
 from mailgw.admin.reload import changed_keys, plan
+from mailgw.admin.reloader import Staged
 from mailgw.config import load_config_text
 from tests.admin.helpers_ops import tempdir, start_gateway, write_config
 from tests.support.certs import make_ca, make_server_cert
@@ -77,19 +78,22 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(plan(old, moved, ["publish.*.clients"]).restart, ["publish.a.listen"])
 
 
-class RecordingAuth:
-    """An auth component exposing the reconfigure hook contract (docs/operations.md)."""
+class RecordingHook:
+    """A component's reload hook (docs/operations.md contract): prepare(new) -> Staged(install, discard)."""
 
     def __init__(self, refuse: bool = False) -> None:
-        self.configs: list = []
+        self.prepared: list = []
+        self.installed: list = []
+        self.discarded: list = []
         self.refuse = refuse
 
-    def reconfigure(self, config) -> defer.Deferred:
+    def prepare(self, config) -> defer.Deferred:
         if self.refuse:
             from mailgw.errors import ConfigError
             raise ConfigError("auth.limits.per_ip: refused by the test directory")
-        self.configs.append(config)
-        return defer.succeed(None)
+        self.prepared.append(config)
+        return defer.succeed(Staged(install=lambda: self.installed.append(config),
+                                    discard=lambda: self.discarded.append(config)))
 
 
 class ReloadTests(TestCase):
@@ -205,26 +209,44 @@ class ReloadTests(TestCase):
 
     @defer.inlineCallbacks
     def test_auth_hook(self):
-        """Changed auth settings reach gateway.auth.reconfigure; without any auth hook they need a restart."""
+        """Changed auth settings reach a registered prepare hook and are installed; without any auth hook they need a restart."""
         self.gateway.reload_hooks.clear()  # as if no credential checker were running
         self.rewrite(self.old.cert_file, self.old.key_file, extra='[auth]\nlimits = { per_ip = "7/1m" }\n')
         event = yield self.sighup()
         self.assertEqual(event["result"], "refused")
-        auth = RecordingAuth()
-        self.gateway.auth = auth
+        hook = RecordingHook()
+        self.gateway.reload_hooks.append((("auth",), hook.prepare))
         event = yield self.sighup()
         self.assertEqual(event["result"], "ok", event.get("keys"))
-        self.assertEqual(auth.configs[0].auth.limits.per_ip, (7, 60.0))
+        self.assertEqual(hook.installed[0].auth.limits.per_ip, (7, 60.0))
+        self.assertEqual(hook.discarded, [])
         self.assertEqual(self.gateway.config.auth.limits.per_ip, (7, 60.0))
 
     @defer.inlineCallbacks
     def test_hook_refusal(self):
         """A hook raising ConfigError fails the reload; the running configuration and certificate stay."""
         self.gateway.reload_hooks.clear()
-        self.gateway.auth = RecordingAuth(refuse=True)
+        self.gateway.reload_hooks.append((("auth",), RecordingHook(refuse=True).prepare))
         self.rewrite(self.new.cert_file, self.new.key_file, extra='[auth]\nlimits = { per_ip = "7/1m" }\n')
         result = yield assemble.reload_from_source(self.gateway)
         self.assertEqual(result, "failed")
+        self.assertEqual(self.gateway.config.auth.limits.per_ip, (20, 300.0))
+        client = yield self.connect()
+        self.addCleanup(client.close)
+        self.assertNotIn(("DNS", "old-name-gone"), client.cert["subjectAltName"])
+
+    @defer.inlineCallbacks
+    def test_second_prepare_failure_installs_nothing(self):
+        """When the second hook's prepare refuses, the first hook's prepared change is discarded, never installed."""
+        self.gateway.reload_hooks.clear()
+        first, second = RecordingHook(), RecordingHook(refuse=True)
+        self.gateway.reload_hooks += [(("auth",), first.prepare), (("auth",), second.prepare)]
+        self.rewrite(self.new.cert_file, self.new.key_file, extra='[auth]\nlimits = { per_ip = "7/1m" }\n')
+        result = yield assemble.reload_from_source(self.gateway)
+        self.assertEqual(result, "failed")
+        self.assertEqual(len(first.prepared), 1)
+        self.assertEqual(first.installed, [])
+        self.assertEqual(first.discarded, first.prepared)
         self.assertEqual(self.gateway.config.auth.limits.per_ip, (20, 300.0))
         client = yield self.connect()
         self.addCleanup(client.close)

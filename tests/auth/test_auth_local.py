@@ -188,6 +188,27 @@ class UserCLITests(SynchronousTestCase):
         self.assertEqual(self.cli("add", "carol", "--password-stdin", stdin="\n")[0], 1)
         self.assertEqual(self.cli("add", "carol")[0], 1)  # no terminal to prompt on
 
+    def test_nt_hash_default_follows_config(self) -> None:
+        """add stores the NT hash by default when the caller says the config offers NTLM (with a note); --no-ntlm opts out."""
+        import argparse
+        parser = argparse.ArgumentParser(prog="mailgwctl")
+        usercli.add_parser(parser.add_subparsers(dest="command", required=True))
+
+        def add(*argv: str, offers: bool) -> str:
+            args = parser.parse_args(["user", "--users-file", self.path, "add", *argv, "--password-stdin", "--scheme", "bcrypt"])
+            args.config_offers_ntlm = offers
+            err = io.StringIO()
+            self.assertEqual(usercli.run(args, io.StringIO("pw\n"), io.StringIO(), err), 0)
+            return err.getvalue()
+
+        self.assertIn("password-equivalent", add("dora", offers=True))
+        self.assertEqual(add("erin", "--no-ntlm", offers=True), "")
+        self.assertEqual(add("finn", offers=False), "")
+        users = read_users_file(self.path)[0]
+        self.assertEqual(users["dora"].nt_hash, nt_hash("pw"))
+        self.assertIsNone(users["erin"].nt_hash)
+        self.assertIsNone(users["finn"].nt_hash)
+
     def test_no_password_option(self) -> None:
         """There is no option that takes the password on the command line."""
         self.assertRaises(SystemExit, self.cli, "add", "x", "--password", "pw")

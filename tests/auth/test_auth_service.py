@@ -139,8 +139,8 @@ class PolicyTests(SynchronousTestCase):
     def test_no_plaintext_before_tls(self) -> None:
         """PLAIN and LOGIN are neither offered nor accepted before TLS."""
         service, _ = make_service()
-        self.assertEqual(service.mechanisms(CLEAR, ("plain", "login"), False), ())
-        self.assertEqual(service.mechanisms(TLS, ("basic",), True), ("PLAIN", "LOGIN"))
+        self.assertEqual(service.mechanisms(CLEAR), ())
+        self.assertEqual(service.mechanisms(TLS), ("PLAIN", "LOGIN"))
         self.assertRaises(TLSRequired, service.start, "PLAIN", CLEAR)
         self.assertRaises(TLSRequired, service.start, "LOGIN", CLEAR)
         self.failureResultOf(service.login("alice", "S3cret!", CLEAR), TLSRequired)
@@ -148,8 +148,8 @@ class PolicyTests(SynchronousTestCase):
     def test_require_tls_listener(self) -> None:
         """A listener that requires TLS offers nothing before it, and only its own mechanisms after."""
         service, _ = make_service(listeners={"secure": ListenerPolicy(("plain",), require_tls=True)})
-        self.assertEqual(service.mechanisms(CLEAR, ("plain", "login"), True), ())
-        self.assertEqual(service.mechanisms(TLS, ("plain", "login"), True), ("PLAIN",))
+        self.assertEqual(service.mechanisms(CLEAR), ())
+        self.assertEqual(service.mechanisms(TLS), ("PLAIN",))
         self.assertRaises(UnknownMechanism, service.start, "LOGIN", TLS)
 
     def test_unknown_mechanism(self) -> None:
@@ -160,8 +160,11 @@ class PolicyTests(SynchronousTestCase):
 
     def test_lab_plaintext(self) -> None:
         """plaintext_without_tls lets a lab listener use PLAIN in clear."""
-        service, _ = make_service(plaintext_without_tls=True)
-        self.assertEqual(service.mechanisms(CLEAR, ("plain",), False), ("PLAIN",))
+        service, _ = make_service(plaintext_without_tls=True,
+                                  listeners={"secure": ListenerPolicy(("plain",), require_tls=False)})
+        self.assertEqual(service.mechanisms(CLEAR), ("PLAIN",))
+        self.assertTrue(service.login_allowed(CLEAR))
+        self.assertTrue(ISASLExchange.providedBy(service.start("PLAIN", CLEAR)))
         self.successResultOf(service.login("alice", "S3cret!", CLEAR))
 
 
@@ -314,19 +317,21 @@ class ListenerKeyTests(SynchronousTestCase):
                                              "submission.relay": ListenerPolicy(("login",), require_tls=True)})
         self.assertRaises(UnknownMechanism, service.start, "PLAIN", ClientInfo("imap", "legacy", "192.0.2.1", tls=True))
         smtp = ClientInfo("smtp", "relay", "192.0.2.1", tls=True)
-        self.assertEqual(service.mechanisms(smtp, ("plain", "login"), True), ("LOGIN",))
+        self.assertEqual(service.mechanisms(smtp), ("LOGIN",))
         self.assertRaises(UnknownMechanism, service.start, "PLAIN", smtp)
 
     def test_unknown_listener_fails_closed(self) -> None:
-        """With policies configured, a listener missing from them gets nothing before TLS."""
+        """A listener missing from the policies (or with none configured) gets nothing before TLS."""
         from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor
         directory = MemoryDirectory()
         policies = {"imap.secure": ListenerPolicy(("plain",), require_tls=True)}
         service = AuthService([directory], Clock(), failure_delay=0, listeners=policies,
                               ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory])))
         stray = ClientInfo("imap", "stray", "192.0.2.1", tls=False)
-        self.assertEqual(service.mechanisms(stray, ("ntlm",), False), ())
+        self.assertEqual(service.mechanisms(stray), ())
         self.assertRaises(TLSRequired, service.start, "NTLM", stray)
         unmapped = AuthService([directory], Clock(), failure_delay=0,
                                ntlm=NTLMAcceptor(DirectoryNTLMVerifier([directory])))
-        self.assertEqual(unmapped.mechanisms(stray, ("ntlm",), False), ("NTLM",))
+        self.assertEqual(unmapped.mechanisms(stray), ())  # no map at all: fails closed too
+        self.assertRaises(TLSRequired, unmapped.start, "NTLM", stray)
+        self.assertEqual(unmapped.mechanisms(ClientInfo("imap", "stray", "192.0.2.1", tls=True)), ("PLAIN", "LOGIN", "NTLM"))

@@ -72,7 +72,7 @@ class LiveServer:
         self.auth = auth or AuthService([self.directory], reactor, failure_delay=0, ntlm=ntlm,
                                         listeners={"live": ListenerPolicy(mechanisms, require_tls)})
         self.tls = FileTLS()
-        kw = dict(require_tls=require_tls, mechanisms=mechanisms, fast_message_retrieval=fast)
+        kw = dict(fast_message_retrieval=fast)  # require_tls and mechanisms are the auth service's
         self.plain_factory = IMAPServerFactory("live", self.auth, self.store, self.tls, reactor, **kw)
         self.tls_factory = IMAPServerFactory("live", self.auth, self.store, self.tls, reactor, implicit_tls=True, **kw)
         self.plain = reactor.listenTCP(0, self.plain_factory, interface="127.0.0.1")

@@ -59,8 +59,7 @@ class Harness:
         self.auth = AuthService([self.directory], self.reactor, failure_delay=0, ntlm=ntlm,
                                 listeners={"test": ListenerPolicy(mechanisms, require_tls)})
         self.factory = IMAPServerFactory("test", self.auth, self.store, FakeServerTLS() if with_tls else None,
-                                         self.reactor, require_tls=require_tls, mechanisms=mechanisms,
-                                         fast_message_retrieval=fast, limits=limits)
+                                         self.reactor, fast_message_retrieval=fast, limits=limits)
         self.asked = 0
         original = self.directory.check_password
 

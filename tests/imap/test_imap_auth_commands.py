@@ -109,6 +109,24 @@ class PlaintextBeforeTLSTests(unittest.SynchronousTestCase):
         self.assertEqual(h.asked, 0)
 
 
+class PolicyOwnerTests(unittest.SynchronousTestCase):
+    """The session asks the credential service; it holds no mechanism list or require_tls of its own."""
+
+    def test_service_policy_change_reaches_sessions(self) -> None:
+        """A policy adopted by the service (as a reload does) changes what a new session offers and accepts."""
+        from mailgw.auth.service import AuthService, ListenerPolicy
+
+        h = Harness()
+        self.assertIn(b"AUTH=LOGIN", h.connect(tls=True).send(b"a CAPABILITY\r\n"))
+        fresh = AuthService([h.directory], h.reactor, listeners={"test": ListenerPolicy(("plain",), require_tls=True)})
+        h.auth.adopt(fresh, directories=False)
+        c = h.connect(tls=True)
+        self.assertEqual(c.send(b"b CAPABILITY\r\n"), b"* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN\r\n"
+                                                        b"b OK Capability completed.\r\n")
+        self.assertEqual(c.send(b"c AUTHENTICATE LOGIN\r\n"), b"c NO Unsupported authentication mechanism.\r\n")
+        self.assertTrue(c.login().startswith(b"L OK"))  # LOGIN is allowed where PLAIN is
+
+
 class StartTLSTests(unittest.SynchronousTestCase):
     """STARTTLS discards pipelined plaintext (CVE-2011-0411 class) and recomputes capabilities."""
 

@@ -85,16 +85,23 @@ def _text(raw: bytes) -> str:
 def cmd_login(s: "IMAPSession", req: Request) -> Any:
     user, password = req.args
     assert isinstance(user, bytes) and isinstance(password, bytes)
-    if not s.tls and (s.policy.require_tls or not s.login_allowed()):
+    # The credential service decides (TLSRequired / UnknownMechanism at once, no backend asked).
+    d = s.auth.login(_text(user), _text(password), s.client_info())
+    d.addCallback(lambda identity: _logged_in(s, req, identity))
+    d.addErrback(_login_refused, s)
+    d.addErrback(_auth_failed, s, req)
+    return d
+
+
+def _login_refused(failure: Failure, s: "IMAPSession") -> Any:
+    """The service's refusals of LOGIN itself, worded as Dovecot words them (security.md A4)."""
+    if failure.check(TLSRequired):
         log.info("plaintext_auth_refused rip={rip} mech=LOGIN", rip=s.peer_host, event="imap.plaintext_refused")
         s.send(ALERT_LOGIN)  # as Dovecot: the user should know the password crossed the wire in clear
         raise Reply(b"NO", PRIVACY_LOGIN, "PRIVACYREQUIRED")
-    if not s.login_allowed():
+    if failure.check(UnknownMechanism):
         raise Reply(b"NO", "LOGIN is not enabled on this server.", "CANNOT")
-    d = s.auth.login(_text(user), _text(password), s.client_info())
-    d.addCallback(lambda identity: _logged_in(s, req, identity))
-    d.addErrback(_auth_failed, s, req)
-    return d
+    return failure
 
 
 def _too_many_sessions(s: "IMAPSession", identity: Identity) -> bool:
@@ -144,13 +151,11 @@ def _auth_failed(failure: Failure, s: "IMAPSession", req: Request) -> Any:
 def cmd_authenticate(s: "IMAPSession", req: Request) -> Any:
     mech, initial = req.args
     assert isinstance(mech, str)
-    if not s.tls and (s.policy.require_tls or mech in ("PLAIN", "LOGIN")):
+    try:
+        exchange = s.auth.start(mech, s.client_info())  # TLSRequired comes first, for any name
+    except TLSRequired:
         log.info("plaintext_auth_refused rip={rip} mech={mech}", rip=s.peer_host, mech=mech[:20],
                  event="imap.plaintext_refused")
-        raise Reply(b"NO", PRIVACY_AUTH, "PRIVACYREQUIRED")
-    try:
-        exchange = s.auth.start(mech, s.client_info())
-    except TLSRequired:
         raise Reply(b"NO", PRIVACY_AUTH, "PRIVACYREQUIRED") from None
     except UnknownMechanism:
         raise Reply(b"NO", "Unsupported authentication mechanism.") from None
