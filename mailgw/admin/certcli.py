@@ -1,8 +1,8 @@
 """`mailgwctl cert request|install|self-sign|show|export-ca` and `mailgwctl ca init|issue`: arguments and output.
 
-The X.509 work is in mailgw.net.certs and mailgw.net.certinstall. These commands read the
-configuration leniently (only [server], [tls.NAME] and the imap/submission `tls` references), since
-the certificate files a strict load insists on are what they are about to create.
+The X.509 work is in mailgw.net.certs and mailgw.net.certinstall. These commands load the
+configuration with the one parser but without file existence checks (`check_files=False`), since
+the certificate and key files a start-up load insists on are what they are about to create.
 Exit codes: 0 done, 1 refused (one line on stderr naming the problem), 78 unreadable configuration.
 """
 
@@ -13,7 +13,6 @@ import datetime
 import os
 import stat
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -43,44 +42,20 @@ class CertSettings:
     users: dict[str, list[str]] = field(default_factory=dict)  # tls name -> ["imap.secure (bind_tls)", ...]
 
 
-def _string(table: dict[str, Any], key: str, dotted: str, default: Optional[str] = None) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{dotted}.{key}: expected a non-empty string")
-    return value
-
-
 def read_settings(args: argparse.Namespace) -> CertSettings:
-    from mailgw.admin.cli import _config_path
-    from mailgw.config.default import development_config
+    """The certificate parts of the configuration, loaded by the one config parser without file checks."""
+    from mailgw.admin.cli import _config_path, load_effective_config
 
-    path = _config_path(args)
-    try:
-        if path:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        else:
-            data = tomllib.loads(development_config())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    server = data.get("server", {})
-    tls: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-    for name, table in (data.get("tls") or {}).items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"tls.{name}: expected a table")
-        extra = table.get("server_names", [])
-        tls[name] = (_string(table, "cert_file", f"tls.{name}"), _string(table, "key_file", f"tls.{name}"),
-                     tuple(str(n) for n in extra) if isinstance(extra, list) else ())
+    config = load_effective_config(args, check_files=False)
+    tls = {name: (cert.cert_file, cert.key_file, cert.server_names) for name, cert in config.tls.items()}
     users: dict[str, list[str]] = {}
-    for kind in ("imap", "submission"):
-        for name, table in (data.get(kind) or {}).items():
-            if isinstance(table, dict) and isinstance(table.get("tls"), str):
-                ports = [key for key in ("bind", "bind_tls") if table.get(key)]
-                users.setdefault(table["tls"], []).append(f"{kind}.{name} ({', '.join(ports) or 'no listeners'})")
-    return CertSettings(path or "the embedded development default", str(server.get("hostname", "localhost")),
-                        str(server.get("state_dir", "./mailgw-state")), tls, users)
+    for kind, servers in (("imap", config.imap), ("submission", config.submission)):
+        for name, server in servers.items():
+            if server.tls:
+                ports = [key for key in ("bind", "bind_tls") if getattr(server, key)]
+                users.setdefault(server.tls, []).append(f"{kind}.{name} ({', '.join(ports) or 'no listeners'})")
+    return CertSettings(_config_path(args) or "the embedded development default", config.server.hostname,
+                        config.server.state_dir, tls, users)
 
 
 def _paths(args: argparse.Namespace, settings: CertSettings) -> CertPaths:
@@ -309,7 +284,6 @@ def _handler(function: Callable[[argparse.Namespace, CertSettings], int], label:
 def _command(sub: Any, name: str, label: str, function: Callable[[argparse.Namespace, CertSettings], int],
              help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
-    parser.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_handler(function, label))
     return parser
 
