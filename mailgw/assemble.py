@@ -131,8 +131,21 @@ def build_tls(config: Config) -> TLSRegistry:
 
 
 def check(config: Config) -> None:
-    """Everything start-up checks short of binding (used by `mailgwctl check-config`)."""
-    build_tls(config)
+    """Everything start-up checks short of binding (used by `mailgwctl check-config`), with start-up's own functions."""
+    from mailgw.auth.local import read_checked
+
+    problems: list[str] = []
+    try:
+        build_tls(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if config.auth.local is not None and "local" in config.auth.backends:
+        try:
+            read_checked(config.auth.local.users_file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
 
 
 def build_store(config: Config, reactor: Any, pool: ThreadPool) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -19,6 +18,7 @@ from typing import Any, Callable, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mailgw import files
 from mailgw.errors import CertificateRefused, ConfigError
 from mailgw.net import certinstall
 from mailgw.net.certgen import KEY_TYPES, write_public
@@ -92,6 +92,10 @@ def _ca(args: argparse.Namespace, settings: CertSettings) -> PrivateCA:
     return PrivateCA(getattr(args, "ca_dir", None) or os.path.join(settings.state_dir, "ca"))
 
 
+def _mode(path: str) -> str:
+    return f"{os.stat(path).st_mode & 0o777:04o}"
+
+
 def _day(when: datetime.datetime) -> str:
     return f"{when:%Y-%m-%d %H:%M} UTC"
 
@@ -103,7 +107,7 @@ def cmd_request(args: argparse.Namespace, settings: CertSettings) -> int:
     paths = _paths(args, settings)
     names = _names(args, settings)
     csr = make_request(paths, names, args.key_type, args.force)
-    print(f"new {key_description(csr.public_key())} key: {paths.pending_key} (mode 0600; the key in service is unchanged)")
+    print(f"new {key_description(csr.public_key())} key: {paths.pending_key} (mode {_mode(paths.pending_key)}; the key in service is unchanged)")
     print(f"request (PKCS#10): {paths.csr_file}")
     print(f"names: {', '.join(names_in(csr))}")
     if args.name in settings.tls and settings.hostname.lower() not in [n.lower() for n in names]:
@@ -129,7 +133,7 @@ def cmd_install(args: argparse.Namespace, settings: CertSettings) -> int:
     print(f"names: {', '.join(names_in(leaf))}")
     print(f"certificate and chain: {paths.cert_file} ({1 + len(done.chain)} certificates, "
           f"chains to {done.anchor.subject.rfc4514_string()})")
-    print(f"key: {paths.key_file} (mode 0600, {'the requested key' if done.new_key else 'unchanged'})")
+    print(f"key: {paths.key_file} (mode {_mode(paths.key_file)}, {'the requested key' if done.new_key else 'unchanged'})")
     print("reload mailgw to serve it: `systemctl reload mailgw` or `kill -HUP <pid>` (SIGHUP)")
     return 0
 
@@ -137,7 +141,7 @@ def cmd_install(args: argparse.Namespace, settings: CertSettings) -> int:
 def cmd_self_sign(args: argparse.Namespace, settings: CertSettings) -> int:
     paths = _paths(args, settings)
     cert = self_sign(paths, _names(args, settings), args.key_type, args.days, args.force)
-    print(f"self-signed certificate for {', '.join(names_in(cert))}: {paths.cert_file}, key {paths.key_file} (mode 0600)")
+    print(f"self-signed certificate for {', '.join(names_in(cert))}: {paths.cert_file}, key {paths.key_file} (mode {_mode(paths.key_file)})")
     print(f"valid until {_day(cert.not_valid_after_utc)}; SHA-256 fingerprint {fingerprint(cert)}")
     print(f"clients must trust this certificate itself: `mailgwctl cert export-ca --name {args.name}`")
     return 0
@@ -154,9 +158,9 @@ def _key_warnings(name: str, paths: CertPaths, leaf: x509.Certificate) -> list[s
     out = []
     if public_der(key.public_key()) != public_der(leaf.public_key()):
         out.append(f"warning: tls.{name} key file {paths.key_file} does not match the certificate")
-    loose = stat.S_IMODE(os.stat(paths.key_file).st_mode)
-    if loose & 0o077:
-        out.append(f"warning: tls.{name} key file {paths.key_file} has mode {loose:04o}: make it 0600")
+    problem = files.secret_problem(paths.key_file)  # what start-up refuses
+    if problem is not None:
+        out.append(f"warning: tls.{name} key file {problem}")
     return out
 
 
