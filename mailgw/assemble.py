@@ -35,7 +35,8 @@ from mailgw.net.tls import ServerTLS, TLSRegistry
 from mailgw.observe import metrics
 from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
-from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
+from mailgw.net.clients import ClientSet, client_set_for
+from mailgw.publish import PublishFactory, PublishRule, RuleSettings
 from mailgw.store.service import StoreService
 
 log = Logger()
@@ -107,9 +108,10 @@ class Gateway:
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     reloader: Any = None  # mailgw.admin.reloader.Reloader, made on first use
 
-    def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "") -> ListenerService:
+    def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "",
+               wrap: Optional[Callable[[Any], Any]] = None) -> ListenerService:
         assert self.root is not None
-        svc = ListenerService(self.reactor, description, factory, implicit_tls.context_factory() if implicit_tls else None, label)  # label: the config key, e.g. "imap.secure.bind_tls[0]"
+        svc = ListenerService(self.reactor, description, factory, implicit_tls.context_factory() if implicit_tls else None, label, wrap)  # label: the config key, e.g. "imap.secure.bind_tls[0]"
         svc.setServiceParent(self.root)
         self.root.listeners.append(svc)
         return svc
@@ -217,6 +219,23 @@ def build_auth(config: Config, reactor: Any) -> Any:
                        on_backend_time=lambda backend, seconds: metrics.auth_backend_duration_seconds.labels(backend=backend).observe(seconds))
 
 
+# --------------------------------------------------------------------------- connection control
+
+
+def connection_control(gateway: Gateway, key: str, server: Any) -> Callable[[Any], Any]:
+    """[imap.NAME] / [submission.NAME] clients, max_connections, proxy_protocol_from: one control per virtual server.
+
+    Returned as the `wrap` of its listeners (around implicit TLS; mailgw.net.control).
+    """
+    from mailgw.net.control import ConnectionControl, ControlledFactory
+
+    named_sets = {name: cs.addresses for name, cs in gateway.config.client_sets.items()}
+    control = ConnectionControl(key, client_set_for(server.clients, named_sets), server.max_connections, gateway.reactor,
+                                proxy_from=ClientSet(server.proxy_protocol_from) if server.proxy_protocol_from else None)
+    gateway.extras[f"control.{key}"] = control
+    return lambda factory: ControlledFactory(factory, control)
+
+
 # --------------------------------------------------------------------------- submission relay
 
 
@@ -268,11 +287,12 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
                          _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
     assert gateway.root is not None
     RelayService(runner).setServiceParent(gateway.root)
+    wrap = connection_control(gateway, f"submission.{name}", sub)
     for i, endpoint in enumerate(sub.bind):
-        gateway.listen(endpoint, factory, label=f"submission.{name}.bind[{i}]")
+        gateway.listen(endpoint, factory, label=f"submission.{name}.bind[{i}]", wrap=wrap)
     implicit = factory.for_implicit_tls()
     for i, endpoint in enumerate(sub.bind_tls):
-        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]")
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]", wrap=wrap)
 
 
 # --------------------------------------------------------------------------- IMAP virtual servers
@@ -300,12 +320,13 @@ def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
                   fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
                   limits=limits, registry=gateway.sessions)
     label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy by
+    wrap = connection_control(gateway, label, imap)
     plain = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, **common)
     for i, endpoint in enumerate(imap.bind):
-        gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]")
+        gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]", wrap=wrap)
     implicit = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, implicit_tls=True, **common)
     for i, endpoint in enumerate(imap.bind_tls):
-        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]")
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]", wrap=wrap)
 
 
 def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] = None,

@@ -119,6 +119,9 @@ class IMAPConfig:
     append_limit: int = opt(50 * 1024 * 1024, "Largest message APPEND accepts (APPENDLIMIT).", kind="size")
     max_line: int = opt(64 * 1024, "Longest command line.", kind="size")
     max_connections_per_user_ip: int = opt(10, "Concurrent sessions per (user, client IP).")
+    clients: tuple[str, ...] = opt(("any",), "Who may connect: \"any\", CIDRs, or [client_sets.NAME] names (as publishing rules); others are closed before the greeting.")
+    max_connections: int = opt(1000, "Concurrent connections to this virtual server (all its listeners); more are closed before the greeting.")
+    proxy_protocol_from: tuple[str, ...] = opt((), "Proxies (CIDRs) that send a PROXY protocol v1/v2 header first; when set, only they may connect and must send one.", kind="cidrs")
     calendaring: Optional[CalendaringConfig] = opt(None, "Exchange-style calendaring options (OWA front end for meeting requests); accepted and shown, not yet used.")
 
 
@@ -147,6 +150,9 @@ class SubmissionConfig:
     timeout: float = opt(300.0, "Idle time allowed between commands.", kind="duration")
     smarthost: Optional[SmarthostConfig] = opt(None, "Where non-local mail goes.")
     max_queue_age: float = opt(5 * 86400.0, "How long a message may wait before it is bounced.", kind="duration")
+    clients: tuple[str, ...] = opt(("any",), "Who may connect: \"any\", CIDRs, or [client_sets.NAME] names (as publishing rules); others are closed before the greeting.")
+    max_connections: int = opt(1000, "Concurrent connections to this virtual server (all its listeners); more are closed before the greeting.")
+    proxy_protocol_from: tuple[str, ...] = opt((), "Proxies (CIDRs) that send a PROXY protocol v1/v2 header first; when set, only they may connect and must send one.", kind="cidrs")
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,7 @@ class Config:
     imap: dict[str, IMAPConfig] = named("IMAP virtual servers: [imap.NAME].")
     submission: dict[str, SubmissionConfig] = named("SMTP submission relays: [submission.NAME].")
     publish: dict[str, PublishConfig] = named("Server publishing rules: [publish.NAME].")
-    client_sets: dict[str, ClientSetConfig] = named("Client address sets used by publishing rules.")
+    client_sets: dict[str, ClientSetConfig] = named("Client address sets used by publishing rules and the clients of IMAP and submission servers.")
     admin: AdminConfig = section(AdminConfig)
     log: LogConfig = section(LogConfig)
 
