@@ -55,24 +55,19 @@ class PublishedIMAPSTests(SynchronousTestCase):
             client.logout()
         self.assertIn("imap login alice from 127.0.0.3", self.internal.wait_for("imap login alice"))
 
-    def test_peers_outside_proxy_protocol_from_are_refused(self) -> None:
-        """A direct connection from 127.0.0.2 is closed before the TLS handshake, with reason not_a_trusted_proxy."""
+    def test_refused_before_the_tls_handshake(self) -> None:
+        """Untrusted peers, a trusted peer without a header, and a real address outside `clients` are closed with no byte."""
         self.assertEqual(greeting_from("127.0.0.2", self.internal_port), b"")
-        self.assertIn("reason=not_a_trusted_proxy", self.internal.wait_for("connection_refused listener=imap.behind rip=127.0.0.2"))
-
-    def test_trusted_proxy_without_a_header_is_refused(self) -> None:
-        """From a trusted proxy address, bytes that are no PROXY header (a TLS ClientHello) close the connection."""
+        self.assertIn("reason=not_a_trusted_proxy", self.internal.wait_for("rip=127.0.0.2 rport"))
         with connect_from("127.0.0.1", self.internal_port) as sock:
-            sock.sendall(b"\x16\x03\x01\x00\x05hello")
+            sock.sendall(b"\x16\x03\x01\x00\x05hello")  # a ClientHello where the PROXY header belongs
             self.assertEqual(first_bytes(sock), b"")
-        self.assertIn("reason=proxy_header_invalid", self.internal.wait_for("connection_refused listener=imap.behind"))
-
-    def test_client_set_applies_to_the_real_address(self) -> None:
-        """clients = ["127.0.0.3/32"] refuses a client at 127.0.0.2 coming through the (trusted) rule."""
-        with connect_from("127.0.0.2", self.edge.port("publish.front.listen")) as sock:
-            self.assertEqual(first_bytes(sock), b"")
-        line = self.internal.wait_for("connection_refused listener=imap.behind rip=127.0.0.2")
-        self.assertIn("reason=not_in_clients", line)
+        self.assertIn("reason=proxy_header_invalid", self.internal.wait_for("rip=127.0.0.1 rport"))
+        with connect_from("127.0.0.4", self.edge.port("publish.front.listen")) as sock:
+            self.assertEqual(first_bytes(sock), b"")  # through the trusted rule, but 127.0.0.4 is not a client
+        self.assertIn("reason=not_in_clients", self.internal.wait_for("rip=127.0.0.4 rport"))
+        refused = [line for line in self.internal.output if "connection_refused listener=imap.behind" in line]
+        self.assertEqual(len(refused), 3, refused)
 
 
 class HAProxySubmissionTests(SynchronousTestCase):
