@@ -72,6 +72,28 @@ def _apply(fd: int, path: str, wanted: Ownership) -> None:
     os.fchmod(fd, wanted.mode)
 
 
+def ensure_directory(path: str) -> None:
+    """Create `path` and missing parents, each with the owner, group and mode of the directory above it.
+
+    So `/etc/mailgw/tls` made by a root mailgwctl is `root:mailgw 0750` like `/etc/mailgw`.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    ensure_directory(parent)
+    st = os.stat(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    try:
+        os.chown(path, st.st_uid, st.st_gid)
+    except PermissionError:
+        pass  # not root: the directory is ours, as the files in it will be
+    os.chmod(path, stat.S_IMODE(st.st_mode) & 0o2777)
+
+
 def stage(path: str, data: bytes, secret: bool, new_mode: int = 0o644) -> str:
     """Write `data` to a fresh temporary file beside `path` with its final owner and mode, fsynced; its name."""
     wanted = ownership(path, secret, new_mode)

@@ -35,7 +35,7 @@ def private_pem(key: PrivateKey) -> bytes:
 
 def stage_file(path: str, data: bytes, mode: int = 0o600) -> str:
     """Stage `data` beside `path` (fsynced); `mode` 0600 marks a secret. Owner and mode per mailgw.files."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    files.ensure_directory(os.path.dirname(os.path.abspath(path)))
     return files.stage(path, data, secret=not mode & 0o044, new_mode=mode)
 
 

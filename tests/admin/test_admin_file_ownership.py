@@ -72,6 +72,17 @@ class RootOwnershipTests(SynchronousTestCase):
         self.assertEqual(owner(key), (SERVICE_UID, SERVICE_GID, 0o440))
         self.assertEqual(owner(cert), (0, SERVICE_GID, 0o644))
 
+    def test_missing_certificate_directory_takes_its_parents_ownership(self) -> None:
+        """`cert self-sign` into /etc/mailgw/tls creates tls/ root:group 0750, so the service reaches the key in it."""
+        with open(self.config) as handle:
+            text = handle.read().replace(f"{self.etc}/mail.", f"{self.etc}/tls/mail.")
+        with open(self.config, "w") as handle:
+            handle.write(text)
+        done = mailgwctl("--config", self.config, "cert", "self-sign", "--name", "mail")
+        self.assertEqual(done.code, 0, done.err)
+        self.assertEqual(owner(os.path.join(self.etc, "tls")), (0, SERVICE_GID, 0o750))
+        self.assertEqual(owner(os.path.join(self.etc, "tls", "mail.key")), (0, SERVICE_GID, 0o640))
+
     def test_world_bits_never_survive_a_rewrite_of_a_secret(self) -> None:
         """A secret someone made 0644 is rewritten 0640 (same owner): it never keeps access for others."""
         path = os.path.join(self.etc, "secret")
