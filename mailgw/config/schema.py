@@ -41,7 +41,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class TLSCertConfig:
     cert_file: str = opt("", "PEM file: the leaf certificate followed by its chain.", kind="file", required=True)
-    key_file: str = opt("", "PEM private key (mode 0600 or stricter is recommended).", kind="file", required=True)
+    key_file: str = opt("", "PEM private key; refused if others may access it (0600, or 0640 with the service's group).", kind="file", required=True)
     min_version: str = opt("TLSv1.2", "Lowest TLS version accepted (never below TLSv1.2).", kind="choice", choices=("TLSv1.2", "TLSv1.3"))
     server_names: tuple[str, ...] = opt((), "Extra host names (SNI) this certificate must cover besides server.hostname.")
 
@@ -61,7 +61,7 @@ class AuthLimits:
 
 @dataclass(frozen=True)
 class LocalAuthConfig:
-    users_file: str = opt("", "Local users file, managed with `mailgwctl user ...`; must not be group/world-readable.", kind="file", required=True)
+    users_file: str = opt("", "Local users file, managed with `mailgwctl user ...` (the first add creates it); refused if others may access it (0640 with the service's group is fine).", kind="file", required=True)
 
 
 @dataclass(frozen=True)
