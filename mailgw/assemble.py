@@ -236,6 +236,21 @@ def connection_control(gateway: Gateway, key: str, server: Any) -> Callable[[Any
     return lambda factory: ControlledFactory(factory, control)
 
 
+CONTROL_LIVE_KEYS = ("imap.*.clients", "imap.*.max_connections", "submission.*.clients",
+                     "submission.*.max_connections", "client_sets")
+
+
+def _reconfigure_control(gateway: Gateway, new_config: Config) -> None:
+    """Reload hook: new `clients` and `max_connections` for new connections (open ones stay)."""
+    named_sets = {name: cs.addresses for name, cs in new_config.client_sets.items()}
+    for kind, servers in (("imap", new_config.imap), ("submission", new_config.submission)):
+        for name, server in servers.items():
+            control = gateway.extras.get(f"control.{kind}.{name}")
+            if control is not None:
+                control.clients = client_set_for(server.clients, named_sets)
+                control.max_connections = server.max_connections
+
+
 # --------------------------------------------------------------------------- submission relay
 
 
@@ -401,6 +416,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):
         gateway.reload_hooks.append((("auth",), functools.partial(_reconfigure_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_reconfigure_publish, gateway)))
+    gateway.reload_hooks.append((CONTROL_LIVE_KEYS, functools.partial(_reconfigure_control, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
         site = admin_site(health, MetricsResource(metrics.REGISTRY, MetricsRefresher(gateway)))
