@@ -15,8 +15,8 @@ import pytest
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from maildir_helpers import MaildirFixture
-from store_crash_child import check_message
+from tests.store.maildir_helpers import MaildirFixture
+from tests.store.store_crash_child import check_message
 
 ROUNDS = 50
 CHILD = os.path.join(os.path.dirname(__file__), "store_crash_child.py")
