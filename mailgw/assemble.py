@@ -36,7 +36,8 @@ from mailgw.observe import metrics
 from mailgw.observe.lag import ReactorLagService
 from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
-from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
+from mailgw.net.clients import ClientSet, client_set_for
+from mailgw.publish import PublishFactory, PublishRule, RuleSettings
 from mailgw.store.service import StoreService
 
 log = Logger()
@@ -109,9 +110,10 @@ class Gateway:
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     reloader: Any = None  # mailgw.admin.reloader.Reloader, made on first use
 
-    def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "") -> ListenerService:
+    def listen(self, description: str, factory: Any, implicit_tls: Optional[ServerTLS] = None, label: str = "",
+               wrap: Optional[Callable[[Any], Any]] = None) -> ListenerService:
         assert self.root is not None
-        svc = ListenerService(self.reactor, description, factory, implicit_tls.context_factory() if implicit_tls else None, label)  # label: the config key, e.g. "imap.secure.bind_tls[0]"
+        svc = ListenerService(self.reactor, description, factory, implicit_tls.context_factory() if implicit_tls else None, label, wrap)  # label: the config key, e.g. "imap.secure.bind_tls[0]"
         svc.setServiceParent(self.root)
         self.root.listeners.append(svc)
         return svc
@@ -133,8 +135,21 @@ def build_tls(config: Config) -> TLSRegistry:
 
 
 def check(config: Config) -> None:
-    """Everything start-up checks short of binding (used by `mailgwctl check-config`)."""
-    build_tls(config)
+    """Everything start-up checks short of binding (used by `mailgwctl check-config`), with start-up's own functions."""
+    from mailgw.auth.local import read_checked
+
+    problems: list[str] = []
+    try:
+        build_tls(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if config.auth.local is not None and "local" in config.auth.backends:
+        try:
+            read_checked(config.auth.local.users_file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
 
 
 def build_store(config: Config, reactor: Any, pool: ThreadPool) -> Any:
@@ -211,6 +226,45 @@ def build_auth(config: Config, reactor: Any) -> Any:
                        on_backend_time=lambda backend, seconds: metrics.auth_backend_duration_seconds.labels(backend=backend).observe(seconds))
 
 
+# --------------------------------------------------------------------------- connection control
+
+
+def connection_control(gateway: Gateway, key: str, server: Any) -> Callable[[Any], Any]:
+    """[imap.NAME] / [submission.NAME] clients, max_connections, proxy_protocol_from: one control per virtual server.
+
+    Returned as the `wrap` of its listeners (around implicit TLS; mailgw.net.control).
+    """
+    from mailgw.net.control import ConnectionControl, ControlledFactory
+
+    named_sets = {name: cs.addresses for name, cs in gateway.config.client_sets.items()}
+    control = ConnectionControl(key, client_set_for(server.clients, named_sets), server.max_connections, gateway.reactor,
+                                proxy_from=ClientSet(server.proxy_protocol_from) if server.proxy_protocol_from else None)
+    gateway.extras[f"control.{key}"] = control
+    return lambda factory: ControlledFactory(factory, control)
+
+
+CONTROL_LIVE_KEYS = ("imap.*.clients", "imap.*.max_connections", "submission.*.clients",
+                     "submission.*.max_connections", "client_sets")
+
+
+def _prepare_control(gateway: Gateway, new_config: Config) -> Callable[[], None]:
+    """Reload hook: new `clients` and `max_connections` for new connections (open ones stay)."""
+    named_sets = {name: cs.addresses for name, cs in new_config.client_sets.items()}
+    staged = []
+    for kind, servers in (("imap", new_config.imap), ("submission", new_config.submission)):
+        for name, server in servers.items():
+            control = gateway.extras.get(f"control.{kind}.{name}")
+            if control is not None:
+                staged.append((control, client_set_for(server.clients, named_sets), server.max_connections))
+
+    def install() -> None:
+        for control, clients, max_connections in staged:
+            control.clients = clients
+            control.max_connections = max_connections
+
+    return install
+
+
 # --------------------------------------------------------------------------- submission relay
 
 
@@ -261,11 +315,12 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
                          _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
     assert gateway.root is not None
     RelayService(runner).setServiceParent(gateway.root)
+    wrap = connection_control(gateway, f"submission.{name}", sub)
     for i, endpoint in enumerate(sub.bind):
-        gateway.listen(endpoint, factory, label=f"submission.{name}.bind[{i}]")
+        gateway.listen(endpoint, factory, label=f"submission.{name}.bind[{i}]", wrap=wrap)
     implicit = factory.for_implicit_tls()
     for i, endpoint in enumerate(sub.bind_tls):
-        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]")
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"submission.{name}.bind_tls[{i}]", wrap=wrap)
 
 
 # --------------------------------------------------------------------------- IMAP virtual servers
@@ -291,12 +346,13 @@ def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     common = dict(fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
                   limits=limits, registry=gateway.sessions)
     label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy (auth, require_tls) by
+    wrap = connection_control(gateway, label, imap)
     plain = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, **common)
     for i, endpoint in enumerate(imap.bind):
-        gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]")
+        gateway.listen(endpoint, plain, label=f"imap.{name}.bind[{i}]", wrap=wrap)
     implicit = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, implicit_tls=True, **common)
     for i, endpoint in enumerate(imap.bind_tls):
-        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]")
+        gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]", wrap=wrap)
 
 
 def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] = None,
@@ -382,6 +438,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     if gateway.auth is not None:
         gateway.reload_hooks.append((AUTH_LIVE_KEYS, functools.partial(_prepare_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_prepare_publish, gateway)))
+    gateway.reload_hooks.append((CONTROL_LIVE_KEYS, functools.partial(_prepare_control, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
         site = admin_site(health, MetricsResource(metrics.REGISTRY, MetricsRefresher(gateway)))

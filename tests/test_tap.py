@@ -12,7 +12,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.gateway import REPO, Gateway, environment, twistd_command
+from tests.support.gateway import PRIVATE_NETWORK, REPO, Gateway, environment, twistd_command
 
 BAD = """config_version = 1
 [imap.secure]
@@ -74,8 +74,8 @@ class TapTests(SynchronousTestCase):
 
     def test_development_default_state(self) -> None:
         """Without --config the gateway makes ./mailgw-state with a 0600 key and a localhost certificate."""
-        gateway = Gateway(None, self.dir)
-        gateway.start(expect=0, timeout=30)
+        gateway = Gateway(None, self.dir, prefix=PRIVATE_NETWORK)  # its fixed ports need not be free here
+        gateway.start(expect=6, timeout=30)
         try:
             gateway.wait_for("starting up")
             key = os.path.join(self.dir, "mailgw-state", "tls", "localhost.key")
@@ -87,7 +87,7 @@ class TapTests(SynchronousTestCase):
             self.assertEqual(sum("created the first user" in line for line in gateway.output), 1)
         finally:
             gateway.stop()
-        again = Gateway(None, self.dir).start(expect=0, timeout=30)
+        again = Gateway(None, self.dir, prefix=PRIVATE_NETWORK).start(expect=6, timeout=30)
         try:
             again.wait_for("starting up")
             self.assertFalse(any("first user" in line for line in again.output))

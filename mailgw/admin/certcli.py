@@ -1,8 +1,8 @@
 """`mailgwctl cert request|install|self-sign|show|export-ca` and `mailgwctl ca init|issue`: arguments and output.
 
-The X.509 work is in mailgw.net.certs and mailgw.net.certinstall. These commands read the
-configuration leniently (only [server], [tls.NAME] and the imap/submission `tls` references), since
-the certificate files a strict load insists on are what they are about to create.
+The X.509 work is in mailgw.net.certs and mailgw.net.certinstall. These commands load the
+configuration with the one parser but without file existence checks (`check_files=False`), since
+the certificate and key files a start-up load insists on are what they are about to create.
 Exit codes: 0 done, 1 refused (one line on stderr naming the problem), 78 unreadable configuration.
 """
 
@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import stat
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mailgw import files
 from mailgw.errors import CertificateRefused, ConfigError
 from mailgw.net import certinstall
 from mailgw.net.certgen import KEY_TYPES, write_public
@@ -43,44 +42,20 @@ class CertSettings:
     users: dict[str, list[str]] = field(default_factory=dict)  # tls name -> ["imap.secure (bind_tls)", ...]
 
 
-def _string(table: dict[str, Any], key: str, dotted: str, default: Optional[str] = None) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{dotted}.{key}: expected a non-empty string")
-    return value
-
-
 def read_settings(args: argparse.Namespace) -> CertSettings:
-    from mailgw.admin.cli import _config_path
-    from mailgw.config.default import development_config
+    """The certificate parts of the configuration, loaded by the one config parser without file checks."""
+    from mailgw.admin.cli import _config_path, load_effective_config
 
-    path = _config_path(args)
-    try:
-        if path:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        else:
-            data = tomllib.loads(development_config())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    server = data.get("server", {})
-    tls: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-    for name, table in (data.get("tls") or {}).items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"tls.{name}: expected a table")
-        extra = table.get("server_names", [])
-        tls[name] = (_string(table, "cert_file", f"tls.{name}"), _string(table, "key_file", f"tls.{name}"),
-                     tuple(str(n) for n in extra) if isinstance(extra, list) else ())
+    config = load_effective_config(args, check_files=False)
+    tls = {name: (cert.cert_file, cert.key_file, cert.server_names) for name, cert in config.tls.items()}
     users: dict[str, list[str]] = {}
-    for kind in ("imap", "submission"):
-        for name, table in (data.get(kind) or {}).items():
-            if isinstance(table, dict) and isinstance(table.get("tls"), str):
-                ports = [key for key in ("bind", "bind_tls") if table.get(key)]
-                users.setdefault(table["tls"], []).append(f"{kind}.{name} ({', '.join(ports) or 'no listeners'})")
-    return CertSettings(path or "the embedded development default", str(server.get("hostname", "localhost")),
-                        str(server.get("state_dir", "./mailgw-state")), tls, users)
+    for kind, servers in (("imap", config.imap), ("submission", config.submission)):
+        for name, server in servers.items():
+            if server.tls:
+                ports = [key for key in ("bind", "bind_tls") if getattr(server, key)]
+                users.setdefault(server.tls, []).append(f"{kind}.{name} ({', '.join(ports) or 'no listeners'})")
+    return CertSettings(_config_path(args) or "the embedded development default", config.server.hostname,
+                        config.server.state_dir, tls, users)
 
 
 def _paths(args: argparse.Namespace, settings: CertSettings) -> CertPaths:
@@ -117,6 +92,10 @@ def _ca(args: argparse.Namespace, settings: CertSettings) -> PrivateCA:
     return PrivateCA(getattr(args, "ca_dir", None) or os.path.join(settings.state_dir, "ca"))
 
 
+def _mode(path: str) -> str:
+    return f"{os.stat(path).st_mode & 0o777:04o}"
+
+
 def _day(when: datetime.datetime) -> str:
     return f"{when:%Y-%m-%d %H:%M} UTC"
 
@@ -128,7 +107,7 @@ def cmd_request(args: argparse.Namespace, settings: CertSettings) -> int:
     paths = _paths(args, settings)
     names = _names(args, settings)
     csr = make_request(paths, names, args.key_type, args.force)
-    print(f"new {key_description(csr.public_key())} key: {paths.pending_key} (mode 0600; the key in service is unchanged)")
+    print(f"new {key_description(csr.public_key())} key: {paths.pending_key} (mode {_mode(paths.pending_key)}; the key in service is unchanged)")
     print(f"request (PKCS#10): {paths.csr_file}")
     print(f"names: {', '.join(names_in(csr))}")
     if args.name in settings.tls and settings.hostname.lower() not in [n.lower() for n in names]:
@@ -154,7 +133,7 @@ def cmd_install(args: argparse.Namespace, settings: CertSettings) -> int:
     print(f"names: {', '.join(names_in(leaf))}")
     print(f"certificate and chain: {paths.cert_file} ({1 + len(done.chain)} certificates, "
           f"chains to {done.anchor.subject.rfc4514_string()})")
-    print(f"key: {paths.key_file} (mode 0600, {'the requested key' if done.new_key else 'unchanged'})")
+    print(f"key: {paths.key_file} (mode {_mode(paths.key_file)}, {'the requested key' if done.new_key else 'unchanged'})")
     print("reload mailgw to serve it: `systemctl reload mailgw` or `kill -HUP <pid>` (SIGHUP)")
     return 0
 
@@ -162,7 +141,7 @@ def cmd_install(args: argparse.Namespace, settings: CertSettings) -> int:
 def cmd_self_sign(args: argparse.Namespace, settings: CertSettings) -> int:
     paths = _paths(args, settings)
     cert = self_sign(paths, _names(args, settings), args.key_type, args.days, args.force)
-    print(f"self-signed certificate for {', '.join(names_in(cert))}: {paths.cert_file}, key {paths.key_file} (mode 0600)")
+    print(f"self-signed certificate for {', '.join(names_in(cert))}: {paths.cert_file}, key {paths.key_file} (mode {_mode(paths.key_file)})")
     print(f"valid until {_day(cert.not_valid_after_utc)}; SHA-256 fingerprint {fingerprint(cert)}")
     print(f"clients must trust this certificate itself: `mailgwctl cert export-ca --name {args.name}`")
     return 0
@@ -179,9 +158,9 @@ def _key_warnings(name: str, paths: CertPaths, leaf: x509.Certificate) -> list[s
     out = []
     if public_der(key.public_key()) != public_der(leaf.public_key()):
         out.append(f"warning: tls.{name} key file {paths.key_file} does not match the certificate")
-    loose = stat.S_IMODE(os.stat(paths.key_file).st_mode)
-    if loose & 0o077:
-        out.append(f"warning: tls.{name} key file {paths.key_file} has mode {loose:04o}: make it 0600")
+    problem = files.secret_problem(paths.key_file)  # what start-up refuses
+    if problem is not None:
+        out.append(f"warning: tls.{name} key file {problem}")
     return out
 
 
@@ -309,7 +288,6 @@ def _handler(function: Callable[[argparse.Namespace, CertSettings], int], label:
 def _command(sub: Any, name: str, label: str, function: Callable[[argparse.Namespace, CertSettings], int],
              help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
-    parser.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_handler(function, label))
     return parser
 

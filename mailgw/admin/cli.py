@@ -27,13 +27,17 @@ def _config_path(args: argparse.Namespace) -> Optional[str]:
     return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
 
 
-def load_effective_config(args: argparse.Namespace):
-    """The configuration mailgwctl acts on; ConfigError propagates."""
+def load_effective_config(args: argparse.Namespace, check_files: bool = True):
+    """The configuration mailgwctl acts on; ConfigError propagates.
+
+    `check_files=False` for commands that manage one file (users file, certificates): the files the
+    config names need not exist yet, since creating them is the point (see mailgw.config.load_config).
+    """
     from mailgw.config import load_config, load_config_text
     from mailgw.config.default import development_config
 
     path = _config_path(args)
-    return load_config(path) if path else load_config_text(development_config())
+    return load_config(path, check_files) if path else load_config_text(development_config(), check_files)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -103,18 +107,15 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _users_file_from_config(args: argparse.Namespace) -> Optional[str]:
-    """[auth.local] users_file of the configuration; the development default's without one."""
-    from mailgw.config import load_config
-    from mailgw.config.default import DEFAULT_STATE_DIR
-    from mailgw.errors import ConfigError
+    """[auth.local] users_file of the configuration (which need not exist yet); the development default's without one.
 
-    path = _config_path(args)
-    if path is None:
+    ConfigError propagates: a configuration mailgwctl cannot read is reported, never taken for "no users file".
+    """
+    from mailgw.config.default import DEFAULT_STATE_DIR
+
+    if _config_path(args) is None:
         return os.path.join(DEFAULT_STATE_DIR, "users")
-    try:
-        config = load_config(path)
-    except ConfigError:
-        return None
+    config = load_effective_config(args, check_files=False)
     return config.auth.local.users_file if config.auth.local else None
 
 
@@ -123,9 +124,23 @@ def _offers_ntlm(args: argparse.Namespace) -> bool:
     from mailgw.errors import ConfigError
 
     try:
-        return bool(ntlm_servers(load_effective_config(args)))
+        return bool(ntlm_servers(load_effective_config(args, check_files=False)))
     except ConfigError:
         return False
+
+
+def _accept_config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--config` after any (sub)command too (`mailgwctl user add --config C alice`), as before it.
+
+    SUPPRESS as default: a nested parser must not reset the value an outer one parsed.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "--config" not in child._option_string_actions:
+                    flags = ["--config"] + (["-c"] if "-c" not in child._option_string_actions else [])
+                    child.add_argument(*flags, dest="config_sub", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _accept_config_everywhere(child)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -133,11 +148,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser.add_argument("--config", "-c", help="configuration file (default: $MAILGW_CONFIG or /etc/mailgw/mailgw.toml)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate the configuration (exit 0, or 78 with one line per error)")
-    check.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     check.set_defaults(handler=_check_config)
     show = sub.add_parser("show-config", help="print the effective configuration")
     show.add_argument("--non-default", action="store_true", help="only settings that differ from the defaults")
-    show.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     show.set_defaults(handler=_show_config)
     plugins: dict[str, object] = {}
     for name in _PLUGINS:
@@ -153,6 +166,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
             if sub.choices[added].get_default("handler") is None:
                 sub.choices[added].set_defaults(handler=module.run)  # type: ignore[attr-defined]
         plugins[name] = module
+    _accept_config_everywhere(parser)
     return parser, plugins
 
 
@@ -162,8 +176,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "config_sub", None):
         args.config = args.config_sub
     if args.command == "user":
+        from mailgw.errors import ConfigError
+
         if not getattr(args, "users_file", None):
-            args.users_file = _users_file_from_config(args)
+            try:
+                args.users_file = _users_file_from_config(args)
+            except ConfigError as exc:
+                for line in exc.problems:
+                    sys.stderr.write(f"config error: {line}\n")
+                return EX_CONFIG
         args.config_offers_ntlm = _offers_ntlm(args)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -20,12 +20,24 @@ from mailgw.interfaces import IDirectory, Identity
 log = Logger()
 
 
+def read_checked(path: str) -> tuple[dict[str, LocalUser], tuple[int, int, int]]:
+    """The users file as start-up reads it (mode check, parse); ConfigError otherwise.
+
+    `mailgwctl check-config` calls this same function (assemble.check), so it refuses exactly what
+    the server would refuse.
+    """
+    try:
+        return read_users_file(path)
+    except OSError as e:
+        raise ConfigError(f"auth.local.users_file: cannot read {path}: {e.strerror}") from None
+
+
 @implementer(IDirectory, IReasonedDirectory)
 class LocalDirectory:
     """Accounts from `path` (see mailgw.auth.usersfile for the format).
 
-    The file is read at construction (ConfigError if missing, malformed, or readable by group or
-    others), then re-checked (mtime, size, inode) at most every `recheck_interval` seconds, from
+    The file is read at construction (ConfigError if missing, malformed, or accessible by others:
+    `read_checked`), then re-checked (mtime, size, inode) at most every `recheck_interval` seconds, from
     the pool thread. A broken edit is logged and the previous contents stay in force.
     """
 
@@ -37,10 +49,7 @@ class LocalDirectory:
         self._interval = recheck_interval
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        try:
-            users, self._version = read_users_file(path)
-        except OSError as e:
-            raise ConfigError(f"auth.local.users_file: cannot read {path}: {e.strerror}") from None
+        users, self._version = read_checked(path)
         self._set(users)
         self._checked = monotonic()
         self._dummy = hash_password(os.urandom(16).hex())  # unknown users cost one real verification

@@ -6,7 +6,8 @@ One account per line, colon-separated (neither argon2 nor bcrypt hashes contain 
     alice:$argon2id$v=19$m=65536,t=3,p=4$...:alice@example.test,a.liddell@example.test:10B2F1961375B20126508C2267862BF0
     bob:$2b$12$...:bob@example.test:
 
-The file holds password equivalents (NT hashes), so it is refused when group- or world-readable.
+The file holds password equivalents (NT hashes), so it is refused when others (not owner, not
+group) may access it; 0640 with the service's group is how a root-owned file is shared with it.
 Pure functions with blocking I/O: callers on the reactor run them in a thread pool.
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import stat
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -24,6 +23,7 @@ from typing import Iterator, Optional
 import argon2
 import bcrypt
 
+from mailgw import files
 from mailgw.errors import ConfigError
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-+]{0,63}")
@@ -130,11 +130,8 @@ def format_users(users: "dict[str, LocalUser] | list[LocalUser]") -> str:
 
 
 def check_mode(path: str, st: Optional[os.stat_result] = None) -> None:
-    """Refuse a users file that group or others can read or write (it holds password equivalents)."""
-    st = st if st is not None else os.stat(path)
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"auth.local.users_file: {path} is accessible by group or others "
-                          f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    """Refuse a users file others can access (it holds password equivalents); the service's group may read it."""
+    files.check_secret(path, "auth.local.users_file", st)
 
 
 def read_users_file(path: str) -> tuple[dict[str, LocalUser], tuple[int, int, int]]:
@@ -147,25 +144,8 @@ def read_users_file(path: str) -> tuple[dict[str, LocalUser], tuple[int, int, in
 
 
 def write_users_file(path: str, users: "dict[str, LocalUser]") -> None:
-    """Atomically replace the file (temp file 0600 + fsync + rename + directory fsync)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".users.", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(format_users(users))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Atomically replace (or create) the file, keeping its owner, group and mode (see mailgw.files)."""
+    files.replace(path, format_users(users).encode("utf-8"), secret=True)
 
 
 @contextmanager

@@ -20,15 +20,21 @@ _SECRET_WORDS = ("password", "secret", "passphrase")
 
 
 class _Problems:
-    def __init__(self) -> None:
+    def __init__(self, check_files: bool = True) -> None:
         self.lines: list[str] = []
+        self.check_files = check_files  # False: `kind="file"` values need not exist yet (mailgwctl creates them)
 
     def add(self, key: str, problem: str) -> None:
         self.lines.append(f"{key}: {problem}" if key else problem)
 
 
-def load_config(path: str) -> Config:
-    """Read and validate a config file; ConfigError lists every problem found."""
+def load_config(path: str, check_files: bool = True) -> Config:
+    """Read and validate a config file; ConfigError lists every problem found.
+
+    `check_files=False` skips only the existence and readability checks of the files the config
+    names (users file, certificates, keys): the mode `mailgwctl user` and `mailgwctl cert` load
+    with, since those files are what they are about to create. Everything else is checked.
+    """
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -38,19 +44,19 @@ def load_config(path: str) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    return from_dict(data)
+    return from_dict(data, check_files)
 
 
-def load_config_text(text: str) -> Config:
+def load_config_text(text: str, check_files: bool = True) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}") from None
-    return from_dict(data)
+    return from_dict(data, check_files)
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    problems = _Problems()
+def from_dict(data: dict[str, Any], check_files: bool = True) -> Config:
+    problems = _Problems(check_files)
     config = _build(Config, data, "", problems)
     if not problems.lines:
         if config.config_version != 1:
@@ -120,6 +126,8 @@ def _value(hint: Any, meta: Any, raw: Any, key: str, problems: _Problems) -> Any
                 out[name] = built
         return out
     kind = meta.get("kind", "")
+    if kind == "file" and not problems.check_files:
+        kind = "path"
     try:
         return _scalar(hint, origin, kind, meta, raw)
     except ValueError as exc:

@@ -40,7 +40,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class TLSCertConfig:
     cert_file: str = opt("", "PEM file: the leaf certificate followed by its chain.", kind="file", required=True)
-    key_file: str = opt("", "PEM private key (mode 0600 or stricter is recommended).", kind="file", required=True)
+    key_file: str = opt("", "PEM private key; refused if others may access it (0600, or 0640 with the service's group).", kind="file", required=True)
     min_version: str = opt("TLSv1.2", "Lowest TLS version accepted (never below TLSv1.2).", kind="choice", choices=("TLSv1.2", "TLSv1.3"))
     server_names: tuple[str, ...] = opt((), "Extra host names (SNI) this certificate must cover besides server.hostname.")
 
@@ -60,7 +60,7 @@ class AuthLimits:
 
 @dataclass(frozen=True)
 class LocalAuthConfig:
-    users_file: str = opt("", "Local users file, managed with `mailgwctl user ...`; must not be group/world-readable.", kind="file", required=True)
+    users_file: str = opt("", "Local users file, managed with `mailgwctl user ...` (the first add creates it); refused if others may access it (0640 with the service's group is fine).", kind="file", required=True)
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,9 @@ class IMAPConfig:
     append_limit: int = opt(50 * 1024 * 1024, "Largest message APPEND accepts (APPENDLIMIT).", kind="size")
     max_line: int = opt(64 * 1024, "Longest command line.", kind="size")
     max_connections_per_user_ip: int = opt(10, "Concurrent sessions per (user, client IP).")
+    clients: tuple[str, ...] = opt(("any",), "Who may connect: \"any\", CIDRs, or [client_sets.NAME] names (as publishing rules); others are closed before the greeting.")
+    max_connections: int = opt(1000, "Concurrent connections to this virtual server (all its listeners); more are closed before the greeting.")
+    proxy_protocol_from: tuple[str, ...] = opt((), "Proxies (CIDRs) that send a PROXY protocol v1/v2 header first; when set, only they may connect and must send one.", kind="cidrs")
     calendaring: Optional[CalendaringConfig] = opt(None, "Exchange-style calendaring options (OWA front end for meeting requests); accepted and shown, not yet used.")
 
 
@@ -146,6 +149,9 @@ class SubmissionConfig:
     timeout: float = opt(300.0, "Idle time allowed between commands.", kind="duration")
     smarthost: Optional[SmarthostConfig] = opt(None, "Where non-local mail goes.")
     max_queue_age: float = opt(5 * 86400.0, "How long a message may wait before it is bounced.", kind="duration")
+    clients: tuple[str, ...] = opt(("any",), "Who may connect: \"any\", CIDRs, or [client_sets.NAME] names (as publishing rules); others are closed before the greeting.")
+    max_connections: int = opt(1000, "Concurrent connections to this virtual server (all its listeners); more are closed before the greeting.")
+    proxy_protocol_from: tuple[str, ...] = opt((), "Proxies (CIDRs) that send a PROXY protocol v1/v2 header first; when set, only they may connect and must send one.", kind="cidrs")
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,6 @@ class Config:
     imap: dict[str, IMAPConfig] = named("IMAP virtual servers: [imap.NAME].")
     submission: dict[str, SubmissionConfig] = named("SMTP submission relays: [submission.NAME].")
     publish: dict[str, PublishConfig] = named("Server publishing rules: [publish.NAME].")
-    client_sets: dict[str, ClientSetConfig] = named("Client address sets used by publishing rules.")
+    client_sets: dict[str, ClientSetConfig] = named("Client address sets used by publishing rules and the clients of IMAP and submission servers.")
     admin: AdminConfig = section(AdminConfig)
     log: LogConfig = section(LogConfig)

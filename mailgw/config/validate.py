@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 def validate(config: "Config") -> list[str]:
-    return list(_tls(config)) + list(_auth(config)) + list(_listeners(config)) + list(_admin(config)) + list(_publish(config))
+    return (list(_tls(config)) + list(_auth(config)) + list(_listeners(config)) + list(_admin(config))
+            + list(_publish(config)) + list(_connection_control(config)))
 
 
 def listeners(config: "Config") -> Iterator[tuple[str, str]]:
@@ -121,16 +122,7 @@ def _admin(config: "Config") -> Iterator[str]:
 
 def _publish(config: "Config") -> Iterator[str]:
     for name, rule in config.publish.items():
-        key = f"publish.{name}.clients"
-        if not rule.clients:
-            yield f"{key}: empty: a rule must name its clients ([\"any\"], CIDRs, or client sets)"
-        for i, client in enumerate(rule.clients):
-            if client == "any" or client in config.client_sets:
-                continue
-            try:
-                ipaddress.ip_network(client, strict=False)
-            except ValueError:
-                yield f"{key}[{i}]: {client!r} is neither \"any\", a CIDR, nor a [client_sets.NAME]"
+        yield from _clients(f"publish.{name}.clients", rule.clients, config, "a rule")
         for limit in ("max_connections", "max_per_client"):
             if getattr(rule, limit) < 1:
                 yield f"publish.{name}.{limit}: must be at least 1"
@@ -144,6 +136,27 @@ def _publish(config: "Config") -> Iterator[str]:
         target = endpoints.BindAddress("tcp6" if ":" in host else "tcp", host=host, port=port)
         if listen.kind in ("tcp", "tcp6") and host and _is_ip(host) and listen.overlaps(target):
             yield f"publish.{name}.target: {rule.target!r} is the rule's own listening address (a loop)"
+
+
+def _clients(key: str, clients: tuple[str, ...], config: "Config", what: str) -> Iterator[str]:
+    """A `clients` list: "any", CIDRs and [client_sets.NAME] names (publishing rules, IMAP, submission)."""
+    if not clients:
+        yield f"{key}: empty: {what} must name its clients ([\"any\"], CIDRs, or client sets)"
+    for i, client in enumerate(clients):
+        if client == "any" or client in config.client_sets:
+            continue
+        try:
+            ipaddress.ip_network(client, strict=False)
+        except ValueError:
+            yield f"{key}[{i}]: {client!r} is neither \"any\", a CIDR, nor a [client_sets.NAME]"
+
+
+def _connection_control(config: "Config") -> Iterator[str]:
+    for kind, servers in (("imap", config.imap), ("submission", config.submission)):
+        for name, server in servers.items():
+            yield from _clients(f"{kind}.{name}.clients", server.clients, config, "a virtual server")
+            if server.max_connections < 1:
+                yield f"{kind}.{name}.max_connections: must be at least 1"
 
 
 def _is_ip(host: str) -> bool:

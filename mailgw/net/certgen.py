@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mailgw import files
+
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 KEY_TYPES = ("p256", "p384", "rsa2048", "rsa3072")
 
@@ -32,39 +34,23 @@ def private_pem(key: PrivateKey) -> bytes:
 
 
 def stage_file(path: str, data: bytes, mode: int = 0o600) -> str:
-    """Write `data` to a fresh temporary file beside `path`, created with `mode` and fsynced; return its name."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        os.unlink(tmp)  # O_CREAT keeps the mode of a leftover file: start from nothing
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
+    """Stage `data` beside `path` (fsynced); `mode` 0600 marks a secret. Owner and mode per mailgw.files."""
+    files.ensure_directory(os.path.dirname(os.path.abspath(path)))
+    return files.stage(path, data, secret=not mode & 0o044, new_mode=mode)
 
 
 def commit_file(tmp: str, path: str) -> None:
     """Rename a staged file into place (atomic on one filesystem) and fsync the directory."""
-    os.replace(tmp, path)
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.commit(tmp, path)
 
 
 def write_private(path: str, data: bytes) -> None:
-    """Write a secret file created with mode 0600 (never briefly world-readable), atomically."""
+    """Write a secret file (new: 0600, or 0640 in a directory shared with the service's group), atomically."""
     commit_file(stage_file(path, data, 0o600), path)
 
 
 def write_public(path: str, data: bytes) -> None:
-    """Write a certificate or request (mode 0644) atomically."""
+    """Write a certificate or request (new: mode 0644) atomically."""
     commit_file(stage_file(path, data, 0o644), path)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
@@ -22,10 +22,12 @@ class ListenerService(StreamServerEndpointService):
 
     `listening` fires with the port once bound, so readiness (sd_notify READY=1) can wait for it.
     `implicit_tls` wraps the factory in TLS from the first byte: `ssl:` endpoint strings lack
-    mailgw's policy and systemd-inherited sockets have no TLS form at all.
+    mailgw's policy and systemd-inherited sockets have no TLS form at all. `wrap` (connection
+    control, mailgw.net.control) goes around everything, TLS included.
     """
 
-    def __init__(self, reactor, description: str, factory: Factory, implicit_tls=None, label: str = "") -> None:
+    def __init__(self, reactor, description: str, factory: Factory, implicit_tls=None, label: str = "",
+                 wrap: Optional[Callable[[Factory], Factory]] = None) -> None:
         try:
             endpoint = serverFromString(reactor, description)
         except (KeyError, IndexError):
@@ -34,6 +36,8 @@ class ListenerService(StreamServerEndpointService):
                               "(check the .socket unit's FileDescriptorName and that it is enabled)") from None
         if implicit_tls is not None:
             factory = TLSMemoryBIOFactory(implicit_tls, False, factory)
+        if wrap is not None:
+            factory = wrap(factory)  # outside TLS: connection control and the PROXY header come before the handshake
         super().__init__(endpoint, factory)
         self._raiseSynchronously = True
         self.description = description

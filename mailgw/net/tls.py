@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -26,6 +25,7 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailgw import files
 from mailgw.errors import ConfigError
 from mailgw.interfaces import IServerTLS
 
@@ -109,8 +109,7 @@ def load_chain(cert_file: str, key_file: str, names: Iterable[str] = (), key: st
         usage = None
     if usage is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usage:
         raise ConfigError(f"{key}.cert_file: certificate lacks serverAuth extended key usage")
-    if os.stat(key_file).st_mode & 0o077:
-        log.warn("key file {path} is readable by group or others", path=key_file, event="tls.key_mode")
+    files.check_secret(key_file, f"{key}.key_file")  # the check `mailgwctl check-config` runs too
     return chain
 
 

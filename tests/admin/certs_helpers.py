@@ -41,6 +41,12 @@ cert_file = "{root}/tls/mail.pem"
 key_file = "{root}/tls/mail.key"
 server_names = [{names}]
 
+[auth.local]
+users_file = "{root}/users"
+
+[auth.ntlm]
+domain = "EXAMPLE"
+
 [imap.secure]
 bind_tls = ["tcp:0:interface=127.0.0.1"]
 tls = "mail"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import treq
 from twisted.internet import defer, reactor
@@ -16,8 +15,7 @@ from mailgw import assemble
 from mailgw.interfaces import ClientInfo
 from tests.admin.helpers_ops import close_runners, port_of, start_gateway, tempdir, until, write_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
-from ldap_fixture import SlapdFixture, available  # noqa: E402
+from tests.support.ldap_fixture import SlapdFixture, available
 
 LDAP = """[admin]
 http = {{ listen = "tcp:0:interface=127.0.0.1" }}

@@ -69,10 +69,13 @@ class ShowTests(SynchronousTestCase):
         self.assertTrue(self.field(out, "days left").startswith("-"))
 
     def test_key_file_problems(self) -> None:
-        """A group-readable key, a key for another certificate, and a missing key each get a warning."""
+        """A world-readable key, a key for another certificate, and a missing key each get a warning."""
         self.install()
-        os.chmod(self.ws.paths.key_file, 0o640)
-        self.assertIn(f"warning: tls.mail key file {self.ws.paths.key_file} has mode 0640: make it 0600", self.show())
+        os.chmod(self.ws.paths.key_file, 0o640)  # the service's group may read it
+        self.assertNotIn("warning", self.show())
+        os.chmod(self.ws.paths.key_file, 0o644)
+        self.assertIn(f"warning: tls.mail key file {self.ws.paths.key_file} is accessible by others (mode 0644)", self.show())
+        os.chmod(self.ws.paths.key_file, 0o600)
         other = ec.generate_private_key(ec.SECP256R1())
         write_private(self.ws.paths.key_file, private_pem(other))
         out = self.show()

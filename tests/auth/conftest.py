@@ -1,18 +1,12 @@
-"""pytest glue for tests/auth: makes tests/support importable and offers a `slapd` fixture."""
+"""pytest glue for tests/auth: a `slapd` fixture."""
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Iterator
 
 import pytest
 
-SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
-if SUPPORT not in sys.path:
-    sys.path.insert(0, SUPPORT)
-
-from ldap_fixture import SlapdFixture, available  # noqa: E402
+from tests.support.ldap_fixture import SlapdFixture, available
 
 
 @pytest.fixture

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
-from ldap_fixture import SlapdFixture, available  # noqa: E402
+from tests.support.ldap_fixture import SlapdFixture, available
 
 from mailgw.auth.ldap import LDAPDirectory  # noqa: E402
 from mailgw.auth.ntlm import DirectoryNTLMVerifier, NTLMAcceptor  # noqa: E402

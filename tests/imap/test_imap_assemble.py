@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from mailgw import assemble
 from mailgw.auth.memory import MemoryDirectory
@@ -129,7 +129,7 @@ class RealProcessTests(TestCase):
         while time.monotonic() < deadline:
             out = "".join(gw.output)
             if "imap.t: no store or credential checker assembled" in out:
-                raise SkipTest("assemble.py has no store/credential checker wiring yet")
+                self.fail("assemble.py did not wire the store and credential checker:\n" + out)
             if "imap.t.bind_tls[0]" in gw.ports and "imap.t.bind[0]" in gw.ports:
                 break
             if gw.process is not None and gw.process.poll() is not None:
@@ -162,11 +162,8 @@ class RealProcessDeliveryTests(TestCase):
 
     def test_submission_to_idle(self) -> Any:
         """A message submitted over 587 (STARTTLS + AUTH) to a local address is pushed to IDLE as EXISTS."""
-        import importlib.util
         import smtplib
 
-        if importlib.util.find_spec("mailgw.smtp") is None:
-            raise SkipTest("the submission relay is not in this tree")
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         text, files = write_files(base)

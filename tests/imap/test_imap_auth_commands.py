@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from mailgw.errors import AuthUnavailable
 from mailgw.imap.commands.auth import MAX_SASL_LINE
 
-from imap_testing import PASSWORD, Harness
+from tests.imap.imap_testing import PASSWORD, Harness
 
 PRE_TLS_CAPS = b"IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE STARTTLS LOGINDISABLED"
 TLS_CAPS = b"IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN AUTH=LOGIN"

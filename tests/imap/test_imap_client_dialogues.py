@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from imap_testing import MESSAGE, Harness
+from tests.imap.imap_testing import MESSAGE, Harness
 
 
 def run(lines: list[bytes]) -> list[bytes]:

@@ -11,7 +11,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial import unittest
 
-from imap_live import PASSWORD, LiveServer, certificate
+from tests.imap.imap_live import PASSWORD, LiveServer, certificate
 
 MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: caf\xc3\xa9 8-bit\r\n"
            b"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\n\r\nBody line\r\n")

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from mailgw.imap.config import IMAPLimits
 from mailgw.imap.wire import sequence
 
-from imap_testing import MESSAGE, Harness
+from tests.imap.imap_testing import MESSAGE, Harness
 
 BAD_TAG = b"* BAD Error in IMAP command received by server.\r\n"
 

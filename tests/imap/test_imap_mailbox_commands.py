@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from twisted.trial import unittest
 
-from imap_testing import MESSAGE, Harness
+from tests.imap.imap_testing import MESSAGE, Harness
 
 
 def logged_in(h: Harness | None = None) -> tuple[Harness, object]:

@@ -12,7 +12,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from imap_live import PASSWORD, LiveServer, certificate
+from tests.imap.imap_live import PASSWORD, LiveServer, certificate
 
 COUNT = 1000
 

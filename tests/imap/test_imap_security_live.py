@@ -10,7 +10,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from imap_live import PASSWORD, LiveServer, certificate
+from tests.imap.imap_live import PASSWORD, LiveServer, certificate
 
 
 def _read_until(sock: Any, marker: bytes) -> bytes:

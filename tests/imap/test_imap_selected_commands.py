@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from imap_testing import MESSAGE, Harness
+from tests.imap.imap_testing import MESSAGE, Harness
 
 MULTIPART = (
     b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.test>\r\n"

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from imap_testing import MESSAGE, Harness
+from tests.imap.imap_testing import MESSAGE, Harness
 
 SETS = st.sampled_from([b"1", b"2:3", b"*", b"1:*", b"3,1", b"4294967295", b"2:*", b"5:2"])
 BOXES = st.sampled_from([b"INBOX", b"Archive", b"Nope", b'"A/B"', b"&AOk-t&AOk-", b'"x y"', b"Trash"])

@@ -18,7 +18,7 @@ from mailgw.auth.service import AuthService
 from mailgw.config import load_config_text
 from mailgw.net.sessions import SessionRegistry
 from mailgw.store.memory import MemoryStore
-from smtp_support import SinkFactory, SinkBehaviour, make_certs, tmpdir
+from tests.smtp.smtp_support import SinkFactory, SinkBehaviour, make_certs, tmpdir
 
 CONFIG = """
 config_version = 1

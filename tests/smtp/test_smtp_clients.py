@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from smtp_support import SubmissionHarness
+from tests.smtp.smtp_support import SubmissionHarness
 
 PW = SubmissionHarness.PASSWORD
 

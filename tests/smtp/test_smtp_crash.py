@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from smtp_support import SinkBehaviour, SinkFactory, tmpdir
+from tests.smtp.smtp_support import SinkBehaviour, SinkFactory, tmpdir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "crash_server.py")

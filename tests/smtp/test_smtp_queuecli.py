@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from mailgw.admin.cli import main
 from mailgw.smtp.queue import RelayQueue
-from smtp_support import start_pool, tmpdir
+from tests.smtp.smtp_support import start_pool, tmpdir
 
 
 class QueueCLITests(TestCase):

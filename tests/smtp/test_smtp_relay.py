@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from mailgw.smtp.client import SmarthostConfig, deliver
 from mailgw.smtp.queue import RelayQueue, request_flush
 from mailgw.smtp.relay import RelayRunner
-from smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs, tmpdir
+from tests.smtp.smtp_support import FileTLS, SinkBehaviour, SinkFactory, SubmissionHarness, make_certs, tmpdir
 
 PW = SubmissionHarness.PASSWORD
 

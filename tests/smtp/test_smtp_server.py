@@ -12,7 +12,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mailgw.observe.metrics import REGISTRY
-from smtp_support import RawSMTP, SubmissionHarness
+from tests.smtp.smtp_support import RawSMTP, SubmissionHarness
 
 PW = SubmissionHarness.PASSWORD
 MSG = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nhello\r\n"

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from smtp_support import RawSMTP, SubmissionHarness
+from tests.smtp.smtp_support import RawSMTP, SubmissionHarness
 
 PW = SubmissionHarness.PASSWORD
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from maildir_helpers import MaildirFixture
-from store_contract import StoreContract
+from tests.store.maildir_helpers import MaildirFixture
+from tests.store.store_contract import StoreContract
 
 
 class MaildirStoreContractTests(MaildirFixture, StoreContract, TestCase):

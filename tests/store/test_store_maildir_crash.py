@@ -15,8 +15,8 @@ import pytest
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from maildir_helpers import MaildirFixture
-from store_crash_child import check_message
+from tests.store.maildir_helpers import MaildirFixture
+from tests.store.store_crash_child import check_message
 
 ROUNDS = 50
 CHILD = os.path.join(os.path.dirname(__file__), "store_crash_child.py")
@@ -85,7 +85,7 @@ def _strace_works() -> bool:
     if strace is None:
         return False
     r = subprocess.run([strace, "-f", "-qq", "-o", "/dev/null", "-e", "inject=getpid:signal=SIGKILL:when=1",
-                        os.path.realpath(sys.executable), "-c", "import os; os.getpid()"], capture_output=True)
+                        sys.executable, "-c", "import os; os.getpid()"], capture_output=True)
     return r.returncode in (-9, 137)
 
 
@@ -101,16 +101,22 @@ class DeterministicKillTests(MaildirFixture, TestCase):
         if not _strace_works():
             raise SkipTest("strace fault injection is not available (no strace or no ptrace permission)")
         env = dict(os.environ, PYTHONPATH=REPO)
-        python = os.path.realpath(sys.executable)  # strace must exec the real interpreter, not a shim
+        # sys.executable, not its realpath: a virtualenv's interpreter is a symlink whose target
+        # lacks the environment's packages (the child would die on import, not by the injected kill)
+        python = sys.executable
         acked: dict[int, int] = {}
-        killed = 0
+        killed = ready = 0
         points = [("fsync", n) for n in range(1, 13)] + [("link", n) for n in range(1, 5)] + \
                  [("rename", n) for n in range(1, 7)]
         for i, (call, when) in enumerate(points):
             r = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"inject={call}:signal=SIGKILL:when={when}",
                                 python, CHILD, self.root, str((i + 1) * 1000), "3"],
                                capture_output=True, env=env, cwd=REPO, timeout=60)
-            killed += r.returncode in (-9, 137)
+            was_killed = r.returncode in (-9, 137)
+            killed += was_killed
+            ready += b"READY" in r.stdout.splitlines()
+            if not was_killed:  # the kill point lay past its last call: it must have run to the end
+                self.assertEqual((r.returncode, b"READY" in r.stdout.splitlines()), (0, True), r.stderr.decode()[-2000:])
             for line in r.stdout.splitlines():
                 parts = line.split()
                 if len(parts) == 4 and parts[0] == b"ACK":
@@ -122,6 +128,7 @@ class DeterministicKillTests(MaildirFixture, TestCase):
                     with open(os.path.join(root, sub, name), "rb") as fh:
                         check_message(fh.read())
         self.assertGreaterEqual(killed, len(points) // 3)  # later points may lie past the last call of a run
+        self.assertGreater(ready, 0)  # the children got as far as delivering, so the kills hit deliveries
         store = self.make_store()
         acct = yield store.open_account("u")
         f = yield acct.open_folder("INBOX", readonly=True)

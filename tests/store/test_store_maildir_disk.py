@@ -16,8 +16,8 @@ from twisted.trial.unittest import TestCase
 
 from mailgw.errors import InvalidMailboxName, StorageUnavailable
 from mailgw.store.maildir import layout
-from maildir_helpers import MaildirFixture
-from store_contract import msg
+from tests.store.maildir_helpers import MaildirFixture
+from tests.store.store_contract import msg
 
 EXTERNAL = b"From: lda@example.com\nSubject: dropped in\n\nline one\nline two\n"
 

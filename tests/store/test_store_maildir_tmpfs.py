@@ -14,7 +14,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from mailgw.errors import StorageUnavailable
 from mailgw.store.maildir.account import MaildirStore
-from store_crash_child import check_message, make_message
+from tests.store.store_crash_child import check_message, make_message
 
 
 class FullDiskTests(TestCase):

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailgw.errors import InvalidMailboxName
 from mailgw.store import names
 from mailgw.store.memory import MemoryStore
-from store_contract import StoreContract
+from tests.store.store_contract import StoreContract
 
 
 class MemoryStoreContractTests(StoreContract, TestCase):

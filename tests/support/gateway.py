@@ -25,6 +25,13 @@ def twistd_command(*args: str) -> list[str]:
             "-n", "--pidfile=", *args]
 
 
+# A private network namespace with its own loopback: fixed ports (the development default's 1143,
+# 1993, 1587, 1465, 8025, 2222) are free there whatever else runs on the machine. Root needs no
+# user namespace; others map themselves to root in a new one.
+PRIVATE_NETWORK = ("unshare", "--net", *(() if os.geteuid() == 0 else ("--user", "--map-root-user")), "--",
+                   "sh", "-c", 'ip link set lo up && exec "$@"', "sh")
+
+
 def environment(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -35,8 +42,10 @@ def environment(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
 class Gateway:
     """One gateway process; `ports[label]` once started; output kept in `output`."""
 
-    def __init__(self, config_path: Optional[str], cwd: str, env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, config_path: Optional[str], cwd: str, env: Optional[dict[str, str]] = None,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.config_path, self.cwd, self.env = config_path, cwd, env
+        self.prefix = prefix  # argv run before twistd, e.g. PRIVATE_NETWORK
         self.process: Optional[subprocess.Popen] = None
         self.ports: dict[str, int] = {}
         self.output: list[str] = []
@@ -45,7 +54,7 @@ class Gateway:
     def start(self, expect: int = 1, timeout: float = 30.0) -> "Gateway":
         """Spawn and wait until `expect` listeners are bound (or the process exits)."""
         args = ["mailgw"] + (["--config", self.config_path] if self.config_path else [])
-        self.process = subprocess.Popen(twistd_command(*args), cwd=self.cwd, env=environment(self.env),
+        self.process = subprocess.Popen([*self.prefix, *twistd_command(*args)], cwd=self.cwd, env=environment(self.env),
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + timeout
