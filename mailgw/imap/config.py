@@ -18,6 +18,8 @@ class IMAPLimits:
     spool_threshold: int = 1024 * 1024  # literals above this go to an unlinked temporary file
     max_literals: int = 256  # literals per command (CVE-2025-61600)
     command_literals_total: int = 1024 * 1024  # all literals of one non-APPEND command together
+    command_lines_total: int = 1024 * 1024  # the lines of one command (between its literals) together
+    preauth_command: int = 64 * 1024  # one command before login: lines and literals ({0+} too) together
     preauth_timeout: float = 60.0
     autologout: float = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes
     idle_keepalive: float = 120.0  # "* OK Still here" during IDLE

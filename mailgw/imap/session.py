@@ -204,6 +204,9 @@ class IMAPSession(SelectedState, Protocol):
 
     # ------------------------------------------------------------------ timers
     def reset_timer(self) -> None:
+        """Restart the autologout timer; before login the deadline stays absolute from connect (issue 12)."""
+        if self.state == NOT_AUTHENTICATED and self._timer is not None and self._timer.active():
+            return  # a client dripping bytes or NOOPs cannot hold an unauthenticated slot (as SMTP does)
         timeout = self.limits.preauth_timeout if self.state == NOT_AUTHENTICATED else self.limits.autologout
         if self._timer is not None and self._timer.active():
             self._timer.reset(timeout)
@@ -231,8 +234,6 @@ class IMAPSession(SelectedState, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.mode != "idle":
-            self.reset_timer()
         self.framer.feed(data)
         self.pump()
         if (self.busy or self.write_paused) and not self.read_paused and (
@@ -260,6 +261,8 @@ class IMAPSession(SelectedState, Protocol):
 
     def handle_event(self, event: framing.Event) -> None:
         if isinstance(event, framing.Command):
+            if self.state != NOT_AUTHENTICATED:
+                self.reset_timer()  # RFC 3501 §5.4: only a complete command counts as activity
             try:
                 self.run_command(event)  # handlers copy any literal they keep before going async
             finally:
@@ -296,19 +299,33 @@ class IMAPSession(SelectedState, Protocol):
             self.send(tagged(tag, b"NO", b"Literal too big", b"TOOBIG") if tag else BAD_TAG)
 
     def offer(self, event: framing.LiteralOffer) -> None:
-        """Decide on a literal before any '+' (APPENDLIMIT, pre-auth cap, per-command caps)."""
+        """Decide on a literal before any '+' (APPENDLIMIT, pre-auth cap, per-command caps).
+
+        Every literal comes here, `{0}`/`{0+}` included, so the count and the byte caps below bound
+        the memory one command can hold (issue 12, CVE-2025-61600).
+        """
         lines = event.lines
         tag = tag_of_lines(lines)
         name = command_name(framing.Command(lines[:1]))
-        if self.state == NOT_AUTHENTICATED and event.size > self.limits.preauth_literal:
-            self.bye(b"Literal size too large")
-            return
-        if tag is None or len(lines) > self.limits.max_literals:
+        held = self.framer.line_bytes() + self.framer.literal_bytes()
+        if self.state == NOT_AUTHENTICATED:
+            if event.size > self.limits.preauth_literal:
+                self.bye(b"Literal size too large")
+                return
+            if held + event.size > self.limits.preauth_command:
+                self.bye(b"Command too long")
+                return
+        too_many = b""
+        if len(lines) > self.limits.max_literals:
+            too_many = b"Too many literals"
+        elif self.framer.line_bytes() > self.limits.command_lines_total:
+            too_many = b"Command too long"
+        if tag is None or too_many:
             if event.nonsync:
-                self.bye(b"Too many literals" if tag else b"Error in IMAP command received by server.")
+                self.bye(too_many if tag else b"Error in IMAP command received by server.")
                 return
             self.framer.reject()
-            self.send(BAD_TAG if tag is None else tagged(tag, b"BAD", b"Too many literals"))
+            self.send(BAD_TAG if tag is None else tagged(tag, b"BAD", too_many))
             return
         limit = self.limits.append_limit if name == "APPEND" else self.limits.command_literal
         if name != "APPEND" and self.framer.literal_bytes() + event.size > self.limits.command_literals_total:
