@@ -16,6 +16,7 @@ SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "
 NO_ARGS = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE", "UNSELECT", "IDLE", "NAMESPACE"}
 ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
 UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+MAX_LIST_PATTERNS = 32  # LIST "" (p1 ... pN) (RFC 5258 §3): matching cost grows with N
 STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE"}
 
 
@@ -198,6 +199,8 @@ def _list(r: Reader, uid: bool) -> tuple[object, ...]:
         patterns.append(r.list_mailbox())
         while r.accept(b" "):
             patterns.append(r.list_mailbox())
+            if len(patterns) > MAX_LIST_PATTERNS:
+                raise ParseError("Too many mailbox patterns")
         r.expect(b")")
     else:
         patterns.append(r.list_mailbox())
