@@ -119,7 +119,7 @@ def match(pattern: str, name: str) -> bool:
 
 MAX_PATTERN = 512  # octets of one LIST/LSUB pattern
 MAX_WILDCARDS = 32
-MAX_MATCH_WORK = 4_000_000  # Pattern.cost summed over patterns x mailboxes for one command
+MAX_MATCH_WORK = 2_000_000  # Pattern.cost summed over patterns x mailboxes for one command
 
 
 def decode_pattern(raw: bytes) -> str:
