@@ -84,7 +84,11 @@ class HostileClientTests(unittest.TestCase):
         self.assertEqual(typ, "OK")
 
     def test_zero_length_literal_flood_before_login(self) -> None:
-        """`a LOGIN <65,000 x> {0+}` x 2,000 before login: `* BYE Command too long`, RSS grows < 20 MB, NOOP < 1 s."""
+        """`a LOGIN <65,000 x> {0+}` x 2,000 before login: closed after a few lines, RSS grows < 20 MB, NOOP < 1 s.
+
+        The server answers `* BYE Command too long` (the offline test pins the bytes); here the client may
+        see a reset instead, since it is still sending when the server closes.
+        """
         base = self.server.rss()
         other = self.login()
         raw = socket.create_connection(("127.0.0.1", self.server.plain_port), timeout=15)
@@ -93,24 +97,25 @@ class HostileClientTests(unittest.TestCase):
         line = b"a LOGIN " + b"x" * 65000 + b" {0+}\r\n"
         reply = b""
         sent = 0
+        closed = False
         try:
             while sent < 2000 and b"\r\n" not in reply:
                 raw.sendall(line)
                 sent += 1
                 if select.select([raw], [], [], 0)[0]:
                     reply += raw.recv(4096)
-            while b"\r\n" not in reply:
+            while not closed:
                 chunk = raw.recv(4096)
-                if not chunk:
-                    break
                 reply += chunk
+                closed = not chunk
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            closed = True
         t0 = time.monotonic()
         self.assertEqual(other.noop()[0], "OK")
         self.assertLess(time.monotonic() - t0, 1.0)
         self.assertLess(sent, 100)
-        self.assertEqual(reply, b"* BYE Command too long\r\n")
+        self.assertTrue(closed)
+        self.assertIn(reply, (b"* BYE Command too long\r\n", b""))
         self.assertLess(self.server.rss() - base, 20 * 2**20)
 
     def test_preauth_drip_is_closed_at_the_deadline(self) -> None:
@@ -148,11 +153,11 @@ class HostileClientTests(unittest.TestCase):
         self.assertEqual(out, b"x1 NO [LIMIT] Too many mailbox patterns for this many mailboxes\r\n")
 
     def test_search_many_body_keys(self) -> None:
-        """900 `NOT BODY x` keys over a 5 MB message: answered, NOOP on another connection < 1 s."""
+        """450 `NOT BODY x` keys over an 8 MB message: answered, NOOP on another connection < 1 s."""
         c = self.login()
-        big = b"Subject: big\r\n\r\n" + (b"lorem ipsum dolor sit amet " * 37 + b"\r\n") * 5000
+        big = b"Subject: big\r\n\r\n" + (b"lorem ipsum dolor sit amet " * 37 + b"\r\n") * 8000
         self.assertEqual(c.append("INBOX", None, None, big)[0], "OK")
         c.select("INBOX")
-        out, latency = self.noop_while(c, b"SEARCH " + b"NOT BODY x " * 900 + b"ALL")
+        out, latency = self.noop_while(c, b"SEARCH " + b"NOT BODY x " * 450 + b"ALL")
         self.assertLess(latency, 1.0)
         self.assertEqual(out, b"* SEARCH 1\r\nx1 OK Search completed.\r\n")
