@@ -9,7 +9,7 @@ whenever the current slice has used SLICE seconds, and reports a closed session 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 
@@ -19,11 +19,11 @@ SLICE = 0.01  # seconds of work between two reactor turns
 class Pacer:
     """Time-sliced cooperation for one command's loop on `reactor`."""
 
-    def __init__(self, reactor: Any, closing: Callable[[], bool] = lambda: False, slice_: float = SLICE,
+    def __init__(self, reactor: Any, closing: Callable[[], bool] = lambda: False, slice_: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.reactor = reactor
         self.closing = closing
-        self.slice = slice_
+        self.slice = SLICE if slice_ is None else slice_
         self.clock = clock
         self.started = clock()
         self.yields = 0
