@@ -7,6 +7,7 @@ points where untagged mailbox updates may be sent (RFC 3501 §5.2, §7.4.1).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import maybeDeferred
@@ -17,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailgw.errors import AuthFailed, AuthUnavailable, MailError
-from mailgw.imap import metrics
+from mailgw.imap import metrics, pacing
 from mailgw.imap.config import IMAPPolicy
 from mailgw.imap.names import BadName
 from mailgw.imap.updates import SELECTED, SelectedState
@@ -91,6 +92,7 @@ class IMAPSession(SelectedState, Protocol):
         self._timer: Any = None
         self._abort: Any = None
         self._keepalive: Any = None
+        self._pump_later: Any = None  # a pump deferred to the next reactor turn (see pump)
         self.peer_host, self.peer_port = "", 0
 
     # ------------------------------------------------------------------ connection
@@ -118,10 +120,10 @@ class IMAPSession(SelectedState, Protocol):
             if self.handshake_pending:
                 metrics.tls_handshake(self.policy.name, "failed", "")
         self.closing = True
-        for call in (self._timer, self._keepalive, self._abort):
+        for call in (self._timer, self._keepalive, self._abort, self._pump_later):
             if call is not None and call.active():
                 call.cancel()
-        self._timer = self._keepalive = self._abort = None
+        self._timer = self._keepalive = self._abort = self._pump_later = None
         self.framer.drop_buffer()
         self.close_folder()
         if self.registry is not None:
@@ -236,28 +238,42 @@ class IMAPSession(SelectedState, Protocol):
             return
         self.framer.feed(data)
         self.pump()
-        if (self.busy or self.write_paused) and not self.read_paused and (
+        if (self.busy or self.write_paused or self._pump_later is not None) and not self.read_paused and (
                 self.framer.buffered() > self.limits.max_buffer
                 or self.framer.pending_lines() > self.limits.max_pipelined):
             self.read_paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def pump(self) -> None:
-        if self._in_pump:
+        if self._in_pump or self._pump_later is not None:
             return
         self._in_pump = True
+        started, count = time.monotonic(), 0
         try:
             # a client that does not read its replies stops being read (security.md G38)
             while not self.busy and not self.closing and not self.write_paused:
+                if count >= self.limits.max_pipelined or (count and time.monotonic() - started >= pacing.SLICE):
+                    # 64 KiB of pipelined NOOPs is thousands of commands: let other connections run between
+                    # slices (issue 12); input keeps queueing (and pauses past max_buffer) meanwhile
+                    self._pump_later = self.reactor.callLater(0, self._pump_again)
+                    break
                 event = self.framer.pull(line_mode=self.mode is not None)
                 if event is None:
                     break
                 self.handle_event(event)
+                count += 1
         finally:
             self._in_pump = False
+        if self._pump_later is not None:
+            return
         if self.read_paused and not self.busy and not self.closing and not self.write_paused:
             self.read_paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _pump_again(self) -> None:
+        self._pump_later = None
+        if not self.closing:
+            self.pump()
 
     def handle_event(self, event: framing.Event) -> None:
         if isinstance(event, framing.Command):

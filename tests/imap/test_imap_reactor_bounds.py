@@ -149,3 +149,17 @@ class SearchBoundTests(unittest.SynchronousTestCase):
         out = self.c.read()
         self.assertTrue(out.endswith(b"a OK Search completed.\r\n"))
         self.assertEqual(out.count(b" "), 21 + 3)
+
+
+class PipelineTurnTests(unittest.SynchronousTestCase):
+    """Pipelined commands are run a bounded number per reactor turn."""
+
+    def test_pipelined_commands_span_reactor_turns(self) -> None:
+        """200 NOOPs in one segment: at most 64 answered in the first turn, all 200 in order after more turns."""
+        c = Harness().connect()
+        c.proto.dataReceived(b"".join(b"t%d NOOP\r\n" % i for i in range(200)))
+        first = c.transport.value()
+        self.assertLessEqual(first.count(b"OK NOOP completed."), 64)
+        self.assertGreater(first.count(b"OK NOOP completed."), 0)
+        out = c.read()
+        self.assertEqual(out, b"".join(b"t%d OK NOOP completed.\r\n" % i for i in range(200)))
