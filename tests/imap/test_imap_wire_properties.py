@@ -8,8 +8,6 @@ bounds the output size against the input size.
 from __future__ import annotations
 
 import re
-import threading
-from typing import Any, Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +21,8 @@ from mailgw.imap.wire.grammar import parse_command
 from mailgw.imap.wire.reader import ParseError
 from mailgw.imap.wire.response import encode
 
+from imap_testing import DEADLINE, within
+
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 IMAP_ALPHABET = st.sampled_from([b"a", b"1", b" ", b"(", b")", b"[", b"]", b"{", b"}", b"+", b"*", b"%", b'"',
                                  b"\\", b"\r\n", b"<", b">", b".", b":", b",", b"\x00", b"\xff", b"FETCH",
@@ -31,7 +31,6 @@ IMAP_ALPHABET = st.sampled_from([b"a", b"1", b" ", b"(", b")", b"[", b"]", b"{",
 imap_noise = st.lists(IMAP_ALPHABET, max_size=60).map(b"".join)
 
 
-DEADLINE = 5.0  # seconds; every call below takes milliseconds
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ADDRESS_ALPHABET = st.sampled_from([b"a", b"B", b".", b" ", b"\t", b"\r\n ", b"(", b")", b"<", b">", b"@", b",",
                                     b";", b":", b'"', b"\\", b"[", b"]", b"=?utf-8?q?x?=", b"\xc3\xa9", b"\x00",
@@ -56,26 +55,6 @@ def messages(draw: st.DrawFn) -> bytes:
                                               b"Content-Type: message/rfc822\r\n\r\n", b"\n"]), max_size=10))
         parts.append(b"\r\n".join(fields) + b"\r\n\r\n" + b"".join(body))
     return b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" + b"--b\r\n".join(parts) + b"--b--\r\n"
-
-
-def within(seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args) in a thread; fails if it has not returned after `seconds` (a loop that stops advancing)."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # re-raised below in the test's thread
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        raise AssertionError("%s did not return within %.0f s" % (getattr(fn, "__name__", fn), seconds))
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def run_framer(data: bytes, accept: bool = True) -> list[object]:

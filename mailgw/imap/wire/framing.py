@@ -3,6 +3,8 @@
 The framer never executes anything: it splits input into commands, asks a decision callback before
 accepting any literal (so APPENDLIMIT is checked before the `+`), spools literals over a threshold to
 an unlinked temporary file, and can drop everything buffered (STARTTLS, CVE-2011-0411 class).
+Every literal, `{0+}` included, is offered, so the session's count and byte caps see them all.
+pull() never raises on input; each event it returns consumed input.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Command grammar: a framed Command -> Request(tag, name, uid, args); ParseError for anything else."""
+"""Command grammar: a framed Command -> Request(tag, name, uid, args); ParseError for anything else.
+
+ParseError (BadTag included) is the only exception any input raises; every loop consumes input or
+raises, and nesting and list lengths are capped (see docs/imap.md, Limits).
+"""
 
 from __future__ import annotations
 
