@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import quopri
 from bisect import bisect_right
 from email.header import decode_header, make_header
@@ -104,9 +105,17 @@ def _decode_body(part: Part) -> str:
         pass
     charset = (part.param(b"charset") or b"utf-8").decode("ascii", "replace")
     try:
-        return body.decode(charset, "replace")
-    except LookupError:
+        codec = codecs.lookup(charset)
+        if not getattr(codec, "_is_text_encoding", True) or codec.name in _NOT_CHARSETS:
+            return decode_raw(body)
+        return body.decode(codec.name, "replace")
+    except (LookupError, UnicodeError, ValueError):
         return decode_raw(body)
+
+
+# Python codecs that are no MIME charset; punycode's decoder is quadratic (a 1 MB body
+# labelled charset=punycode would hold the reactor for minutes), idna raises whatever `errors` says
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined"})
 
 
 def needle(raw: bytes) -> str:
