@@ -12,6 +12,8 @@ from mailgw.imap.mime import Part, body_lines, parse_params, unfold
 from mailgw.imap.wire.response import Value
 
 MAX_ADDRESSES = 10000
+MAX_TOKENS = 100000  # per header value: `To: a,a,a,...` of 10 MB would otherwise be 5 million tuples
+MAX_LANGUAGES = 64
 # RFC 5322 §3.2.3 specials that structure an address list. "." is not one here: it stays inside atoms
 # (dot-atom, obs-phrase "Mr. Real"), which keeps display names and local parts byte-faithful.
 _SPECIALS = b"<>,:;@"
@@ -27,7 +29,7 @@ def _tokens(value: bytes) -> list[Token]:
     """
     out: list[Token] = []
     i, n = 0, len(value)
-    while i < n:
+    while i < n and len(out) < MAX_TOKENS:
         start = i
         c = value[i]
         if c in b" \t\r\n" or c == 0x29:  # whitespace, or a ")" outside any comment: skipped
@@ -209,7 +211,7 @@ def _language(part: Part) -> Optional[Value]:
     raw = _nstr(part, b"content-language")
     if not raw:
         return None
-    langs: list[Value] = [x.strip() for x in raw.split(b",") if x.strip()]
+    langs: list[Value] = [x.strip() for x in raw.split(b",", MAX_LANGUAGES)[:MAX_LANGUAGES] if x.strip()]
     return langs[0] if len(langs) == 1 else langs
 
 

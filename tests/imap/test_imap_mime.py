@@ -105,6 +105,19 @@ class AddressTests(unittest.SynchronousTestCase):
         assert out is not None
         self.assertEqual(len(out), 10000)  # capped
 
+    def test_huge_header_values_are_bounded(self) -> None:
+        """A 10 MB `To: a,a,...` and a million Content-Language tags cost bounded time and output."""
+        from mailgw.imap.envelope import _tokens
+        raw = b"a," * 5000000
+        self.assertEqual(len(_tokens(raw)), 100000)
+        t0 = time.perf_counter()
+        out = addresses(raw)
+        self.assertLess(time.perf_counter() - t0, 5.0)
+        assert out is not None
+        self.assertEqual(len(out), 10000)
+        value = encode(bodystructure(parse_message(b"Content-Language: " + b"en," * 1000000 + b"\r\n\r\nx")))
+        self.assertLess(len(value), 1000)
+
     def test_envelope_defaults(self) -> None:
         """Sender and Reply-To default to From; absent fields are NIL."""
         env = envelope(parse_message(b"From: a@b.test\r\n\r\n"))
