@@ -161,3 +161,26 @@ class HostileClientTests(unittest.TestCase):
         out, latency = self.noop_while(c, b"SEARCH " + b"NOT BODY x " * 450 + b"ALL")
         self.assertLess(latency, 1.0)
         self.assertEqual(out, b"* SEARCH 1\r\nx1 OK Search completed.\r\n")
+
+    def test_long_search_is_paced(self) -> None:
+        """A SEARCH that runs for seconds (32 distinct BODY keys over 40 MB) lets another connection's NOOPs through."""
+        c = self.login()
+        big = b"Subject: big\r\n\r\n" + (b"lorem ipsum dolor sit amet " * 37 + b"\r\n") * 1000
+        for _ in range(40):
+            self.assertEqual(c.append("INBOX", None, None, big)[0], "OK")
+        c.select("INBOX")
+        other = self.login()
+        read = self.command(c, b"SEARCH " + b" ".join(b"NOT BODY x%d" % i for i in range(32)))
+        box: dict[str, Any] = {}
+        reader = threading.Thread(target=lambda: box.update(out=read()), daemon=True)
+        reader.start()
+        latencies = []
+        while reader.is_alive() and len(latencies) < 200:
+            t0 = time.monotonic()
+            self.assertEqual(other.noop()[0], "OK")
+            latencies.append(time.monotonic() - t0)
+        reader.join(60)
+        self.assertTrue(box["out"].endswith(b"x1 OK Search completed.\r\n"))
+        self.assertGreater(len(latencies), 3)  # the SEARCH really overlapped the NOOPs
+        self.assertLess(max(latencies), 0.5)
+
