@@ -1,4 +1,8 @@
-"""ENVELOPE and BODYSTRUCTURE values (RFC 3501 §7.4.2) from a MIME tree; tolerant address parsing."""
+"""ENVELOPE and BODYSTRUCTURE values (RFC 3501 §7.4.2) from a MIME tree; tolerant address parsing.
+
+Nothing here raises on message content, and every loop is linear in its input (the property tests
+in tests/imap/test_imap_wire_properties.py run these under a deadline).
+"""
 
 from __future__ import annotations
 
@@ -8,66 +12,97 @@ from mailgw.imap.mime import Part, body_lines, parse_params, unfold
 from mailgw.imap.wire.response import Value
 
 MAX_ADDRESSES = 10000
-_SPECIALS = b"<>,:;@."
+MAX_TOKENS = 100000  # per header value: `To: a,a,a,...` of 10 MB would otherwise be 5 million tuples
+MAX_LANGUAGES = 64
+# RFC 5322 §3.2.3 specials that structure an address list. "." is not one here: it stays inside atoms
+# (dot-atom, obs-phrase "Mr. Real"), which keeps display names and local parts byte-faithful.
+_SPECIALS = b"<>,:;@"
+_ATOM_STOP = frozenset(b' \t\r\n()"[' + _SPECIALS)
+Token = tuple[str, bytes]  # ('a', atom) ('q', quoted) ('s', special) ('c', comment text)
 
 
-def _tokens(value: bytes) -> list[tuple[str, bytes]]:
-    """RFC 5322 lexical tokens: ('a', atom) ('q', quoted) ('s', special); comments dropped. Linear."""
-    out: list[tuple[str, bytes]] = []
+def _tokens(value: bytes) -> list[Token]:
+    """RFC 5322 lexical tokens of a header value; linear, and every branch consumes at least one byte.
+
+    Malformed input gives a best-effort token list (Dovecot's behaviour): an unbalanced ")" is
+    skipped, an unterminated comment, quoted string or domain literal runs to the end of the value.
+    """
+    out: list[Token] = []
     i, n = 0, len(value)
-    while i < n:
+    while i < n and len(out) < MAX_TOKENS:
+        start = i
         c = value[i]
-        if c in b" \t\r\n":
+        if c in b" \t\r\n" or c == 0x29:  # whitespace, or a ")" outside any comment: skipped
             i += 1
-        elif c == 0x28:  # comment, nested
-            depth = 0
-            while i < n:
-                c = value[i]
-                if c == 0x5C:
-                    i += 2
-                    continue
-                if c == 0x28:
-                    depth += 1
-                elif c == 0x29:
-                    depth -= 1
-                    if depth == 0:
-                        i += 1
-                        break
-                i += 1
+        elif c == 0x28:
+            i, text = _comment(value, i)
+            out.append(("c", text))
         elif c == 0x22:
-            buf = bytearray()
-            i += 1
-            while i < n and value[i] != 0x22:
-                if value[i] == 0x5C and i + 1 < n:
-                    i += 1
-                if value[i] not in b"\r\n":
-                    buf.append(value[i])
-                i += 1
-            i += 1
-            out.append(("q", bytes(buf)))
-        elif c == 0x5B:
-            j = value.find(b"]", i)
-            j = n - 1 if j < 0 else j
-            out.append(("a", value[i : j + 1]))
-            i = j + 1
+            i, text = _quoted(value, i)
+            out.append(("q", text))
+        elif c == 0x5B:  # domain literal, kept whole
+            j = value.find(b"]", i + 1)
+            i = n if j < 0 else j + 1
+            out.append(("a", value[start:i]))
         elif c in _SPECIALS:
             out.append(("s", bytes([c])))
             i += 1
         else:
-            j = i
-            while j < n and value[j] not in b' \t\r\n()"[' and value[j] not in _SPECIALS:
-                j += 1
-            out.append(("a", value[i:j]))
-            i = j
+            i += 1  # c is not a stop byte (every stop byte has a branch above): the atom is non-empty
+            while i < n and value[i] not in _ATOM_STOP:
+                i += 1
+            out.append(("a", value[start:i]))
+        assert i > start  # the loop always advances (issue 12: a stray ")" once looped forever)
     return out
 
 
-def _phrase(toks: list[tuple[str, bytes]]) -> Optional[bytes]:
-    words = [t[1] for t in toks if t[0] != "s" or t[1] == b"."]
-    return b" ".join(words).replace(b" . ", b".") if words else None
+def _comment(value: bytes, i: int) -> tuple[int, bytes]:
+    """A nested comment starting at value[i] == "(": (index after it, its text with folding removed)."""
+    n = len(value)
+    depth = 0
+    buf = bytearray()
+    while i < n:
+        c = value[i]
+        i += 1
+        if c == 0x5C and i < n:  # quoted-pair
+            buf.append(value[i])
+            i += 1
+            continue
+        if c == 0x28:
+            depth += 1
+            if depth == 1:
+                continue
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                break
+        if c not in b"\r\n":
+            buf.append(c)
+    return i, bytes(buf).strip(b" \t")
 
 
-def _addr_spec(toks: list[tuple[str, bytes]]) -> tuple[bytes, bytes]:
+def _quoted(value: bytes, i: int) -> tuple[int, bytes]:
+    """A quoted string starting at value[i] == '"': (index after it, its content without quoted-pairs)."""
+    n = len(value)
+    buf = bytearray()
+    i += 1
+    while i < n and value[i] != 0x22:
+        if value[i] == 0x5C and i + 1 < n:
+            i += 1
+        if value[i] not in b"\r\n":
+            buf.append(value[i])
+        i += 1
+    return i + 1, bytes(buf)
+
+
+def _phrase(toks: list[Token]) -> Optional[bytes]:
+    """RFC 5322 §3.2.5 phrase: words (atoms, quoted strings) joined by one space; encoded words stay encoded."""
+    words = [t[1] for t in toks if t[0] in "aq"]
+    return b" ".join(words) if words else None
+
+
+def _addr_spec(toks: list[Token]) -> tuple[bytes, bytes]:
+    toks = [t for t in toks if t[0] != "c"]
     at = max((i for i, t in enumerate(toks) if t == ("s", b"@")), default=-1)
     local = toks if at < 0 else toks[:at]
     domain = [] if at < 0 else toks[at + 1 :]
@@ -80,24 +115,36 @@ def _needs_quote(local: bytes) -> bool:
     return any(c in b' ()<>[]:;@\\,"' for c in local)
 
 
+def _bare(words: list[Token]) -> list[Value]:
+    """An addr-spec without angle brackets; a comment in it is the display name (as Dovecot does)."""
+    mbox, host = _addr_spec(words)
+    comments = [t[1] for t in words if t[0] == "c" and t[1]]
+    return [comments[-1] if comments else None, None, mbox, host]
+
+
 def addresses(raw: Optional[bytes]) -> Optional[list[Value]]:
-    """An address-list header -> [(name adl mailbox host), ...] with group markers, or None."""
+    """An address-list header -> [(name adl mailbox host), ...] with group markers, or None.
+
+    Every loop below advances `i` by at least one token per iteration, so the cost is linear in the
+    number of tokens; the output is capped at MAX_ADDRESSES.
+    """
     if raw is None:
         return None
     toks = _tokens(raw)
     out: list[Value] = []
     i, n = 0, len(toks)
-    words: list[tuple[str, bytes]] = []
+    words: list[Token] = []
     while i < n and len(out) < MAX_ADDRESSES:
         t = toks[i]
         i += 1
-        if t == ("s", b":") and words and all(w[0] != "s" or w[1] == b"." for w in words):
-            out.append([None, None, _phrase(words), None])
+        if t == ("s", b":") and any(w[0] != "c" for w in words) and all(w[0] in "aqc" for w in words):
+            out.append([None, None, _phrase(words), None])  # RFC 3501 §7.4.2: group start
             words = []
         elif t == ("s", b"<"):
-            inner: list[tuple[str, bytes]] = []
+            inner: list[Token] = []
             while i < n and toks[i] != ("s", b">"):
-                inner.append(toks[i])
+                if toks[i][0] != "c":
+                    inner.append(toks[i])
                 i += 1
             i += 1
             route: Optional[bytes] = None
@@ -112,17 +159,15 @@ def addresses(raw: Optional[bytes]) -> Optional[list[Value]]:
             while i < n and toks[i] not in (("s", b","), ("s", b";")):
                 i += 1
         elif t in (("s", b","), ("s", b";")):
-            if words:
-                mbox, host = _addr_spec(words)
-                out.append([None, None, mbox, host])
-                words = []
+            if any(w[0] != "c" for w in words):
+                out.append(_bare(words))
+            words = []
             if t == ("s", b";"):
-                out.append([None, None, None, None])
+                out.append([None, None, None, None])  # group end
         else:
             words.append(t)
-    if words:
-        mbox, host = _addr_spec(words)
-        out.append([None, None, mbox, host])
+    if any(w[0] != "c" for w in words) and len(out) < MAX_ADDRESSES:
+        out.append(_bare(words))
     return out or None
 
 
@@ -166,7 +211,7 @@ def _language(part: Part) -> Optional[Value]:
     raw = _nstr(part, b"content-language")
     if not raw:
         return None
-    langs: list[Value] = [x.strip() for x in raw.split(b",") if x.strip()]
+    langs: list[Value] = [x.strip() for x in raw.split(b",", MAX_LANGUAGES)[:MAX_LANGUAGES] if x.strip()]
     return langs[0] if len(langs) == 1 else langs
 
 

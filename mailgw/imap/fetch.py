@@ -7,11 +7,13 @@ clients never make the store open message files; otherwise everything is compute
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Iterable, Optional
 
 from mailgw.imap.envelope import bodystructure, envelope
 from mailgw.imap.mime import Part, parse_message, section_bytes
+from mailgw.imap.pacing import SLICE
 from mailgw.imap.wire.fetchspec import FetchItem
 from mailgw.imap.wire.response import Literal, encode, internal_date, sort_flags
 from mailgw.interfaces import IFolder, MessageInfo
@@ -247,16 +249,18 @@ def write_pieces(session: Any, pieces: list[Any], done: Callable[[], None]) -> N
 def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], Optional[list[Any]]],
                finished: Callable[[], None], batch: int) -> None:
     """Run `step` over `work`, writing what it returns; stops whenever the transport's write buffer is full
-    (push-producer backpressure) and yields to the reactor every `batch` items."""
+    (push-producer backpressure) and yields to the reactor every `batch` items or pacing.SLICE seconds
+    (one BODYSTRUCTURE of a big message can cost more than 200 cheap ones)."""
     it = iter(work)
 
     def run() -> None:
         count = 0
+        started = time.monotonic()
         while not session.closing:
             if session.write_paused:
                 session.resume_hooks.append(run)
                 return
-            if count >= batch:
+            if count >= batch or (count and time.monotonic() - started >= SLICE):
                 session.reactor.callLater(0, run)
                 return
             try:

@@ -10,6 +10,7 @@ import re
 from typing import Optional
 
 MAX_MIME_DEPTH = 20
+MAX_PARTS = 10000  # parts in one message tree (Dovecot's max_total_mime_parts, CVE-2020-12100 class)
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 ftext, then optional WSP, then ':'
 
 
@@ -123,9 +124,13 @@ class Part:
     """One MIME entity: [start, body_start) is its header, [body_start, end) its body."""
 
     __slots__ = ("data", "start", "body_start", "end", "fields", "maintype", "subtype", "params",
-                 "children", "message", "depth")
+                 "children", "message", "depth", "budget")
 
-    def __init__(self, data: bytes, start: int, end: int, depth: int = 0, digest: bool = False) -> None:
+    def __init__(self, data: bytes, start: int, end: int, depth: int = 0, digest: bool = False,
+                 budget: Optional[list[int]] = None) -> None:
+        # parts left for the whole tree: a message of 1,000,000 tiny parts costs as much as 10,000
+        self.budget = budget if budget is not None else [MAX_PARTS]
+        self.budget[0] -= 1
         self.data = data
         self.start = start
         self.end = end
@@ -142,11 +147,11 @@ class Part:
             if ctype is None or not full:
                 self.params = [] if digest else [(b"charset", b"us-ascii")]
         self.maintype, self.subtype = main, sub
-        if depth < MAX_MIME_DEPTH:
+        if depth < MAX_MIME_DEPTH and self.budget[0] > 0:
             if main == b"multipart":
                 self._split(self.param(b"boundary"), sub == b"digest")
             elif main == b"message" and sub == b"rfc822":
-                self.message = Part(data, self.body_start, end, depth + 1)
+                self.message = Part(data, self.body_start, end, depth + 1, budget=self.budget)
 
     def field(self, name: bytes) -> Optional[bytes]:
         for n, v in self.fields:
@@ -178,7 +183,7 @@ class Part:
             delim = b"--" + boundary
             i = self.body_start
             content_start: Optional[int] = None
-            while True:
+            while len(spans) < MAX_PARTS:  # each turn moves i past j (j >= i): linear in the body
                 j = data.find(delim, i, end)
                 if j < 0:
                     break
@@ -203,10 +208,12 @@ class Part:
                 i = le
             if content_start is not None:
                 spans.append((content_start, end))
-        for a, b in spans[:10000]:
-            self.children.append(Part(data, a, b, self.depth + 1, digest))
+        for a, b in spans:
+            if self.budget[0] <= 0:
+                break  # the rest of the body is not split further (Dovecot does the same past its limit)
+            self.children.append(Part(data, a, b, self.depth + 1, digest, self.budget))
         if not self.children:
-            self.children.append(Part(b"\r\n", 0, 2, self.depth + 1))
+            self.children.append(Part(b"\r\n", 0, 2, self.depth + 1, budget=self.budget))
 
 
 def _token(value: bytes) -> bool:

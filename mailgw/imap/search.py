@@ -2,13 +2,16 @@
 
 Flags, sizes, dates and sets come from the index; headers and bodies are read only when a key needs
 them. Header values are RFC 2047-decoded, bodies transfer-decoded and charset-decoded; matching is
-case-insensitive substring on Unicode.
+case-insensitive substring on Unicode. Each message's texts are decoded and case-folded at most once
+per SEARCH, and each distinct text key is evaluated at most once per message, so 450 `NOT BODY x`
+keys cost one scan of the body, not 450 decodes (issue 12).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import quopri
 from bisect import bisect_right
 from email.header import decode_header, make_header
@@ -16,6 +19,7 @@ from typing import Optional
 
 from mailgw.imap.fetch import MessageData
 from mailgw.imap.mime import Part, unfold
+from mailgw.imap.pacing import Pacer
 from mailgw.imap.wire.dates import header_date
 from mailgw.imap.wire.searchspec import Key
 
@@ -23,24 +27,33 @@ MAX_TEXT_PARTS = 200
 
 
 class Context:
-    """One message under evaluation."""
+    """One message under evaluation; its decoded, case-folded texts are computed once and kept."""
 
     def __init__(self, seq: int, data: MessageData, recent: bool, count: int, max_uid: int,
                  cache: "dict[int, list[tuple[int, int]]]") -> None:
         self.seq, self.data, self.recent, self.count, self.max_uid = seq, data, recent, count, max_uid
         self.cache = cache  # resolved sets, shared by all messages of one SEARCH
+        self.memo: dict[Key, bool] = {}  # text keys already evaluated on this message
         self._body: Optional[str] = None
+        self._headers: Optional[str] = None
+        self._fields: dict[bytes, list[str]] = {}
 
     def header_values(self, name: bytes) -> list[str]:
-        root = self.data.head_root()
-        return [decode_value(v) for n, v in root.fields if n == name]
+        """Decoded values of one header field, case-folded."""
+        values = self._fields.get(name)
+        if values is None:
+            root = self.data.head_root()
+            values = self._fields[name] = [decode_value(v).casefold() for n, v in root.fields if n == name]
+        return values
 
     def all_headers(self) -> str:
-        return decode_raw(unfold(self.data.header()))
+        if self._headers is None:
+            self._headers = decode_raw(unfold(self.data.header())).casefold()
+        return self._headers
 
     def body_text(self) -> str:
         if self._body is None:
-            self._body = "\n".join(_texts(self.data.root()))
+            self._body = "\n".join(_texts(self.data.root())).casefold()
         return self._body
 
 
@@ -92,28 +105,82 @@ def _decode_body(part: Part) -> str:
         pass
     charset = (part.param(b"charset") or b"utf-8").decode("ascii", "replace")
     try:
-        return body.decode(charset, "replace")
-    except LookupError:
+        codec = codecs.lookup(charset)
+        if not getattr(codec, "_is_text_encoding", True) or codec.name in _NOT_CHARSETS:
+            return decode_raw(body)
+        return body.decode(codec.name, "replace")
+    except (LookupError, UnicodeError, ValueError):
         return decode_raw(body)
+
+
+# Python codecs that are no MIME charset; punycode's decoder is quadratic (a 1 MB body
+# labelled charset=punycode would hold the reactor for minutes), idna raises whatever `errors` says
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined"})
 
 
 def needle(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").casefold()
 
 
+TEXT_OPS = frozenset({"HEADER", "BODY", "TEXT"})
+
+
 def matches(key: Key, ctx: Context) -> bool:
-    """Evaluate a key; recursion depth is bounded by the parser's nesting cap."""
+    """Evaluate a key at once (text keys included); recursion depth is bounded by the parser's nesting cap."""
+    while True:
+        result, pending = partial(key, ctx)
+        if result is not None:
+            return result
+        assert pending is not None
+        ctx.memo[pending] = _evaluate(pending, ctx)
+
+
+async def matches_paced(key: Key, ctx: Context, pacer: Pacer) -> Optional[bool]:
+    """Evaluate a key, scanning one text key at a time with a chance to yield before each scan.
+
+    Cheap keys decide first (three-valued evaluation): `FLAGGED BODY x` scans no body of an
+    unflagged message. None if the session closed meanwhile.
+    """
+    while True:
+        result, pending = partial(key, ctx)
+        if result is not None:
+            return result
+        assert pending is not None
+        if not await pacer.tick():
+            return None
+        ctx.memo[pending] = _evaluate(pending, ctx)
+
+
+def partial(key: Key, ctx: Context) -> tuple[Optional[bool], Optional[Key]]:
+    """(value, None), or (None, the first text key still to be evaluated) when the value depends on it."""
+    op = key.op
+    if op in TEXT_OPS:
+        hit = ctx.memo.get(key)
+        return (hit, None) if hit is not None else (None, key)
+    if op in ("AND", "OR"):
+        decisive = op == "OR"  # the value that ends the evaluation early
+        first: Optional[Key] = None
+        for k in key.args:
+            value, pending = partial(k, ctx)  # type: ignore[arg-type]
+            if value is decisive:
+                return decisive, None
+            if value is None and first is None:
+                first = pending
+        return (None, first) if first is not None else (not decisive, None)
+    if op == "NOT":
+        value, pending = partial(key.args[0], ctx)  # type: ignore[arg-type]
+        return (None if value is None else not value), pending
+    return _evaluate(key, ctx), None
+
+
+def _evaluate(key: Key, ctx: Context) -> bool:
     op = key.op
     a = key.args
     info = ctx.data.info
     if op == "ALL":
         return True
-    if op == "AND":
-        return all(matches(k, ctx) for k in a)  # type: ignore[arg-type]
-    if op == "OR":
-        return matches(a[0], ctx) or matches(a[1], ctx)  # type: ignore[arg-type]
-    if op == "NOT":
-        return not matches(a[0], ctx)  # type: ignore[arg-type]
+    if op in ("AND", "OR", "NOT"):
+        return matches(key, ctx)
     if op == "FLAG":
         flag, want = a
         has = ctx.recent if flag == "\\Recent" else any(f.lower() == str(flag).lower() for f in info.flags)
@@ -149,12 +216,12 @@ def matches(key: Key, ctx: Context) -> bool:
         name, value = a
         want = needle(value)  # type: ignore[arg-type]
         values = ctx.header_values(str(name).encode("ascii", "replace"))
-        return any(want in v.casefold() for v in values) if want else bool(values)
+        return any(want in v for v in values) if want else bool(values)
     if op == "BODY":
-        return needle(a[0]) in ctx.body_text().casefold()  # type: ignore[arg-type]
+        return needle(a[0]) in ctx.body_text()  # type: ignore[arg-type]
     if op == "TEXT":
         want = needle(a[0])  # type: ignore[arg-type]
-        return want in ctx.all_headers().casefold() or want in ctx.body_text().casefold()
+        return want in ctx.all_headers() or want in ctx.body_text()
     return False
 
 

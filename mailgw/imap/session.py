@@ -7,6 +7,7 @@ points where untagged mailbox updates may be sent (RFC 3501 §5.2, §7.4.1).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import maybeDeferred
@@ -17,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailgw.errors import AuthFailed, AuthUnavailable, MailError
-from mailgw.imap import metrics
+from mailgw.imap import metrics, pacing
 from mailgw.imap.config import IMAPPolicy
 from mailgw.imap.names import BadName
 from mailgw.imap.updates import SELECTED, SelectedState
@@ -91,6 +92,7 @@ class IMAPSession(SelectedState, Protocol):
         self._timer: Any = None
         self._abort: Any = None
         self._keepalive: Any = None
+        self._pump_later: Any = None  # a pump deferred to the next reactor turn (see pump)
         self.peer_host, self.peer_port = "", 0
 
     # ------------------------------------------------------------------ connection
@@ -118,10 +120,10 @@ class IMAPSession(SelectedState, Protocol):
             if self.handshake_pending:
                 metrics.tls_handshake(self.policy.name, "failed", "")
         self.closing = True
-        for call in (self._timer, self._keepalive, self._abort):
+        for call in (self._timer, self._keepalive, self._abort, self._pump_later):
             if call is not None and call.active():
                 call.cancel()
-        self._timer = self._keepalive = self._abort = None
+        self._timer = self._keepalive = self._abort = self._pump_later = None
         self.framer.drop_buffer()
         self.close_folder()
         if self.registry is not None:
@@ -204,6 +206,9 @@ class IMAPSession(SelectedState, Protocol):
 
     # ------------------------------------------------------------------ timers
     def reset_timer(self) -> None:
+        """Restart the autologout timer; before login the deadline stays absolute from connect (issue 12)."""
+        if self.state == NOT_AUTHENTICATED and self._timer is not None and self._timer.active():
+            return  # a client dripping bytes or NOOPs cannot hold an unauthenticated slot (as SMTP does)
         timeout = self.limits.preauth_timeout if self.state == NOT_AUTHENTICATED else self.limits.autologout
         if self._timer is not None and self._timer.active():
             self._timer.reset(timeout)
@@ -231,35 +236,49 @@ class IMAPSession(SelectedState, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.mode != "idle":
-            self.reset_timer()
         self.framer.feed(data)
         self.pump()
-        if (self.busy or self.write_paused) and not self.read_paused and (
+        if (self.busy or self.write_paused or self._pump_later is not None) and not self.read_paused and (
                 self.framer.buffered() > self.limits.max_buffer
                 or self.framer.pending_lines() > self.limits.max_pipelined):
             self.read_paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def pump(self) -> None:
-        if self._in_pump:
+        if self._in_pump or self._pump_later is not None:
             return
         self._in_pump = True
+        started, count = time.monotonic(), 0
         try:
             # a client that does not read its replies stops being read (security.md G38)
             while not self.busy and not self.closing and not self.write_paused:
+                if count >= self.limits.max_pipelined or (count and time.monotonic() - started >= pacing.SLICE):
+                    # 64 KiB of pipelined NOOPs is thousands of commands: let other connections run between
+                    # slices (issue 12); input keeps queueing (and pauses past max_buffer) meanwhile
+                    self._pump_later = self.reactor.callLater(0, self._pump_again)
+                    break
                 event = self.framer.pull(line_mode=self.mode is not None)
                 if event is None:
                     break
                 self.handle_event(event)
+                count += 1
         finally:
             self._in_pump = False
+        if self._pump_later is not None:
+            return
         if self.read_paused and not self.busy and not self.closing and not self.write_paused:
             self.read_paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
+    def _pump_again(self) -> None:
+        self._pump_later = None
+        if not self.closing:
+            self.pump()
+
     def handle_event(self, event: framing.Event) -> None:
         if isinstance(event, framing.Command):
+            if self.state != NOT_AUTHENTICATED:
+                self.reset_timer()  # RFC 3501 §5.4: only a complete command counts as activity
             try:
                 self.run_command(event)  # handlers copy any literal they keep before going async
             finally:
@@ -296,19 +315,33 @@ class IMAPSession(SelectedState, Protocol):
             self.send(tagged(tag, b"NO", b"Literal too big", b"TOOBIG") if tag else BAD_TAG)
 
     def offer(self, event: framing.LiteralOffer) -> None:
-        """Decide on a literal before any '+' (APPENDLIMIT, pre-auth cap, per-command caps)."""
+        """Decide on a literal before any '+' (APPENDLIMIT, pre-auth cap, per-command caps).
+
+        Every literal comes here, `{0}`/`{0+}` included, so the count and the byte caps below bound
+        the memory one command can hold (issue 12, CVE-2025-61600).
+        """
         lines = event.lines
         tag = tag_of_lines(lines)
         name = command_name(framing.Command(lines[:1]))
-        if self.state == NOT_AUTHENTICATED and event.size > self.limits.preauth_literal:
-            self.bye(b"Literal size too large")
-            return
-        if tag is None or len(lines) > self.limits.max_literals:
+        held = self.framer.line_bytes() + self.framer.literal_bytes()
+        if self.state == NOT_AUTHENTICATED:
+            if event.size > self.limits.preauth_literal:
+                self.bye(b"Literal size too large")
+                return
+            if held + event.size > self.limits.preauth_command:
+                self.bye(b"Command too long")
+                return
+        too_many = b""
+        if len(lines) > self.limits.max_literals:
+            too_many = b"Too many literals"
+        elif self.framer.line_bytes() > self.limits.command_lines_total:
+            too_many = b"Command too long"
+        if tag is None or too_many:
             if event.nonsync:
-                self.bye(b"Too many literals" if tag else b"Error in IMAP command received by server.")
+                self.bye(too_many if tag else b"Error in IMAP command received by server.")
                 return
             self.framer.reject()
-            self.send(BAD_TAG if tag is None else tagged(tag, b"BAD", b"Too many literals"))
+            self.send(BAD_TAG if tag is None else tagged(tag, b"BAD", too_many))
             return
         limit = self.limits.append_limit if name == "APPEND" else self.limits.command_literal
         if name != "APPEND" and self.framer.literal_bytes() + event.size > self.limits.command_literals_total:

@@ -1,8 +1,9 @@
-"""Helpers for IMAP transcript tests: a session over StringTransport with the memory store and auth."""
+"""Helpers for IMAP transcript tests: a session over StringTransport with the memory store and auth; a thread deadline."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import threading
+from typing import Any, Callable, Optional
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -103,3 +104,26 @@ class Client:
     def select(self, box: bytes = b"INBOX") -> bytes:
         self.login()
         return self.send(b"S SELECT " + box + b"\r\n")
+
+
+DEADLINE = 5.0  # seconds for one property example; each takes milliseconds
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a thread; fails if it has not returned after `seconds` (a loop that stops advancing)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # re-raised below in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise AssertionError("%s did not return within %.0f s" % (getattr(fn, "__name__", fn), seconds))
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

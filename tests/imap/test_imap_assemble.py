@@ -199,3 +199,68 @@ class RealProcessDeliveryTests(TestCase):
             self.assertEqual(seen[-1], b"via smtp")
 
         return deferToThread(run).addCallback(check)
+
+    def test_stray_paren_mail_does_not_stop_the_process(self) -> Any:
+        """Issue 12: mail with `Cc: a) b` (alone and attached as message/rfc822) submitted over SMTP; the
+        recipient's ENVELOPE/BODYSTRUCTURE FETCH is answered and another IMAP connection's NOOP takes < 1 s."""
+        import importlib.util
+        import smtplib
+
+        if importlib.util.find_spec("mailgw.smtp") is None:
+            raise SkipTest("the submission relay is not in this tree")
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        text, files = write_files(base)
+        config = os.path.join(base, "mailgw.toml")
+        with open(config, "w") as f:
+            f.write(text + SUBMISSION)
+        gw = Gateway(config, base)
+        self.addCleanup(gw.stop)
+        gw.start(expect=3)
+        ctx = ssl.create_default_context(cafile=files.ca_file)
+        stray = b"From: alice@localhost\r\nTo: alice@localhost\r\nCc: a) b\r\nSubject: stray\r\n\r\nhello\r\n"
+        attached = (b"From: alice@localhost\r\nTo: alice@localhost\r\nSubject: fwd\r\n"
+                    b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: message/rfc822\r\n\r\n"
+                    + stray + b"\r\n--zz--\r\n")
+
+        def run() -> dict[str, Any]:
+            port = gw.port("imap.t.bind_tls[0]")
+            with smtplib.SMTP("127.0.0.1", gw.port("submission.t.bind[0]"), timeout=20) as s:
+                s.starttls(context=ctx)
+                s.login("alice", PASSWORD)
+                for msg in (stray, attached):
+                    s.sendmail("alice@localhost", ["alice@localhost"], msg)
+            out: dict[str, Any] = {}
+            a = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=15)
+            b = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=15)
+            try:
+                a.login("alice", PASSWORD)
+                b.login("alice", PASSWORD)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and a.select("INBOX")[1] != [b"2"]:
+                    a.noop()  # delivery is asynchronous: wait until both messages are in
+                a.send(b"f1 FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)\r\n")
+                t0 = time.monotonic()
+                out["noop"] = b.noop()[0]
+                out["latency"] = time.monotonic() - t0
+                lines = b""
+                while not lines.endswith(b"\r\n") or b"\r\nf1 " not in b"\r\n" + lines:
+                    got = a.readline()
+                    if not got:
+                        break
+                    lines += got
+                out["fetch"] = lines
+            finally:
+                a.shutdown()
+                b.shutdown()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(out["noop"], "OK")
+            self.assertLess(out["latency"], 1.0)
+            self.assertIn(b"f1 OK Fetch completed.", out["fetch"])
+            # message 1 ENVELOPE, message 2 BODYSTRUCTURE and BODY (the attached message's envelope)
+            self.assertEqual(out["fetch"].count(b'((NIL NIL "ab" "MISSING_DOMAIN"))'), 3)
+
+        return deferToThread(run).addCallback(check)
+

@@ -63,6 +63,42 @@ class LineAndLiteralTests(unittest.SynchronousTestCase):
         self.assertEqual(c.send(b"a LOGIN {5000}\r\n"), b"* BYE Literal size too large\r\n")
         self.assertTrue(c.transport.disconnecting)
 
+    def test_zero_length_literals_count_before_login(self) -> None:
+        """Issue 12: `{0+}` literals count against the pre-auth command cap; the flood is closed, memory stays bounded."""
+        c = Harness().connect()
+        line = b"a LOGIN " + b"x" * 65000 + b" {0+}\r\n"
+        out = c.send(line * 5)
+        self.assertEqual(out, b"* BYE Command too long\r\n")
+        self.assertTrue(c.transport.disconnecting)
+        self.assertLess(c.proto.framer.buffered() + c.proto.framer.line_bytes(), 70000)
+
+    def test_zero_length_literals_are_counted(self) -> None:
+        """After login, 300 `{0+}` literals in one command hit the 256-literal cap (BYE: LITERAL+ cannot be refused)."""
+        c = Harness().connect()
+        c.login()
+        out = c.send(b"a NOOP" + b" {0+}\r\n" * 300 + b"\r\n")
+        self.assertEqual(out, b"* BYE Too many literals\r\n")
+        c = Harness().connect()
+        c.login()
+        out = c.send(b"a NOOP" + b" {0}\r\n" * 257)
+        self.assertTrue(out.endswith(b"a BAD Too many literals\r\n"), out[-80:])
+
+    def test_lines_of_one_command_are_capped(self) -> None:
+        """After login the lines of one command together are capped at 1 MiB, zero-length literals between them or not."""
+        c = Harness().connect()
+        c.login()
+        out = c.send((b"a NOOP " + b"y" * 60000 + b" {0+}\r\n") * 20)
+        self.assertEqual(out, b"* BYE Command too long\r\n")
+
+    def test_refused_command_keeps_only_its_tag(self) -> None:
+        """The rest of a command whose LITERAL+ was refused is read and dropped, not kept line by line."""
+        c = Harness().connect()
+        c.login()
+        c.send(b"a CREATE {70000+}\r\n" + b"z" * 70000)
+        c.send(b" x {1+}\r\nq" * 2000)
+        self.assertLess(c.proto.framer.line_bytes(), 100)
+        self.assertEqual(c.send(b"\r\n"), b"a NO [TOOBIG] Literal too big\r\n")
+
     def test_literal_plus_is_data(self) -> None:
         """LITERAL+ octets are the argument, never commands (security.md D21)."""
         h = Harness()
@@ -167,6 +203,34 @@ class PipeliningAndTimeoutTests(unittest.SynchronousTestCase):
         h.reactor.advance(2)
         self.assertEqual(c.read(), b"* BYE Disconnected for inactivity.\r\n")
         self.assertTrue(c.transport.disconnecting)
+
+    def test_preauth_deadline_is_absolute(self) -> None:
+        """Issue 12: bytes dripped without ever ending a line (or whole commands) do not move the pre-auth deadline."""
+        h = Harness()
+        c = h.connect()
+        for _ in range(59):
+            h.reactor.advance(1)
+            c.send(b"x")
+        self.assertEqual(c.read(), b"")
+        c.send(b"\r\na NOOP\r\n")
+        h.reactor.advance(1.5)
+        self.assertTrue(c.read().endswith(b"* BYE Disconnected for inactivity.\r\n"))
+        self.assertTrue(c.transport.disconnecting)
+
+    def test_autologout_counts_only_complete_commands(self) -> None:
+        """After login a partial line does not refresh the autologout timer; a complete command does."""
+        h = Harness()
+        c = h.connect()
+        c.login()
+        h.reactor.advance(1000)
+        c.send(b"a NOOP\r\n")
+        h.reactor.advance(1000)
+        for _ in range(799):
+            c.send(b"x")
+            h.reactor.advance(1)
+        self.assertEqual(c.read(), b"")
+        h.reactor.advance(2)
+        self.assertEqual(c.read(), b"* BYE Disconnected for inactivity.\r\n")
 
     def test_autologout_after_login(self) -> None:
         """After login the timeout is 30 minutes."""

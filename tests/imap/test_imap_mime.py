@@ -66,6 +66,36 @@ class AddressTests(unittest.SynchronousTestCase):
         self.assertEqual(addresses(b"nodomain"), [[None, None, b"nodomain", b"MISSING_DOMAIN"]])
         self.assertIsNone(addresses(None))
 
+    def test_display_names(self) -> None:
+        """Phrases (atoms, quoted strings, obs-phrase dots, encoded words left encoded) and comments as names."""
+        cases = {
+            b"Real Name <user@domain>": [b"Real Name", None, b"user", b"domain"],
+            b'"Real Name" <user@domain>': [b"Real Name", None, b"user", b"domain"],
+            b"Real Name<user@domain>": [b"Real Name", None, b"user", b"domain"],
+            b"Mr. Real Name <u@d.test>": [b"Mr. Real Name", None, b"u", b"d.test"],
+            b"=?utf-8?q?R=C3=A9al?= Name <u@d.test>": [b"=?utf-8?q?R=C3=A9al?= Name", None, b"u", b"d.test"],
+            b"user@domain (Real Name)": [b"Real Name", None, b"user", b"domain"],
+            b"Real (a comment) Name <u@d.test>": [b"Real Name", None, b"u", b"d.test"],
+            b"first.last@d.test": [None, None, b"first.last", b"d.test"],
+        }
+        for raw, want in cases.items():
+            self.assertEqual(addresses(raw), [want], raw)
+        self.assertEqual(encode(envelope(parse_message(b"From: Real Name <user@domain>\r\n\r\n"))[2]),
+                         b'(("Real Name" NIL "user" "domain"))')
+        self.assertEqual(addresses(b"Team: Real Name <a@b.test>, c@d.test;"),
+                         [[None, None, b"Team", None], [b"Real Name", None, b"a", b"b.test"],
+                          [None, None, b"c", b"d.test"], [None, None, None, None]])
+
+    def test_malformed_addresses_terminate(self) -> None:
+        """A stray ")" (issue 12: it looped forever), unbalanced brackets and quotes give a best effort or NIL."""
+        from mailgw.imap.envelope import _tokens
+        self.assertEqual(_tokens(b"a) b"), [("a", b"a"), ("a", b"b")])
+        self.assertEqual(addresses(b"a) b"), [[None, None, b"ab", b"MISSING_DOMAIN"]])
+        for raw in (b")", b")))", b"((((", b"(a\\", b'"open', b"<a@b", b">", b"[", b"@", b":;", b"a\\", b"\\"):
+            out = addresses(raw)
+            self.assertTrue(out is None or isinstance(out, list), raw)
+        self.assertEqual(addresses(b"x) <y@z.test>"), [[b"x", None, b"y", b"z.test"]])
+
     def test_many_addresses_linear(self) -> None:
         """100,000 addresses in one header are handled in linear time (CVE-2024-23184 class)."""
         raw = b", ".join(b"user%d@example.test" % i for i in range(100000))
@@ -74,6 +104,19 @@ class AddressTests(unittest.SynchronousTestCase):
         self.assertLess(time.perf_counter() - t0, 5.0)
         assert out is not None
         self.assertEqual(len(out), 10000)  # capped
+
+    def test_huge_header_values_are_bounded(self) -> None:
+        """A 10 MB `To: a,a,...` and a million Content-Language tags cost bounded time and output."""
+        from mailgw.imap.envelope import _tokens
+        raw = b"a," * 5000000
+        self.assertEqual(len(_tokens(raw)), 100000)
+        t0 = time.perf_counter()
+        out = addresses(raw)
+        self.assertLess(time.perf_counter() - t0, 5.0)
+        assert out is not None
+        self.assertEqual(len(out), 10000)
+        value = encode(bodystructure(parse_message(b"Content-Language: " + b"en," * 1000000 + b"\r\n\r\nx")))
+        self.assertLess(len(value), 1000)
 
     def test_envelope_defaults(self) -> None:
         """Sender and Reply-To default to From; absent fields are NIL."""
@@ -94,12 +137,24 @@ class HostileTests(unittest.SynchronousTestCase):
         self.assertTrue(out.startswith(b"((("))
 
     def test_many_parts(self) -> None:
-        """A multipart with 20,000 parts is split in linear time (capped at 10,000)."""
+        """A multipart with 20,000 parts is split in linear time (the tree is capped at 10,000 parts)."""
         body = b"".join(b"--z\r\n\r\np%d\r\n" % i for i in range(20000)) + b"--z--\r\n"
         t0 = time.perf_counter()
         root = parse_message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + body)
-        self.assertEqual(len(root.children), 10000)
+        self.assertEqual(len(root.children), 9999)  # the root is the 10,000th
         self.assertLess(time.perf_counter() - t0, 5.0)
+
+    def test_part_budget_is_shared_by_the_tree(self) -> None:
+        """Nested multiparts of many tiny parts stop at 10,000 parts in the whole tree, not per level."""
+        inner = b"Content-Type: multipart/mixed; boundary=y\r\n\r\n" + b"--y\r\n\r\n.\r\n" * 3000 + b"--y--\r\n"
+        body = b"".join(b"--z\r\n" + inner for _ in range(10)) + b"--z--\r\n"
+        root = parse_message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + body)
+        count, stack = 0, [root]
+        while stack:
+            part = stack.pop()
+            count += 1
+            stack.extend(part.children)
+        self.assertLessEqual(count, 10000 + 10)  # + at most one placeholder per starved multipart
 
 
 class FetchCacheTests(unittest.SynchronousTestCase):

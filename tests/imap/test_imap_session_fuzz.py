@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from tests.imap.imap_testing import MESSAGE, Harness
+from tests.imap.imap_testing import DEADLINE, MESSAGE, Harness, within
 
 SETS = st.sampled_from([b"1", b"2:3", b"*", b"1:*", b"3,1", b"4294967295", b"2:*", b"5:2"])
 BOXES = st.sampled_from([b"INBOX", b"Archive", b"Nope", b'"A/B"', b"&AOk-t&AOk-", b'"x y"', b"Trash"])
@@ -55,3 +55,39 @@ class SessionFuzzTests(unittest.SynchronousTestCase):
             self.assertNotIn(b"SERVERBUG", out, cmd)
             self.assertEqual(out.count(b"\r\n" + tag + b" ") + out.startswith(tag + b" "), 1, (cmd, out))
             self.assertFalse(c.transport.disconnecting, cmd)
+
+
+WIRE = st.sampled_from([b"a LOGIN alice x\r\n", b"b NOOP\r\n", b"{0+}\r\n", b"{5+}\r\nhello", b"{3}\r\n", b"abc",
+                        b"x" * 3000, b"\r\n", b"\n", b"c SEARCH BODY x\r\n", b'd LIST "" (* % a*b)\r\n',
+                        b"e FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", b"f IDLE\r\n", b"DONE\r\n", b"\x00\xff",
+                        b"g APPEND INBOX {10+}\r\nCc: a) b\r\n", b"h SELECT INBOX\r\n", b"(", b")", b"*"])
+
+
+class SessionBytesFuzzTests(unittest.SynchronousTestCase):
+    """Arbitrary byte streams, before and after login: no internal error, bounded memory per connection."""
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.booleans(), st.lists(WIRE, max_size=40), st.integers(1, 64))
+    def test_any_bytes(self, logged_in: bool, pieces: list[bytes], step: int) -> None:
+        """Whatever arrives, in any chunking: no SERVERBUG, and the framer holds less than the documented bounds."""
+        from mailgw.imap.config import IMAPLimits
+        h = Harness()
+        h.account().append("INBOX", MESSAGE)
+        c = h.connect()
+        if logged_in:
+            c.select()
+        data = b"".join(pieces)
+        limits = IMAPLimits()
+        bound = limits.max_line + limits.max_buffer + limits.command_lines_total + limits.command_literals_total
+        if not logged_in:
+            bound = limits.max_line + limits.max_buffer + limits.preauth_command
+
+        def feed() -> bytes:
+            out = b""
+            for i in range(0, len(data), step):
+                out += c.send(data[i : i + step])
+                f = c.proto.framer
+                self.assertLessEqual(f.buffered() + f.line_bytes() + f.literal_bytes(), bound + step)
+            return out
+
+        self.assertNotIn(b"SERVERBUG", within(DEADLINE, feed))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from mailgw.errors import MailboxExists, NoSuchMailbox
 from mailgw.imap.commands.auth import AUTHED
-from mailgw.imap.names import BadName, decode_mailbox, decode_pattern, encode_mailbox, match
+from mailgw.imap.names import MAX_MATCH_WORK, BadName, Pattern, decode_mailbox, decode_pattern, encode_mailbox
+from mailgw.imap.pacing import Pacer
 from mailgw.imap.session import SELECTED, Reply
 from mailgw.imap.wire.framing import SpooledLiteral
 from mailgw.imap.wire.grammar import Request
@@ -113,9 +114,17 @@ def _attributes(info: FolderInfo, subscribed: bool) -> bytes:
     return b"(" + b" ".join(attrs) + b")"
 
 
-def _patterns(ref_raw: bytes, raw_patterns: tuple[bytes, ...]) -> list[str]:
+def _patterns(ref_raw: bytes, raw_patterns: tuple[bytes, ...]) -> list[Pattern]:
     ref = decode_pattern(ref_raw)
-    return [ref + decode_pattern(p) for p in raw_patterns]
+    return [Pattern(ref + decode_pattern(p)) for p in raw_patterns]
+
+
+def _check_work(patterns: list[Pattern], names: list[str]) -> None:
+    """Refuse a LIST/LSUB whose matching work (patterns x mailboxes x pattern words) passes the bound (issue 12)."""
+    chars = sum(len(n) + 1 for n in names)
+    work = sum(p.words for p in patterns) * chars
+    if work > MAX_MATCH_WORK:
+        raise Reply(b"NO", "Too many mailbox patterns for this many mailboxes", "LIMIT")
 
 
 def cmd_list(s: "IMAPSession", req: Request) -> Any:
@@ -127,36 +136,32 @@ def cmd_list(s: "IMAPSession", req: Request) -> Any:
         return tagged(req.tag, b"OK", b"List completed.")
     patterns = _patterns(ref_raw, raw_patterns)
     assert s.account is not None
+    account = s.account
     subscribed_only = "SUBSCRIBED" in selection
     special_only = "SPECIAL-USE" in selection
     want_subscribed = subscribed_only or "SUBSCRIBED" in returns
-    d = s.account.list_folders()
 
-    def listed(folders: list[FolderInfo]) -> "Deferred[Any] | bytes":
-        if not want_subscribed:
-            return _send_list(s, req, folders, set(), patterns, False, special_only)
-        d2 = s.account.subscriptions()  # type: ignore[union-attr]
-        d2.addCallback(lambda subs: _send_list(s, req, folders, set(subs), patterns, subscribed_only,
-                                               special_only))
-        return d2
+    async def run() -> Optional[bytes]:
+        folders: list[FolderInfo] = await account.list_folders()
+        subs: set[str] = set(await account.subscriptions()) if want_subscribed else set()
+        _check_work(patterns, [f.name for f in folders])
+        pacer = Pacer(s.reactor, lambda: s.closing)
+        out = []
+        for info in folders:
+            if not await pacer.tick():
+                return None
+            if subscribed_only and info.name not in subs:
+                continue
+            if special_only and not info.special_use:
+                continue
+            if not any(p.match(info.name) for p in patterns):
+                continue
+            out.append(b'* LIST %s "/" %s\r\n' % (_attributes(info, info.name in subs),
+                                                   astring(encode_mailbox(info.name))))
+        s.send(b"".join(out))
+        return tagged(req.tag, b"OK", b"List completed.")
 
-    d.addCallback(listed)
-    return d
-
-
-def _send_list(s: "IMAPSession", req: Request, folders: list[FolderInfo], subs: set[str], patterns: list[str],
-               subscribed_only: bool, special_only: bool) -> bytes:
-    out = []
-    for info in folders:
-        if not any(match(p, info.name) for p in patterns):
-            continue
-        if subscribed_only and info.name not in subs:
-            continue
-        if special_only and not info.special_use:
-            continue
-        out.append(b'* LIST %s "/" %s\r\n' % (_attributes(info, info.name in subs), astring(encode_mailbox(info.name))))
-    s.send(b"".join(out))
-    return tagged(req.tag, b"OK", b"List completed.")
+    return Deferred.fromCoroutine(run())
 
 
 def cmd_lsub(s: "IMAPSession", req: Request) -> Any:
@@ -164,26 +169,36 @@ def cmd_lsub(s: "IMAPSession", req: Request) -> Any:
     assert isinstance(ref_raw, bytes) and isinstance(raw_pattern, bytes)
     patterns = _patterns(ref_raw, (raw_pattern,))
     assert s.account is not None
-    d = s.account.subscriptions()
+    account = s.account
 
-    def listed(subs: list[str]) -> bytes:
+    async def run() -> Optional[bytes]:
+        subs: list[str] = await account.subscriptions()
         subscribed = set(subs)
-        out = [b'* LSUB () "/" %s\r\n' % astring(encode_mailbox(n)) for n in subs
-               if any(match(p, n) for p in patterns)]
         # RFC 3501 §6.3.9: with "%", an unsubscribed parent of a subscribed name shows as \Noselect
-        parents: list[str] = []
+        parents: dict[str, None] = {}
         for n in subs:
             parts = n.split("/")
             for i in range(1, len(parts)):
                 parent = "/".join(parts[:i])
-                if parent not in subscribed and parent not in parents and any(match(p, parent) for p in patterns):
-                    parents.append(parent)
-        out += [b'* LSUB (\\Noselect) "/" %s\r\n' % astring(encode_mailbox(n)) for n in parents]
+                if parent not in subscribed:
+                    parents[parent] = None
+        _check_work(patterns, subs + list(parents))
+        pacer = Pacer(s.reactor, lambda: s.closing)
+        out = []
+        for n in subs:
+            if not await pacer.tick():
+                return None
+            if any(p.match(n) for p in patterns):
+                out.append(b'* LSUB () "/" %s\r\n' % astring(encode_mailbox(n)))
+        for n in parents:
+            if not await pacer.tick():
+                return None
+            if any(p.match(n) for p in patterns):
+                out.append(b'* LSUB (\\Noselect) "/" %s\r\n' % astring(encode_mailbox(n)))
         s.send(b"".join(out))
         return tagged(req.tag, b"OK", b"Lsub completed.")
 
-    d.addCallback(listed)
-    return d
+    return Deferred.fromCoroutine(run())
 
 
 def cmd_status(s: "IMAPSession", req: Request) -> Any:

@@ -11,10 +11,12 @@ from twisted.python.failure import Failure
 from mailgw.errors import MessageExpunged, NoSuchMailbox
 from mailgw.imap.fetch import MessageData, fetch_response, flags_of, paced_loop
 from mailgw.imap.names import decode_mailbox
-from mailgw.imap.search import Context, matches
+from mailgw.imap.pacing import Pacer
+from mailgw.imap.search import Context, matches_paced
 from mailgw.imap.session import SELECTED, Reply
 from mailgw.imap.wire.grammar import Request
 from mailgw.imap.wire.response import tagged
+from mailgw.imap.wire.searchspec import Key
 from mailgw.imap.wire.sequence import SequenceSet, format_uids
 
 if TYPE_CHECKING:
@@ -173,36 +175,46 @@ def cmd_search(s: "IMAPSession", req: Request) -> Any:
     charset, key = req.args
     if charset not in (None, "UTF-8", "US-ASCII"):
         raise Reply(b"NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+    assert isinstance(key, Key)
+    return Deferred.fromCoroutine(_search(s, req, key))
+
+
+async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
+    """One message at a time, yielding to the reactor every few milliseconds (pacing.Pacer).
+
+    The view (sequence map, index snapshot) is fixed when the command starts: no untagged EXPUNGE can
+    arrive during SEARCH (RFC 3501 §7.4.1), and a message removed meanwhile simply does not match.
+    """
     folder = _folder(s)
-    messages = folder.messages()
+    index = {m.uid: m for m in folder.messages()}
     recent = folder.recent_uids()
     fast = s.policy.fast_message_retrieval
-    count = len(s.uids)
-    max_uid = s.uids[-1] if s.uids else 0
+    uids = list(s.uids)
+    count = len(uids)
+    max_uid = uids[-1] if uids else 0
     cache: dict[int, list[tuple[int, int]]] = {}
-    index = {m.uid: m for m in messages}
     hits: list[int] = []
-    done: Deferred[Any] = Deferred()
-
-    def step(pos: int) -> None:
-        uid = s.uids[pos]
+    pacer = Pacer(s.reactor, lambda: s.closing)
+    for pos, uid in enumerate(uids):
+        if not await pacer.tick():
+            return None
         info = index.get(uid)
         if info is None:
-            return None
+            continue
+        # the message's bytes are read lazily by MessageData (an awaitable store read would go here)
+        ctx = Context(pos + 1, MessageData(folder, info, fast), uid in recent, count, max_uid, cache)
         try:
-            if matches(key, Context(pos + 1, MessageData(folder, info, fast), uid in recent, count, max_uid, cache)):  # type: ignore[arg-type]
+            hit = await matches_paced(key, ctx, pacer)
+            if hit is None:
+                return None
+            if hit:
                 hits.append(uid if req.uid else pos + 1)
         except MessageExpunged:
             pass
         except Exception:
             log.failure("search of uid {uid} failed", uid=uid, event="imap.search_error")
-
-    def finished() -> None:
-        s.send(b"* SEARCH" + b"".join(b" %d" % n for n in hits) + b"\r\n")
-        done.callback(tagged(req.tag, b"OK", b"Search completed."))
-
-    paced_loop(s, range(count), step, finished, s.limits.fetch_batch)
-    return done
+    s.send(b"* SEARCH" + b"".join(b" %d" % n for n in hits) + b"\r\n")
+    return tagged(req.tag, b"OK", b"Search completed.")
 
 
 def _destination(raw: object) -> str:

@@ -15,6 +15,7 @@ MACROS = {
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
 MAX_ITEMS = 100
+MAX_PART_DEPTH = 64  # section part numbers (1.2.3...): MIME trees are 20 deep; each FETCHed message walks the path
 _NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
 
 
@@ -105,6 +106,8 @@ def _section(r: Reader) -> Section:
         return Section()
     while r.peek() in _DIGIT_BYTES:
         part.append(r.number(nz=True))
+        if len(part) > MAX_PART_DEPTH:
+            raise ParseError("Error in IMAP command FETCH: Invalid section")
         if not r.accept(b"."):
             break
     if r.peek() != ord("]"):

@@ -3,6 +3,8 @@
 The framer never executes anything: it splits input into commands, asks a decision callback before
 accepting any literal (so APPENDLIMIT is checked before the `+`), spools literals over a threshold to
 an unlinked temporary file, and can drop everything buffered (STARTTLS, CVE-2011-0411 class).
+Every literal, `{0+}` included, is offered, so the session's count and byte caps see them all.
+pull() never raises on input; each event it returns consumed input.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class Framer:
         self._skipping = False  # reading a refused command to its end
         self._discard_line = False  # throwing away the tail of an over-long line
         self._offer: Optional[LiteralOffer] = None
+        self._line_bytes = 0  # octets of the lines kept for the command being read
 
     # ------------------------------------------------------------------ input
     def feed(self, data: bytes) -> None:
@@ -151,6 +154,10 @@ class Framer:
     def literal_bytes(self) -> int:
         """Octets of the literals already taken for the command being read."""
         return sum(len(lit) for lit in self._literals)
+
+    def line_bytes(self) -> int:
+        """Octets of the lines (with their literal announcements) of the command being read."""
+        return self._line_bytes
 
     def in_command(self) -> bool:
         return bool(self._lines) or self._literal is not None or self._offer is not None
@@ -235,7 +242,10 @@ class Framer:
             if line_mode and not self.in_command():
                 return RawLine(line)
             ann = literal_announcement(line)
-            self._lines.append(line)
+            if not (self._skipping and self._lines):
+                # a refused command is only read to its end: its tag is all that is kept of it
+                self._lines.append(line)
+                self._line_bytes += len(line) + 2
             if ann is None:
                 return self._finish()
             size, nonsync, _ = ann
@@ -248,9 +258,8 @@ class Framer:
                     self._remaining = size
                     continue
                 return self._finish()  # a synchronising literal inside a refused command: answer now
-            if size == 0 and nonsync:
-                self._literals.append(b"")
-                continue
+            # every literal is offered, {0+} included: the session's count and byte caps see them all
+            # (issue 12: {0+} once skipped the offer, and 2,000 of them grew a pre-auth session by 127 MB)
             self._offer = LiteralOffer(list(self._lines), size, nonsync)
             return self._offer
 
@@ -258,6 +267,7 @@ class Framer:
         lines, literals = self._lines, self._literals
         skipping = self._skipping
         self._lines, self._literals = [], []
+        self._line_bytes = 0
         self._skipping = False
         if skipping:
             for lit in literals:
@@ -273,6 +283,7 @@ class Framer:
         if isinstance(self._literal, SpooledLiteral):
             self._literal.close()
         self._lines, self._literals = [], []
+        self._line_bytes = 0
         self._literal = None
         self._remaining = 0
         self._skipping = False

@@ -1,4 +1,8 @@
-"""Command grammar: a framed Command -> Request(tag, name, uid, args); ParseError for anything else."""
+"""Command grammar: a framed Command -> Request(tag, name, uid, args); ParseError for anything else.
+
+ParseError (BadTag included) is the only exception any input raises; every loop consumes input or
+raises, and nesting and list lengths are capped (see docs/imap.md, Limits).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "
 NO_ARGS = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE", "UNSELECT", "IDLE", "NAMESPACE"}
 ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
 UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+MAX_LIST_PATTERNS = 32  # LIST "" (p1 ... pN) (RFC 5258 §3): matching cost grows with N
 STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE"}
 
 
@@ -198,6 +203,8 @@ def _list(r: Reader, uid: bool) -> tuple[object, ...]:
         patterns.append(r.list_mailbox())
         while r.accept(b" "):
             patterns.append(r.list_mailbox())
+            if len(patterns) > MAX_LIST_PATTERNS:
+                raise ParseError("Too many mailbox patterns")
         r.expect(b")")
     else:
         patterns.append(r.list_mailbox())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Union
+from typing import Any, Union
 
 from mailgw.imap.wire import sequence
 from mailgw.imap.wire.dates import parse_date
@@ -32,11 +32,12 @@ Term = Union[Key]
 
 
 MAX_KEYS = 1000  # evaluation is O(keys * messages): a 64 KiB line of "ALL ALL ..." must stay cheap
+MAX_TEXT_KEYS = 32  # distinct HEADER/BODY/TEXT keys: each one scans every message's text once (issue 12)
 
 
 def parse_keys(r: Reader) -> Key:
     """search-key *(SP search-key) up to the end of the command, as one AND node."""
-    count = [0]
+    count: list[Any] = [0, set()]  # all keys, distinct text keys
     keys = [_key(r, 0, count)]
     while r.accept(b" "):
         keys.append(_key(r, 0, count))
@@ -44,7 +45,7 @@ def parse_keys(r: Reader) -> Key:
     return keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
 
 
-def _key(r: Reader, depth: int, count: list[int]) -> Key:
+def _key(r: Reader, depth: int, count: list[Any]) -> Key:
     if depth > MAX_DEPTH:
         raise ParseError("Too deep nesting")
     count[0] += 1
@@ -72,15 +73,15 @@ def _key(r: Reader, depth: int, count: list[int]) -> Key:
         return Key("FLAG", (r.atom().decode("ascii", "replace"), word == "KEYWORD"))
     if word in HEADER_KEYS:
         r.sp()
-        return Key("HEADER", (word.lower(), r.astring()))
+        return _text_key(Key("HEADER", (word.lower(), r.astring())), count)
     if word == "HEADER":
         r.sp()
         name = r.astring()
         r.sp()
-        return Key("HEADER", (name.decode("ascii", "replace").lower(), r.astring()))
+        return _text_key(Key("HEADER", (name.decode("ascii", "replace").lower(), r.astring())), count)
     if word in ("BODY", "TEXT"):
         r.sp()
-        return Key(word, (r.astring(),))
+        return _text_key(Key(word, (r.astring(),)), count)
     if word in DATE_KEYS:
         r.sp()
         return Key("DATE", (word, _date(r)))
@@ -99,6 +100,14 @@ def _key(r: Reader, depth: int, count: list[int]) -> Key:
         r.sp()
         return Key("OR", (a, _key(r, depth + 1, count)))
     raise ParseError("Error in IMAP command SEARCH: Unknown argument " + word[:40])
+
+
+def _text_key(key: Key, count: list[Any]) -> Key:
+    distinct: set[Key] = count[1]
+    distinct.add(key)
+    if len(distinct) > MAX_TEXT_KEYS:
+        raise ParseError("Too many search keys")
+    return key
 
 
 def _seqset(r: Reader) -> sequence.SequenceSet:
