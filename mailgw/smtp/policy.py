@@ -48,6 +48,40 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
+class HeaderCollector:
+    """Collects the header block (up to its blank line) as body chunks stream past, within a byte limit.
+
+    Each chunk is searched only where the blank line can be (its last 3 octets before it plus the
+    chunk), so a header sent one line per segment costs O(header), not O(header x lines).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buf = bytearray(b"\r\n")  # a virtual CRLF: a message may start with its blank line
+        self._end = -1
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk of the message; False once the header is known to exceed the limit."""
+        start = max(0, len(self._buf) - 3)
+        self._buf += chunk
+        end = self._buf.find(b"\r\n\r\n", start)
+        if end >= 0:
+            self.done, self._end = True, end
+            del self._buf[end + 4 :]
+            return end <= self.limit  # header fields incl. the CRLF of the last one (end counts the virtual CRLF)
+        if len(self._buf) - 3 > self.limit:  # no blank line can end the header within the limit any more
+            self.done, self._buf = True, bytearray()
+            return False
+        return True
+
+    def block(self) -> bytes:
+        """The header fields, each CRLF-terminated, then an empty line (or what came, if the message ended first)."""
+        if self._end >= 0:
+            return bytes(self._buf[2 : self._end + 2]) + b"\r\n"
+        return bytes(self._buf[2:])
+
+
 def header_from_addresses(header_block: bytes) -> Optional[list[str]]:
     """Addresses in the From: header(s) of a raw header block; None if there is no From: at all."""
     text = header_block.decode("utf-8", "replace")
