@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from mailgw.errors import StorageUnavailable
 from mailgw.smtp import wire
-from mailgw.smtp.policy import HeaderCollector, header_from_addresses
+from mailgw.smtp.policy import FromTooLong, HeaderCollector, header_from_addresses
 from mailgw.smtp.queue import Spool
 
 if TYPE_CHECKING:
@@ -126,7 +126,11 @@ class DataTransaction:
             return self._reject(wire.reply(552, "5.3.4", "Message line too long"), "long_line")
         assert s.identity is not None and s.mail_from is not None
         if self.policy.send_as == "own":
-            senders = header_from_addresses(self._header.block())
+            try:
+                senders = header_from_addresses(self._header.block())
+            except FromTooLong:
+                return self._reject(wire.reply(553, "5.7.1", "Sender address rejected: From: header too long"),
+                                    "from_too_long")
             for addr in senders or ():
                 if not self.policy.may_send_as(s.identity, addr):
                     return self._reject(wire.reply(553, "5.7.1", f"<{addr}>: Sender address rejected: "
