@@ -212,6 +212,14 @@ class ESMTPClient(Protocol):
             elif self.cfg.starttls == "required":
                 raise SMTPReplyError("starttls", 454, "smarthost does not offer STARTTLS")
         if self.cfg.username is not None:
+            if not self._tls:
+                # issue 12 (STRIPTLS): a smarthost whose EHLO lacks STARTTLS, with starttls =
+                # "opportunistic" or "off", would get the password in clear. Never: the mail waits.
+                log.warn("smarthost_auth_refused host={host} port={port}: no TLS on the connection, credentials "
+                         "not sent; mail stays queued", host=self.cfg.host, port=self.cfg.port,
+                         event="relay.auth_without_tls")
+                raise SMTPReplyError("auth", 454, "4.7.0 credentials are never sent without TLS "
+                                                  "(smarthost offered no STARTTLS)")
             await self._auth(ext)
         for i, job in enumerate(self.jobs):
             if i:
