@@ -64,6 +64,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         self.sasl: Any = None  # the running ISASLExchange during AUTH
         self.mail_from: Optional[wire.PathArgument] = None
         self.rcpts: list[str] = []
+        self.rcpt_keys: set[str] = set()
         self.local_users: dict[str, str] = {}  # local recipient -> canonical user
         self.data: Optional[DataTransaction] = None
         self.peer_host, self.peer_port = "", 0
@@ -232,7 +233,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         handler(cmd.arg)
 
     def reset_transaction(self) -> None:
-        self.mail_from, self.rcpts, self.local_users = None, [], {}
+        self.mail_from, self.rcpts, self.rcpt_keys, self.local_users = None, [], set(), {}
         if self.data is not None:
             self.data.abort()
             self.data = None
@@ -325,7 +326,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
     def data_finished(self, reply: bytes) -> None:
         """Called by the DataTransaction with the final reply to the message."""
         self.data = None
-        self.mail_from, self.rcpts, self.local_users = None, [], {}
+        self.mail_from, self.rcpts, self.rcpt_keys, self.local_users = None, [], set(), {}
         result = "accepted" if reply.startswith(b"250") else "rejected"
         metrics.smtp_messages_total.labels(listener=self.factory.name, result=result).inc()
         self.send(reply)
