@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from mailgw.errors import StorageUnavailable
 from mailgw.smtp import wire
-from mailgw.smtp.policy import FromTooLong, HeaderCollector, header_from_addresses
+from mailgw.smtp.headers import FromTooLong, HeaderCollector, header_from_addresses
 from mailgw.smtp.queue import Spool
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from mailgw.auth.service import AuthService
 from mailgw.smtp.client import ESMTPClient, Job, SmarthostConfig, deliver
 from mailgw.smtp.dsn import build_dsn
 from mailgw.smtp.factory import SubmissionFactory
-from mailgw.smtp.policy import MAX_FROM_BYTES, FromTooLong, HeaderCollector, SubmissionPolicy, from_addresses, \
-    header_from_addresses
+from mailgw.smtp.headers import MAX_FROM_BYTES, FromTooLong, HeaderCollector, from_addresses, header_from_addresses
+from mailgw.smtp.policy import SubmissionPolicy
 from mailgw.smtp.server import MAX_PIPELINED_INPUT
 from mailgw.store.memory import MemoryStore
 from smtp_support import tmpdir
