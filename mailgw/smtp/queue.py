@@ -146,11 +146,15 @@ class RelayQueue:
         """Re-read the envelopes (after mailgwctl changed them) without touching messages in flight."""
         self.adopt_index(scan_entries(self.directory))
 
-    def adopt_index(self, entries: list[QueueEntry]) -> None:
-        """Take a fresh scan (made in a pool thread: a big queue is many file reads) as the index."""
+    def adopt_index(self, entries: list[QueueEntry], known: Optional[Container[str]] = None) -> None:
+        """Take a fresh scan (made in a pool thread: a big queue is many file reads) as the index.
+
+        Only ids in `known` (the index when the scan started) may be dropped: a message committed
+        while the scan ran is not in it, and must stay.
+        """
         fresh = {e.id: e for e in entries}
         for queue_id in list(self.index):
-            if queue_id not in fresh:
+            if queue_id not in fresh and (known is None or queue_id in known):
                 del self.index[queue_id]
         for queue_id, entry in fresh.items():
             self.index.setdefault(queue_id, entry)

@@ -82,10 +82,12 @@ class RelayRunner:
 
     def tick(self) -> None:
         if self._flush_check is None:  # mailgwctl queue flush: looked for (and the queue re-read) in the pool
-            self._flush_check = deferToThreadPool(self.reactor, self.queue.pool, take_flush_request,
-                                                  self.queue.directory)
-            self._flush_check.addCallback(self._flush_requested)
-            self._flush_check.addErrback(lambda f: log.failure("relay flush check", f, event="relay.internal_error"))
+            known = set(self.queue.index)
+            d = deferToThreadPool(self.reactor, self.queue.pool, take_flush_request, self.queue.directory)
+            d.addCallback(self._flush_requested, known)
+            d.addErrback(lambda f: log.failure("relay flush check", f, event="relay.internal_error"))
+            d.addBoth(self._flush_checked)
+            self._flush_check = d
         now = self.reactor.seconds()
         metrics.relay_queue_messages.set(len(self.queue.index))
         oldest = next(iter(self.queue.index.values()), None)
@@ -103,11 +105,13 @@ class RelayRunner:
             d.addErrback(lambda f: log.failure("relay attempt crashed", f, event="relay.internal_error"))
             d.addBoth(self._done, [e.id for e in batch])
 
-    def _flush_requested(self, fresh: Optional[list[QueueEntry]]) -> None:
-        self._flush_check = None
+    def _flush_requested(self, fresh: Optional[list[QueueEntry]], known: set[str]) -> None:
         if fresh is not None:
-            self.queue.adopt_index(fresh)
+            self.queue.adopt_index(fresh, known)
             self.queue.flush()
+
+    def _flush_checked(self, _: Any) -> None:
+        self._flush_check = None
 
     def _done(self, _: Any, queue_ids: list[str]) -> None:
         self.running_batches -= 1

@@ -191,3 +191,17 @@ class DSNTests(SynchronousTestCase):
         dsn = build_dsn("mx.example.test", "a@example.test", {"x@remote.example": (550, "550 " + "y" * 65536)},
                         b"Subject: s\r\n", "q1", 0.0, 1.0, False)
         self.assertLess(max(len(line) for line in dsn.split(b"\r\n")), 1000)
+
+
+class QueueRescanTests(SynchronousTestCase):
+    def test_rescan_keeps_messages_committed_meanwhile(self) -> None:
+        """A flush rescan (now in the pool) drops only entries it knew of, never one committed while it ran."""
+        from mailgw.smtp.queue import QueueEntry, RelayQueue
+
+        queue = RelayQueue(os.path.join(tmpdir(self), "q"), Clock(), None)  # type: ignore[arg-type]
+        old, new = QueueEntry("a1", "s@x.test", ["r@y.test"], 1.0), QueueEntry("b2", "s@x.test", ["r@y.test"], 2.0)
+        queue.index = {"a1": old}
+        known = set(queue.index)
+        queue.index["b2"] = new  # committed after the scan started
+        queue.adopt_index([], known)
+        self.assertEqual(list(queue.index), ["b2"])
