@@ -318,3 +318,20 @@ class DataDecoderProperties(SynchronousTestCase):
         body, rest, bare, long_line, _ = decode_chunks(chunked(wire + b"NOOP\r\n", cuts))
         self.assertEqual((body, rest, bare), (msg, b"NOOP\r\n", False))
         self.assertEqual(long_line, any(len(line) > 998 for line in lines))
+
+
+class CommandParseProperties(SynchronousTestCase):
+    @settings(max_examples=300, deadline=2000)
+    @given(st.binary(max_size=300), st.sampled_from(["FROM", "TO"]), st.booleans(), st.booleans())
+    def test_only_address_error_escapes(self, line: bytes, keyword: str, allow_empty: bool, utf8: bool) -> None:
+        """Any command line parses to a verb, and any argument to a path or an AddressError with a 4xx/5xx reply."""
+        cmd = parse_command(line)
+        self.assertTrue(cmd.verb == "" or (cmd.verb.isascii() and cmd.verb.isupper()))
+        for arg in (cmd.arg, f"{keyword}:<{cmd.arg}>", f"{keyword}:<a@b.example> {cmd.arg}"):
+            try:
+                path = parse_path(arg, keyword, allow_empty, utf8)
+            except AddressError as e:
+                self.assertRegex(e.reply(), rb"^[45]\d\d [45]\.\d+\.\d+ [^\r\n]*\r\n$")
+            else:
+                self.assertLessEqual(len(path.address), 254)
+                self.assertFalse(set(path.address) & set("\r\n\x00<> "))
