@@ -329,7 +329,7 @@ class ESMTPClient(Protocol):
             # Any failure is temporary for every recipient without a final reply: a smarthost
             # misconfiguration (AUTH 535, TLS verify) must defer mail, not bounce it.
             err = outcome.value
-            text = str(err) if isinstance(err, SMTPReplyError) else f"{type(err).__name__}: {err}"
+            text = (str(err) if isinstance(err, SMTPReplyError) else f"{type(err).__name__}: {err}")[:_TEXT_KEPT]
             for job in self.jobs:
                 for r in job.recipients:
                     if r not in job.final:
