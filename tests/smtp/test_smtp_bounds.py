@@ -161,18 +161,28 @@ class SmarthostReplyTests(TestCase):
 
     async def test_endless_multiline_reply_live(self) -> None:
         """The same over a socket: 4 MB of `220-` continuation lines defer the message, nothing is sent."""
+        gone: defer.Deferred[None] = defer.Deferred()
+
         class Flooder(Protocol):
             """Sends 4 MB of continuation lines in small writes, so that no single read passes the limit."""
+
+            call: Any = None
 
             def connectionMade(self) -> None:
                 self.left = 4 * 1024 * 1024 // (76 * 50)
                 self.more()
 
             def more(self) -> None:
-                if self.left and self.transport.connected:
+                self.call = None
+                if self.left:
                     self.left -= 1
                     self.transport.write((b"220-" + b"z" * 70 + b"\r\n") * 50)
-                    reactor.callLater(0.0005, self.more)
+                    self.call = reactor.callLater(0.0005, self.more)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                if self.call is not None and self.call.active():
+                    self.call.cancel()
+                gone.callback(None)
 
         port = reactor.listenTCP(0, Factory.forProtocol(Flooder), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -183,6 +193,7 @@ class SmarthostReplyTests(TestCase):
         result = await deliver(reactor, cfg, "a@example.test", ["x@remote.example"], path, 20)
         self.assertEqual(result.temporary(), ["x@remote.example"])
         self.assertIn("reply too long", result.replies["x@remote.example"][1])
+        await gone  # the client aborted: the flooder's side closes too
 
 
 class DSNTests(SynchronousTestCase):
