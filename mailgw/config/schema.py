@@ -131,7 +131,7 @@ class SmarthostConfig:
     starttls: str = opt("required", "STARTTLS towards the smarthost.", kind="choice", choices=("required", "opportunistic", "off"))
     implicit_tls: bool = opt(False, "Connect with TLS from the first byte (port 465).")
     ca_file: Optional[str] = opt(None, "CA certificate(s) to verify the smarthost (default: the system store).", kind="file")
-    auth_user: Optional[str] = opt(None, "AUTH PLAIN user at the smarthost.")
+    auth_user: Optional[str] = opt(None, "AUTH PLAIN user at the smarthost (needs starttls = \"required\" or implicit_tls = true).")
     auth_password_file: Optional[str] = opt(None, "File holding that password.", kind="file")
 
 

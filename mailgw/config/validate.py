@@ -58,6 +58,11 @@ def _tls(config: "Config") -> Iterator[str]:
             yield f"{key}: no bind or bind_tls: the relay would listen nowhere"
         if sub.smarthost and sub.smarthost.auth_user and not sub.smarthost.auth_password_file:
             yield f"{key}.smarthost.auth_password_file: needed with auth_user"
+        if sub.smarthost and sub.smarthost.auth_user and not (sub.smarthost.implicit_tls
+                                                              or sub.smarthost.starttls == "required"):
+            # issue 12: with "opportunistic" a STRIPTLS'd smarthost got the password in clear
+            yield (f"{key}.smarthost.auth_user: smarthost credentials need starttls = \"required\" or "
+                   "implicit_tls = true (they would be sent in clear)")
 
 
 def _auth(config: "Config") -> Iterator[str]:

@@ -27,7 +27,8 @@ log = Logger()
 # RFC 5321 §4.5.3.2 minimum timeouts, in seconds
 TIMEOUTS = {"greeting": 300.0, "ehlo": 300.0, "mail": 300.0, "rcpt": 300.0, "data": 120.0, "block": 180.0,
             "end": 600.0, "starttls": 120.0, "auth": 120.0, "quit": 30.0}
-_REPLY_LIMIT = 64 * 1024
+_REPLY_LIMIT = 64 * 1024  # one reply, all its lines together (RFC 5321 §4.5.3.1.5: a line is 512)
+_TEXT_KEPT = 1000  # characters of a reply kept per recipient (queue last_error, DSN Diagnostic-Code)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Job:
     final: set[str] = field(default_factory=set)  # recipients whose outcome this attempt is settled
 
     def settle(self, rcpt: str, code: int, lines: list[str]) -> None:
-        self.result[rcpt] = (code, f"{code} " + " ".join(lines))
+        self.result[rcpt] = (code, (f"{code} " + " ".join(lines))[:_TEXT_KEPT])
         self.final.add(rcpt)
 
 
@@ -111,8 +112,10 @@ class ESMTPClient(Protocol):
     def __init__(self, cfg: SmarthostConfig, jobs: list[Job], reactor: Any) -> None:
         self.cfg, self.jobs, self.reactor = cfg, jobs, reactor
         self.done: defer.Deferred[list[DeliveryResult]] = defer.Deferred()
-        self._buf = b""
+        self._buf = bytearray()
         self._lines: list[str] = []
+        self._reply_bytes = 0  # octets of the reply being read (all its lines so far)
+        self._closed = False
         self._waiting: Optional[defer.Deferred[tuple[int, list[str]]]] = None
         self._timer: Any = None
         self._lost: Optional[Failure] = None
@@ -124,27 +127,40 @@ class ESMTPClient(Protocol):
         defer.ensureDeferred(self._run()).addBoth(self._finish)
 
     def dataReceived(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) > _REPLY_LIMIT:
-            self._fail_wait(Failure(SMTPReplyError("reply", 0, "reply too long")))
-            self.transport.abortConnection()
+        if self._closed:
             return
+        self._buf += data
         while (nl := self._buf.find(b"\n")) >= 0:
-            raw, self._buf = self._buf[:nl].rstrip(b"\r"), self._buf[nl + 1 :]
+            raw = bytes(self._buf[:nl]).rstrip(b"\r")
+            del self._buf[: nl + 1]  # bytearray: consumed from the front in O(1)
+            # one reply, however many lines, is bounded: a smarthost sending `250-` forever is cut off
+            self._reply_bytes += len(raw) + 2
+            if self._reply_bytes > _REPLY_LIMIT:
+                self._protocol_error("reply too long")
+                return
             text = raw.decode("utf-8", "replace")
             self._lines.append(text)
             if len(text) < 3 or not text[:3].isdigit():
-                self._fail_wait(Failure(SMTPReplyError("reply", 0, "malformed reply")))
-                self.transport.abortConnection()
+                self._protocol_error("malformed reply")
                 return
             if len(text) == 3 or text[3] != "-":
-                lines, self._lines = self._lines, []
+                lines, self._lines, self._reply_bytes = self._lines, [], 0
                 code = int(text[:3])
                 w, self._waiting = self._waiting, None
                 if w is None:
                     continue  # unsolicited reply: ignored
                 self._cancel_timer()
                 w.callback((code, [ln[4:] for ln in lines]))
+                if self._closed:
+                    return
+        if len(self._buf) + self._reply_bytes > _REPLY_LIMIT:
+            self._protocol_error("reply too long")
+
+    def _protocol_error(self, text: str) -> None:
+        self._closed = True
+        self._buf, self._lines = bytearray(), []
+        self._fail_wait(Failure(SMTPReplyError("reply", 0, text)))
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._lost = reason
@@ -203,7 +219,8 @@ class ESMTPClient(Protocol):
             if "STARTTLS" in ext:
                 code, lines = await self._command("STARTTLS", "starttls")
                 if code == 220:
-                    self._buf, self._lines = b"", []  # never act on bytes sent before the handshake
+                    self._buf, self._lines = bytearray(), []  # never act on bytes sent before the handshake
+                    self._reply_bytes = 0
                     self.transport.startTLS(tls_options(self.cfg))
                     self._tls = "starttls"
                     ext = await self._ehlo()
@@ -212,6 +229,14 @@ class ESMTPClient(Protocol):
             elif self.cfg.starttls == "required":
                 raise SMTPReplyError("starttls", 454, "smarthost does not offer STARTTLS")
         if self.cfg.username is not None:
+            if not self._tls:
+                # issue 12 (STRIPTLS): a smarthost whose EHLO lacks STARTTLS, with starttls =
+                # "opportunistic" or "off", would get the password in clear. Never: the mail waits.
+                log.warn("smarthost_auth_refused host={host} port={port}: no TLS on the connection, credentials "
+                         "not sent; mail stays queued", host=self.cfg.host, port=self.cfg.port,
+                         event="relay.auth_without_tls")
+                raise SMTPReplyError("auth", 454, "4.7.0 credentials are never sent without TLS "
+                                                  "(smarthost offered no STARTTLS)")
             await self._auth(ext)
         for i, job in enumerate(self.jobs):
             if i:
@@ -304,7 +329,7 @@ class ESMTPClient(Protocol):
             # Any failure is temporary for every recipient without a final reply: a smarthost
             # misconfiguration (AUTH 535, TLS verify) must defer mail, not bounce it.
             err = outcome.value
-            text = str(err) if isinstance(err, SMTPReplyError) else f"{type(err).__name__}: {err}"
+            text = (str(err) if isinstance(err, SMTPReplyError) else f"{type(err).__name__}: {err}")[:_TEXT_KEPT]
             for job in self.jobs:
                 for r in job.recipients:
                     if r not in job.final:

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from mailgw.errors import StorageUnavailable
 from mailgw.smtp import wire
-from mailgw.smtp.policy import header_from_addresses
+from mailgw.smtp.headers import FromTooLong, HeaderCollector, header_from_addresses
 from mailgw.smtp.queue import Spool
 
 if TYPE_CHECKING:
@@ -58,24 +58,23 @@ class DataTransaction:
         self.decoder = wire.DataDecoder(self._sink, wire.TEXT_LINE_LIMIT)
         self.receiving = True
         self.oversize = False
-        self._header = b""
-        self._header_done = False
+        self.header_oversize = False
+        self._header = HeaderCollector(self.policy.max_header_bytes)
         self._aborted = False
 
     def _sink(self, chunk: bytes) -> None:
-        if self.oversize:
+        if self.oversize or self.header_oversize:
             return
         if self.decoder.size > self.policy.max_message_size:
             self.oversize = True  # read and discard to CRLF.CRLF (security.md C17)
             self.spool.abort()
             return
-        if not self._header_done:
-            self._header += chunk
-            end = (b"\r\n" + self._header).find(b"\r\n\r\n")
-            if end >= 0:
-                self._header, self._header_done = self._header[: max(end, 0)] + b"\r\n", True
-            elif len(self._header) > self.policy.max_header_bytes:
-                self._header_done = True
+        if not self._header.done and not self._header.feed(chunk):
+            # issue 12: a header past the limit is refused whole, never checked in part (a From:
+            # after 256 KiB of junk fields once escaped send_as); read on to CRLF.CRLF, keep nothing
+            self.header_oversize = True
+            self.spool.abort()
+            return
         self.spool.write(chunk)
 
     def feed(self, data: bytes) -> Optional[bytes]:
@@ -121,11 +120,17 @@ class DataTransaction:
         s = self.session
         if self.oversize:
             return self._reject(wire.reply(552, "5.3.4", "Message size exceeds fixed limit"), "size")
+        if self.header_oversize:
+            return self._reject(wire.reply(552, "5.3.4", "Message header size exceeds limit"), "header_size")
         if self.decoder.long_line and self.policy.long_lines == "reject":
             return self._reject(wire.reply(552, "5.3.4", "Message line too long"), "long_line")
         assert s.identity is not None and s.mail_from is not None
         if self.policy.send_as == "own":
-            senders = header_from_addresses(self._header)
+            try:
+                senders = header_from_addresses(self._header.block())
+            except FromTooLong:
+                return self._reject(wire.reply(553, "5.7.1", "Sender address rejected: From: header too long"),
+                                    "from_too_long")
             for addr in senders or ():
                 if not self.policy.may_send_as(s.identity, addr):
                     return self._reject(wire.reply(553, "5.7.1", f"<{addr}>: Sender address rejected: "

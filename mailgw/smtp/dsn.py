@@ -10,7 +10,7 @@ _HEADER_CAP = 64 * 1024
 
 
 def original_headers(path: str) -> bytes:
-    """The header block of a queued message (capped), for the text/rfc822-headers part."""
+    """The header block of a queued message (capped), for the text/rfc822-headers part (call it in a pool thread)."""
     with open(path, "rb") as f:
         head = f.read(_HEADER_CAP)
     end = head.find(b"\r\n\r\n")
@@ -52,7 +52,7 @@ def build_dsn(hostname: str, sender: str, failures: dict[str, tuple[int, str]], 
         "",
     ]
     for rcpt, (code, text) in failures.items():
-        lines.append(f"<{rcpt}>: {text or code}")
+        lines.append(f"<{rcpt}>: {' '.join(str(text or code).split())[:900]}")
     lines += [
         "",
         f"--{boundary}",

@@ -28,6 +28,7 @@ class EnvelopeMixin:
     login: str
     mail_from: Optional[wire.PathArgument]
     rcpts: list[str]
+    rcpt_keys: set[str]  # lower-cased rcpts, for the duplicate check
     local_users: dict[str, str]
     busy: bool
     closing: bool
@@ -101,7 +102,7 @@ class EnvelopeMixin:
             self.error(e.reply())
             return
         addr = path.address
-        if addr.lower() in (r.lower() for r in self.rcpts):
+        if addr.lower() in self.rcpt_keys:  # a set: RCPT stays O(1) whatever max_recipients is
             self.send(wire.reply(250, "2.1.5", "Ok"))
             return
         if len(self.rcpts) >= self.policy.max_recipients:
@@ -109,6 +110,7 @@ class EnvelopeMixin:
             return
         if not self.policy.is_local(addr):
             self.rcpts.append(addr)
+            self.rcpt_keys.add(addr.lower())
             self.send(wire.reply(250, "2.1.5", "Ok"))
             return
         self.busy = True
@@ -125,6 +127,7 @@ class EnvelopeMixin:
                                   f"<{addr}>: Recipient address rejected: User unknown in local recipient table"))
             return
         self.rcpts.append(addr)
+        self.rcpt_keys.add(addr.lower())
         self.local_users[addr] = user
         self.send(wire.reply(250, "2.1.5", "Ok"))
 

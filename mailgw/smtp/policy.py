@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass, field
-from typing import Optional
 
 from mailgw.interfaces import Identity
 
@@ -46,20 +44,3 @@ class SubmissionPolicy:
 
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
-
-
-def header_from_addresses(header_block: bytes) -> Optional[list[str]]:
-    """Addresses in the From: header(s) of a raw header block; None if there is no From: at all."""
-    text = header_block.decode("utf-8", "replace")
-    fields: list[str] = []
-    for line in text.split("\r\n"):
-        if line == "":
-            break
-        if line[:1] in (" ", "\t") and fields:
-            fields[-1] += line  # RFC 5322 §2.2.3 unfolding
-            continue
-        fields.append(line)
-    values = [f.partition(":")[2] for f in fields if f.partition(":")[0].strip().lower() == "from"]
-    if not values:
-        return None
-    return [addr.lower() for _, addr in email.utils.getaddresses(values) if addr]

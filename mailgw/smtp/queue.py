@@ -144,9 +144,17 @@ class RelayQueue:
 
     def recover_index(self) -> None:
         """Re-read the envelopes (after mailgwctl changed them) without touching messages in flight."""
-        fresh = {e.id: e for e in scan_entries(self.directory)}
+        self.adopt_index(scan_entries(self.directory))
+
+    def adopt_index(self, entries: list[QueueEntry], known: Optional[Container[str]] = None) -> None:
+        """Take a fresh scan (made in a pool thread: a big queue is many file reads) as the index.
+
+        Only ids in `known` (the index when the scan started) may be dropped: a message committed
+        while the scan ran is not in it, and must stay.
+        """
+        fresh = {e.id: e for e in entries}
         for queue_id in list(self.index):
-            if queue_id not in fresh:
+            if queue_id not in fresh and (known is None or queue_id in known):
                 del self.index[queue_id]
         for queue_id, entry in fresh.items():
             self.index.setdefault(queue_id, entry)
@@ -202,9 +210,14 @@ class RelayQueue:
         raise StorageUnavailable(detail=str(err))
 
     def enqueue(self, sender: str, recipients: list[str], message: bytes, dsn: bool = False) -> "Deferred[str]":
-        spool = self.open_spool()
-        spool.write(message)
-        return self.commit(spool, sender, recipients, dsn=dsn)
+        """Queue a whole message (a DSN): the file is created and written in the pool, never on the reactor."""
+        def spool_bytes() -> Spool:
+            spool = self.open_spool()
+            spool.write(message)
+            return spool
+
+        d: Deferred[Spool] = deferToThreadPool(self.reactor, self.pool, spool_bytes)
+        return d.addCallback(lambda spool: self.commit(spool, sender, recipients, dsn=dsn))
 
     # ----------------------------------------------------------------- relay runner side
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailgw.errors import MailError
@@ -20,7 +21,7 @@ from mailgw.observe import metrics
 from mailgw.smtp.client import DeliveryResult, Job, SmarthostConfig, deliver_batch
 from mailgw.smtp.dsn import build_dsn, original_headers
 from mailgw.smtp.local import LocalDelivery
-from mailgw.smtp.queue import QueueEntry, RelayQueue
+from mailgw.smtp.queue import QueueEntry, RelayQueue, scan_entries
 
 log = Logger()
 
@@ -47,6 +48,7 @@ class RelayRunner:
         self.in_flight: dict[str, defer.Deferred[None]] = {}
         self._loop: Optional[LoopingCall] = None
         self._wake_pending = False
+        self._flush_check: Optional[defer.Deferred[Any]] = None
         self.attempts = 0  # attempts started (metrics / tests)
 
     # ----------------------------------------------------------------- lifecycle
@@ -79,11 +81,13 @@ class RelayRunner:
             self.reactor.callLater(0, run)
 
     def tick(self) -> None:
-        flag = os.path.join(self.queue.directory, "flush")
-        if os.path.exists(flag):  # mailgwctl queue flush
-            os.unlink(flag)
-            self.queue.recover_index()
-            self.queue.flush()
+        if self._flush_check is None:  # mailgwctl queue flush: looked for (and the queue re-read) in the pool
+            known = set(self.queue.index)
+            d = deferToThreadPool(self.reactor, self.queue.pool, take_flush_request, self.queue.directory)
+            d.addCallback(self._flush_requested, known)
+            d.addErrback(lambda f: log.failure("relay flush check", f, event="relay.internal_error"))
+            d.addBoth(self._flush_checked)
+            self._flush_check = d
         now = self.reactor.seconds()
         metrics.relay_queue_messages.set(len(self.queue.index))
         oldest = next(iter(self.queue.index.values()), None)
@@ -100,6 +104,14 @@ class RelayRunner:
                 self.in_flight[entry.id] = d
             d.addErrback(lambda f: log.failure("relay attempt crashed", f, event="relay.internal_error"))
             d.addBoth(self._done, [e.id for e in batch])
+
+    def _flush_requested(self, fresh: Optional[list[QueueEntry]], known: set[str]) -> None:
+        if fresh is not None:
+            self.queue.adopt_index(fresh, known)
+            self.queue.flush()
+
+    def _flush_checked(self, _: Any) -> None:
+        self._flush_check = None
 
     def _done(self, _: Any, queue_ids: list[str]) -> None:
         self.running_batches -= 1
@@ -190,9 +202,19 @@ class RelayRunner:
             metrics.relay_deliveries_total.labels(relay=self.name, result="bounced").inc()
         if entry.dsn or not entry.sender:
             return  # RFC 3464 §2: never bounce a bounce
-        headers = original_headers(self.queue.data_path(entry.id))
+        headers = await deferToThreadPool(self.reactor, self.queue.pool, original_headers, self.queue.data_path(entry.id))
         dsn = build_dsn(self.hostname, entry.sender, failed, headers, entry.id, entry.created, now, expired)
         await self.queue.enqueue("", [entry.sender], dsn, dsn=True)
+
+
+def take_flush_request(directory: str) -> Optional[list[QueueEntry]]:
+    """In a pool thread: if `mailgwctl queue flush` left its flag, remove it and return a fresh envelope scan."""
+    flag = os.path.join(directory, "flush")
+    try:
+        os.unlink(flag)
+    except FileNotFoundError:
+        return None
+    return scan_entries(directory)
 
 
 class RelayService(Service):

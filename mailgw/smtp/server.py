@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailgw.interfaces import ClientInfo, Identity
+from mailgw.net.flow import ReplyFlow
 from mailgw.observe import metrics
 from mailgw.smtp import wire
 from mailgw.smtp.delivery import DataTransaction
@@ -28,11 +29,17 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-_PAUSE_AT = 64 * 1024  # pause reading when this much pipelined input waits
+MAX_PIPELINED_INPUT = 64 * 1024  # stop reading when this much pipelined input waits (resume under half)
+ABORT_AFTER = 10.0  # seconds from a final reply to a forced close, for a peer that never reads it
 
 
 class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
-    """One client connection on a [submission.NAME] listener."""
+    """One client connection on a [submission.NAME] listener.
+
+    Replies flow through a ReplyFlow registered as the transport's producer: while the client
+    does not read them no further command runs, and past MAX_PIPELINED_INPUT nothing more is
+    read (issue 12: 2 MB of pipelined EHLO without reading grew the server by 265 MB).
+    """
 
     factory: "SubmissionFactory"
     transport: Any  # ITCPTransport + ITLSTransport (or the TLS protocol on implicit-TLS ports)
@@ -46,7 +53,9 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         self.framer = wire.CommandFramer(wire.SASL_LINE_LIMIT)
         self.busy = False  # waiting on a Deferred: input stays buffered
         self.closing = False
-        self.paused = False
+        self.flow = ReplyFlow(factory.reactor, self.pump, MAX_PIPELINED_INPUT)
+        self._in_pump = False
+        self._abort: Any = None
         self.helo: Optional[str] = None
         self.identity: Optional[Identity] = None
         self.login = ""
@@ -55,6 +64,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         self.sasl: Any = None  # the running ISASLExchange during AUTH
         self.mail_from: Optional[wire.PathArgument] = None
         self.rcpts: list[str] = []
+        self.rcpt_keys: set[str] = set()
         self.local_users: dict[str, str] = {}  # local recipient -> canonical user
         self.data: Optional[DataTransaction] = None
         self.peer_host, self.peer_port = "", 0
@@ -66,6 +76,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         peer = self.transport.getPeer()
         self.peer_host, self.peer_port = getattr(peer, "host", ""), getattr(peer, "port", 0)
         self.factory.session_opened(self)
+        self.flow.attach(self.transport)
         log.info("smtp connect {peer} on {listener}", peer=self.peer_host, listener=self.factory.name,
                  event="smtp.connect")
         self._touch()
@@ -73,8 +84,12 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closing = True
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
+        for call in (self._idle, self._abort):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._abort = None
+        self.flow.stopProducing()
+        self.framer.take_buffer()
         if self.data is not None:
             self.data.abort()
             self.data = None
@@ -101,10 +116,22 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
 
     def close(self, data: bytes = b"") -> None:
         """Final reply and close; nothing more is read or answered."""
+        if self.closing:
+            return
         if data:
             self.send(data)
         self.closing = True
+        self.framer.take_buffer()
+        self.flow.detach()  # a TLS transport closes only once its producer is gone
         self.transport.loseConnection()
+        # a client that never reads the final reply cannot keep the socket and its buffer
+        self._abort = self.factory.reactor.callLater(ABORT_AFTER, self._abort_now)
+
+    def _abort_now(self) -> None:
+        self._abort = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
 
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
@@ -140,20 +167,24 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         self.pump()
 
     def pump(self) -> None:
-        """Run buffered commands until one has to wait; bound what stays buffered."""
-        while not self.busy and not self.closing and (self.data is None or not self.data.receiving):
-            ev = self.framer.next_event()
-            if ev is None:
-                break
-            self._event(ev)
-        if self.closing:
-            return
-        if self.framer.buffered > _PAUSE_AT and not self.paused:
-            self.paused = True
-            self.transport.pauseProducing()
-        elif self.paused and self.framer.buffered <= _PAUSE_AT and not self.busy:
-            self.paused = False
-            self.transport.resumeProducing()
+        """Run buffered commands until one has to wait or the client stops reading; bound what stays buffered."""
+        if self._in_pump:
+            return  # a command finished synchronously inside the loop below: the loop carries on
+        self._in_pump = True
+        try:
+            while (not self.busy and not self.closing and not self.flow.write_paused
+                   and (self.data is None or not self.data.receiving)):
+                ev = self.framer.next_event()
+                if ev is None:
+                    break
+                self._event(ev)
+        finally:
+            self._in_pump = False
+        self._input_changed()
+
+    def _input_changed(self) -> None:
+        if not self.closing:
+            self.flow.update_reading(self.framer.buffered)
 
     def resume(self) -> None:
         """An asynchronous command finished: continue with what was pipelined behind it."""
@@ -202,7 +233,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         handler(cmd.arg)
 
     def reset_transaction(self) -> None:
-        self.mail_from, self.rcpts, self.local_users = None, [], {}
+        self.mail_from, self.rcpts, self.rcpt_keys, self.local_users = None, [], set(), {}
         if self.data is not None:
             self.data.abort()
             self.data = None
@@ -275,6 +306,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         rest = self.framer.take_buffer()
         if rest:
             self._data_bytes(rest)
+        self._input_changed()  # input held while the spool opened is now message data
 
     def _spool_failed(self, failure: Failure) -> None:
         log.error("smtp spool open failed: {err}", err=str(failure.value), event="storage_error")
@@ -293,7 +325,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
     def data_finished(self, reply: bytes) -> None:
         """Called by the DataTransaction with the final reply to the message."""
         self.data = None
-        self.mail_from, self.rcpts, self.local_users = None, [], {}
+        self.mail_from, self.rcpts, self.rcpt_keys, self.local_users = None, [], set(), {}
         result = "accepted" if reply.startswith(b"250") else "rejected"
         metrics.smtp_messages_total.labels(listener=self.factory.name, result=result).inc()
         self.send(reply)

@@ -50,12 +50,16 @@ class CommandFramer:
 
     Pulling (rather than splitting everything on arrival) keeps the raw bytes after the current
     command intact, so STARTTLS can discard exactly the plaintext that followed it and DATA can
-    hand the rest of the segment to the DataDecoder.
+    hand the rest of the segment to the DataDecoder. The buffer is a bytearray consumed from the
+    front (O(1) in CPython), so taking n short lines out of a full buffer costs O(buffer), not
+    O(n x buffer). Holds at most `limit` + 1 octets of an unterminated line (then it discards to
+    the next LF and reports TooLong, or Flood past CLOSE_LINE_LIMIT); what the session lets pile
+    up in complete lines is bounded by the session, which stops reading (MAX_PIPELINED_INPUT).
     """
 
     def __init__(self, limit: int = SASL_LINE_LIMIT) -> None:
         self.limit = limit
-        self._buf = b""
+        self._buf = bytearray()
         self._discarding = 0  # >0: inside an over-long line, this many octets dropped so far
         self._too_long = False  # an over-long line ended: report it next
 
@@ -86,22 +90,25 @@ class CommandFramer:
             if len(buf) > self.limit + 1:
                 later = buf.find(b"\n", self.limit + 2)
                 if later >= 0:
-                    self._buf = buf[later + 1 :]
+                    del buf[: later + 1]
                     return TooLong()
-                self._discarding, self._buf = len(buf), b""
+                self._discarding = len(buf)
+                self._buf = bytearray()
                 return Flood() if self._discarding > CLOSE_LINE_LIMIT else None
             return None
-        self._buf = buf[nl + 1 :]
-        if nl == 0 or buf[nl - 1] != 0x0D:
+        bare = nl == 0 or buf[nl - 1] != 0x0D
+        line = b"" if bare else bytes(buf[: nl - 1])
+        del buf[: nl + 1]
+        if bare:
             return BareNewline()
-        line = buf[: nl - 1]
         if len(line) > self.limit:
             return TooLong()
         return Line(line)
 
     def take_buffer(self) -> bytes:
         """Remove and return what is buffered (after STARTTLS: plaintext; after DATA: the body)."""
-        rest, self._buf, self._discarding, self._too_long = self._buf, b"", 0, False
+        rest = bytes(self._buf)
+        self._buf, self._discarding, self._too_long = bytearray(), 0, False
         return rest
 
 

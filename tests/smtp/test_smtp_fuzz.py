@@ -36,30 +36,49 @@ class _NoSpool:
         return defer.fail(OSError(28, "No space left on device"))
 
 
+def run_session(chunks: list[bytes], tls: bool) -> bytes:
+    """Everything a session answers to `chunks` (STARTTLS skipped without TLS: no handshake on a StringTransport)."""
+    clock = Clock()
+    directory = MemoryDirectory()
+    directory.add_user("alice", "pw", ["alice@example.test"])
+    directory.add_user("bob", "pw", ["bob@example.test"])
+    auth = AuthService([directory], clock, failure_delay=0)
+    factory = SubmissionFactory("fuzz", auth, MemoryStore(), _NoSpool(), None, "mx.example.test",  # type: ignore[arg-type]
+                                SubmissionPolicy(local_domains=frozenset({"example.test"})), clock, None)  # type: ignore[arg-type]
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.tls = tls  # pretend TLS is up, so AUTH and MAIL are reachable (STARTTLS is then refused)
+    for chunk in chunks:
+        if b"STARTTLS" in chunk and not tls:
+            continue  # a real handshake is not possible on a StringTransport
+        proto.dataReceived(chunk)
+        clock.advance(0)
+    clock.advance(1)
+    return transport.value()
+
+
+LINES = st.lists(st.one_of(st.sampled_from(WORDS).map(lambda w: w + b"\r\n"), st.binary(max_size=40)), max_size=25)
+
+
 class FuzzTests(SynchronousTestCase):
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.one_of(st.sampled_from(WORDS).map(lambda w: w + b"\r\n"), st.binary(max_size=40)),
-                    max_size=25),
-           st.booleans())
+    @given(LINES, st.booleans())
     def test_any_input(self, chunks: list[bytes], tls: bool) -> None:
         """Replies are always `NNN ` / `NNN-` lines and the session never raises."""
-        clock = Clock()
-        directory = MemoryDirectory()
-        directory.add_user("alice", "pw", ["alice@example.test"])
-        directory.add_user("bob", "pw", ["bob@example.test"])
-        auth = AuthService([directory], clock, failure_delay=0)
-        factory = SubmissionFactory("fuzz", auth, MemoryStore(), _NoSpool(), None, "mx.example.test",  # type: ignore[arg-type]
-                                    SubmissionPolicy(local_domains=frozenset({"example.test"})), clock, None)  # type: ignore[arg-type]
-        proto = factory.buildProtocol(None)
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        proto.tls = tls  # pretend TLS is up, so AUTH and MAIL are reachable (STARTTLS is then refused)
-        for chunk in chunks:
-            if chunk.startswith(b"STARTTLS") and not tls:
-                continue  # a real handshake is not possible on a StringTransport
-            proto.dataReceived(chunk)
-            clock.advance(0)
-        clock.advance(1)
+        out = run_session(chunks, tls)
         self.assertEqual(self.flushLoggedErrors(), [])
-        for line in transport.value().split(b"\r\n")[:-1]:
+        for line in out.split(b"\r\n")[:-1]:
             self.assertRegex(line, REPLY)
+
+    @settings(max_examples=150, deadline=None)
+    @given(LINES, st.lists(st.integers(min_value=0), max_size=10), st.booleans())
+    def test_any_chunking(self, chunks: list[bytes], cuts: list[int], tls: bool) -> None:
+        """The transcript does not depend on how the bytes were segmented, and it stays proportional to the input."""
+        data = b"".join(c for c in chunks if tls or b"STARTTLS" not in c)
+        points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+        whole = run_session([data], tls)
+        self.assertEqual(run_session([data[a:b] for a, b in zip(points, points[1:])], tls), whole)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        # at most one reply per line (EHLO's is the longest), plus the greeting and a final 421
+        self.assertLessEqual(len(whole), 400 * (data.count(b"\n") + 2))

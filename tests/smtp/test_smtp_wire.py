@@ -206,3 +206,132 @@ class DotStufferTests(SynchronousTestCase):
         dec, body, rest = decode([wire[i : i + in_chunk] for i in range(0, len(wire), in_chunk)])
         self.assertEqual(body, msg)
         self.assertFalse(dec.bare_newline)
+
+
+# --------------------------------------------------------------------------- properties (issue 12: fuzzing as a test suite)
+
+# Bytes that matter to the framers, mixed with arbitrary ones, so examples reach every branch.
+WIRE_BYTES = st.lists(st.one_of(st.sampled_from([b"\r\n", b"\n", b"\r", b".", b"\r\n.\r\n", b"\r\n.", b"NOOP",
+                                                 b"x" * 900, b"y" * 3000]),
+                                st.binary(max_size=64)), max_size=30).map(b"".join)
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` split at the (sorted, deduplicated) offsets in `cuts`."""
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:])]
+
+
+def frame(chunks: list[bytes], limit: int) -> tuple[list[object], int]:
+    """All framer events for `chunks` (up to a Flood) and the most it ever held after draining."""
+    f = CommandFramer(limit=limit)
+    got: list[object] = []
+    held = 0
+    for c in chunks:
+        f.feed(c)
+        got += events(f)
+        held = max(held, f.buffered)
+        if got and isinstance(got[-1], Flood):
+            break
+    return got, held
+
+
+class FramerProperties(SynchronousTestCase):
+    @settings(max_examples=300, deadline=2000)
+    @given(WIRE_BYTES, st.lists(st.integers(min_value=0), max_size=12), st.sampled_from([16, 512, 2048]))
+    def test_any_bytes_any_chunking(self, data: bytes, cuts: list[int], limit: int) -> None:
+        """Events are the same for every chunking, lines are bounded, and only partial lines stay buffered."""
+        whole, _ = frame([data], limit)
+        got, held = frame(chunked(data, cuts), limit)
+        self.assertEqual(got, whole)
+        self.assertLessEqual(held, limit + 1)
+        for ev in got:
+            self.assertIsInstance(ev, (Line, BareNewline, TooLong, Flood))
+            if isinstance(ev, Line):
+                self.assertLessEqual(len(ev.data), limit)
+                self.assertNotIn(b"\n", ev.data)
+
+    @settings(max_examples=200, deadline=2000)
+    @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=20),
+           st.lists(st.integers(min_value=0), max_size=12))
+    def test_reference_split(self, lines: list[bytes], cuts: list[int]) -> None:
+        """Short CRLF lines come out exactly as sent (a reference split on CRLF)."""
+        data = b"".join(line + b"\r\n" for line in lines)
+        got, _ = frame(chunked(data, cuts), 2048)
+        self.assertEqual(got, [Line(line) for line in lines])
+
+    @settings(max_examples=100, deadline=2000)
+    @given(st.integers(min_value=1, max_value=4096))
+    def test_flood_bounded(self, step: int) -> None:
+        """200 KiB without a line end ends in Flood with never more than the limit buffered."""
+        got, held = frame([b"z" * step] * (200 * 1024 // step + 1), 2048)
+        self.assertIsInstance(got[-1], Flood)
+        self.assertLessEqual(held, 2048 + 1)
+
+
+def decode_chunks(chunks: list[bytes]) -> tuple[bytes, bytes | None, bool, bool, int]:
+    """(body, rest, bare_newline, long_line, most held) of the DataDecoder over `chunks`.
+
+    `rest` is what follows the terminator: the remainder of its chunk and the chunks after it
+    (those go to the command framer in the session), or None if the data never ended.
+    """
+    out: list[bytes] = []
+    dec = DataDecoder(out.append)
+    rest, held = None, 0
+    for i, c in enumerate(chunks):
+        rest = dec.feed(c)
+        held = max(held, len(dec._buf))
+        if rest is not None:
+            rest += b"" if dec.bare_newline else b"".join(chunks[i + 1 :])
+            break
+    return b"".join(out), rest, dec.bare_newline, dec.long_line, held
+
+
+class DataDecoderProperties(SynchronousTestCase):
+    @settings(max_examples=300, deadline=2000)
+    @given(WIRE_BYTES, st.lists(st.integers(min_value=0), max_size=12))
+    def test_any_bytes_any_chunking(self, data: bytes, cuts: list[int]) -> None:
+        """Arbitrary bytes: no exception, bounded hold, output no larger than input, and the same verdict per chunking."""
+        data += b"\r\n.\r\n"  # so that every example ends (unless a bare CR/LF stops it first)
+        body, rest, bare, long_line, held = decode_chunks(chunked(data, cuts))
+        w_body, w_rest, w_bare, w_long, _ = decode_chunks([data])
+        self.assertLessEqual(held, 4096 + 1)
+        self.assertLessEqual(len(body), len(data))
+        self.assertEqual(bare, w_bare)
+        if not bare:
+            self.assertEqual((body, rest, long_line), (w_body, w_rest, w_long))
+            assert rest is not None
+            self.assertTrue(data.endswith(rest))  # the data ends at the first CRLF.CRLF, never later
+            stream = b"\r\n" + data
+            self.assertEqual(stream.find(b"\r\n.\r\n"), len(stream) - len(rest) - 5)
+        else:
+            self.assertEqual(rest, b"")  # the session answers 550 and closes: nothing runs as commands
+
+    @settings(max_examples=300, deadline=2000)
+    @given(st.lists(st.binary(max_size=1200).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=25),
+           st.lists(st.integers(min_value=0), max_size=10), st.integers(min_value=1, max_value=70000))
+    def test_unstuff_stuff_roundtrip(self, lines: list[bytes], cuts: list[int], out_chunk: int) -> None:
+        """unstuff(stuff(x)) == x for arbitrary line content (dots, NULs, 8-bit, long lines) and any chunking."""
+        msg = b"".join(line + b"\r\n" for line in lines)
+        wire = stuff_all(msg, chunk=out_chunk)
+        self.assertEqual(wire.count(b"\r\n.\r\n") + wire.startswith(b".\r\n"), 1)
+        body, rest, bare, long_line, _ = decode_chunks(chunked(wire + b"NOOP\r\n", cuts))
+        self.assertEqual((body, rest, bare), (msg, b"NOOP\r\n", False))
+        self.assertEqual(long_line, any(len(line) > 998 for line in lines))
+
+
+class CommandParseProperties(SynchronousTestCase):
+    @settings(max_examples=300, deadline=2000)
+    @given(st.binary(max_size=300), st.sampled_from(["FROM", "TO"]), st.booleans(), st.booleans())
+    def test_only_address_error_escapes(self, line: bytes, keyword: str, allow_empty: bool, utf8: bool) -> None:
+        """Any command line parses to a verb, and any argument to a path or an AddressError with a 4xx/5xx reply."""
+        cmd = parse_command(line)
+        self.assertTrue(cmd.verb == "" or (cmd.verb.isascii() and cmd.verb.isupper()))
+        for arg in (cmd.arg, f"{keyword}:<{cmd.arg}>", f"{keyword}:<a@b.example> {cmd.arg}"):
+            try:
+                path = parse_path(arg, keyword, allow_empty, utf8)
+            except AddressError as e:
+                self.assertRegex(e.reply(), rb"^[45]\d\d [45]\.\d+\.\d+ [^\r\n]*\r\n$")
+            else:
+                self.assertLessEqual(len(path.address), 254)
+                self.assertFalse(set(path.address) & set("\r\n\x00<> "))
