@@ -113,7 +113,7 @@ class IMAPConfig:
     require_tls: bool = opt(True, "Refuse every credential before TLS (\"Require secure channel\").")
     auth: tuple[str, ...] = opt(("plain", "login"), "Allowed mechanisms: plain, login, ntlm; basic = plain + login.", kind="choices", choices=MECHANISMS)
     fast_message_retrieval: bool = opt(True, "Serve sizes, flags, envelopes and headers from the index without opening message files.")
-    preauth_timeout: float = opt(60.0, "Idle time allowed before login.", kind="duration")
+    preauth_timeout: float = opt(60.0, "Time from connect to login (absolute: bytes that end no command do not extend it).", kind="duration")
     autologout: float = opt(1800.0, "Idle time allowed after login (IDLE refreshes it).", kind="duration")
     append_limit: int = opt(50 * 1024 * 1024, "Largest message APPEND accepts (APPENDLIMIT).", kind="size")
     max_line: int = opt(64 * 1024, "Longest command line.", kind="size")
