@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Optional
 ANY = "any"
 
 
-def _normalise(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def peer_address(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The peer as an address; IPv4-mapped IPv6 (dual-stack listener) becomes IPv4."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -51,7 +51,7 @@ class ClientSet:
         """Is a peer address (as Twisted reports it) in the set?"""
         if self.allow_any:
             return True
-        address = _normalise(host)
+        address = peer_address(host)
         if address is None:
             return False
         starts, ends = self._ranges[address.version]

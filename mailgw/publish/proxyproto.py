@@ -12,6 +12,8 @@ import ipaddress
 import struct
 from typing import Optional, Union
 
+from mailgw.net.clients import peer_address
+
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -22,19 +24,9 @@ _V2_TCP6 = 0x21  # AF_INET6, STREAM
 V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 
 
-def _address(host: str) -> Optional[IPAddress]:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 def _pair(src_host: str, dst_host: str) -> Optional[tuple[IPAddress, IPAddress]]:
     """Both addresses in one family, or None when either is not an IP address."""
-    src, dst = _address(src_host), _address(dst_host)
+    src, dst = peer_address(src_host), peer_address(dst_host)
     if src is None or dst is None:
         return None
     if src.version != dst.version:
