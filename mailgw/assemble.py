@@ -249,7 +249,8 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
     gateway.extras[f"queue.{name}"] = queue
     if gateway.queue is None:
         gateway.queue = queue
-    factory = SubmissionFactory(name, gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
+    # The listener label of logs, metrics and sessions: "submission.NAME", as IMAP's "imap.NAME".
+    factory = SubmissionFactory(f"submission.{name}", gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
                                 reactor, gateway.disk_pool, mechanisms=tuple(m.upper() for m in sub.auth),
                                 registry=gateway.sessions)
     runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
