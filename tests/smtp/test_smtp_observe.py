@@ -155,3 +155,29 @@ class IsoTimeTests(SynchronousTestCase):
         """iso8601 renders a Unix time as UTC with a Z suffix and whole seconds."""
         self.assertEqual(iso8601(0), "1970-01-01T00:00:00Z")
         self.assertEqual(iso8601(1796686923.9), "2026-12-07T23:42:03Z")
+
+
+class StoreDeliveryMetricTests(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.h = SubmissionHarness(self, reactor)
+
+    def deliveries(self, result: str) -> float:
+        return REGISTRY.get_sample_value("mailgw_store_deliveries_total", {"store": "memory", "result": result}) or 0.0
+
+    async def test_deliveries_counted(self) -> None:
+        """Each local delivery of a submitted message counts once as ok; a mailbox over quota counts as quota (and is queued)."""
+        ok, quota = self.deliveries("ok"), self.deliveries("quota")
+        ctx = ssl.create_default_context(cafile=self.h.certs["ca"])
+
+        def submit() -> None:
+            with smtplib.SMTP("127.0.0.1", self.h.plain, timeout=10) as s:
+                s.starttls(context=ctx)
+                s.login("alice", PW)
+                s.sendmail("alice@example.test", ["bob@example.test", "alice@example.test"], b"Subject: x\r\n\r\ny\r\n")
+        await deferToThread(submit)
+        self.assertEqual(self.deliveries("ok"), ok + 2)
+        self.h.store.quota_messages = 1  # bob and alice each hold one message now
+        await deferToThread(submit)
+        self.assertEqual(self.deliveries("quota"), quota + 2)
