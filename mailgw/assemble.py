@@ -37,6 +37,7 @@ from mailgw.observe.lag import ReactorLagService
 from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
 from mailgw.publish import ClientSet, PublishFactory, PublishRule, RuleSettings, client_set_for
+from mailgw.publish.health import TargetHealthService
 from mailgw.store.service import StoreService
 
 log = Logger()
@@ -340,6 +341,11 @@ def _build_publish(gateway: Gateway) -> None:
         gateway.listen(settings.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
         rules[name] = rule
     gateway.extras["publish"] = rules
+    if rules:  # /health: each target's reachability from a periodic connect, never one per request
+        assert gateway.root is not None
+        health = TargetHealthService(rules.values(), gateway.reactor)
+        health.setServiceParent(gateway.root)
+        gateway.extras["publish_health"] = health
 
 
 def reload_publish(gateway: Gateway, config: Config) -> list[str]:
@@ -365,8 +371,10 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     SystemdNotifyService(gateway.notifier, gateway.root.ready, gateway.reactor,
                          watchdog_interval(environ)).setServiceParent(gateway.root)
     ReactorLagService(gateway.reactor, metrics.reactor_lag_seconds).setServiceParent(gateway.root)  # /metrics: reactor stalls
+    targets = gateway.extras.get("publish_health")
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
-                          lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
+                          lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor,
+                          targets=targets.report if targets is not None else None)
     if gateway.auth is not None and not callable(getattr(gateway.auth, "reconfigure", None)):
         gateway.reload_hooks.append((("auth",), functools.partial(_reconfigure_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_reconfigure_publish, gateway)))
