@@ -134,7 +134,8 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
 
     @property
     def peer(self) -> str:
-        return self.peer_host
+        """`host:port`, as IMAP sessions show it in the manhole's sessions()."""
+        return f"{self.peer_host}:{self.peer_port}"
 
     @property
     def user(self) -> str:
