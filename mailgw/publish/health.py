@@ -65,7 +65,7 @@ class TargetProbe:
         self._pending: Optional[defer.Deferred[Any]] = None
         self._target = rule.settings.target
 
-    def check(self) -> "defer.Deferred[None]":
+    def check(self) -> "defer.Deferred[Any]":
         """One TCP connect to the rule's target now (the target of a reload is picked up at the next check)."""
         settings = self.rule.settings
         if settings.target != self._target:  # a reload moved the rule: the old target's state says nothing
