@@ -119,9 +119,10 @@ class Shell:
             self._out("no relay queue (no [submission] is running)")
             return
         rows = [[name, str(e.get("id", "?")), str(e.get("sender", "")), ",".join(e.get("recipients", ()) or ()),
-                 str(e.get("size", "")), _age(e.get("age", "")), str(e.get("attempts", "")), str(e.get("last_error", "") or "")]
+                 str(e.get("size", "")), _age(e.get("age", "")), str(e.get("attempts", "")),
+                 str(e.get("next_attempt_at", "") or "-"), str(e.get("last_error", "") or "")]
                 for name, q in queues.items() for e in q.entries()]
-        self._out(_table(rows, ["queue", "id", "sender", "recipients", "size", "age", "attempts", "last error"])
+        self._out(_table(rows, ["queue", "id", "sender", "recipients", "size", "age", "attempts", "next attempt", "last error"])
                   + f"\n{len(rows)} message(s)")
 
     def flush(self) -> None:

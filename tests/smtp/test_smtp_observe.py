@@ -148,6 +148,13 @@ class SubmissionObservabilityTests(TestCase):
         self.assertIn(f"until {iso8601(entry.next_attempt)}: ", line)
         self.assertRegex(line, r"until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: ")
         self.assertEqual(self.h.queue.entries()[0]["next_attempt_at"], iso8601(entry.next_attempt))
+        state = tmpdir(self)
+        os.makedirs(os.path.join(state, "queue"))
+        os.symlink(self.h.queue.directory, os.path.join(state, "queue", "relay"))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(main(["queue", "--state-dir", state, "list"]), 0)
+        self.assertIn(f"next attempt: {iso8601(entry.next_attempt)}", out.getvalue())
 
 
 class IsoTimeTests(SynchronousTestCase):
