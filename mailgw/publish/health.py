@@ -75,17 +75,17 @@ class TargetProbe:
         d = endpoint.connect(Factory.forProtocol(_Close))
         d.addTimeout(timeout + 1.0, self.reactor)  # name resolution is not covered by the connect timeout
         self._pending = d
-        d.addCallbacks(lambda _: self._result(True, "reachable"), self._failed)
-        d.addBoth(self._finished, d)
+        d.addCallbacks(self._done, self._done, callbackArgs=(d,), errbackArgs=(d,))
         return d
 
-    def _failed(self, failure: Failure) -> None:
-        if self._loop is not None:  # not a check cancelled by stop()
-            self._result(False, _reason(failure))
-
-    def _finished(self, result: Any, d: "defer.Deferred[Any]") -> None:
-        if self._pending is d:
-            self._pending = None
+    def _done(self, result: Any, d: "defer.Deferred[Any]") -> None:
+        if self._pending is not d:
+            return  # cancelled by stop(): not a result
+        self._pending = None
+        if isinstance(result, Failure):
+            self._result(False, _reason(result))
+        else:
+            self._result(True, "reachable")
 
     def _result(self, ok: bool, detail: str) -> None:
         now = self.reactor.seconds()
@@ -121,8 +121,9 @@ class TargetProbe:
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
             loop.stop()
-        if self._pending is not None:
-            self._pending.cancel()  # no connection attempt outlives the service
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()  # no connection attempt outlives the service
 
     def report(self) -> dict[str, Any]:
         """The /health entry of this rule: ok is None before the first check."""

@@ -88,6 +88,23 @@ class ProbeTests(TestCase):
         self.assertEqual(changes, ["publish.target_up", "publish.target_down"])
 
     @defer.inlineCallbacks
+    def test_reload_moves_the_check(self) -> None:
+        """A reload that gives the rule a new target starts that target's state afresh: its first check decides."""
+        target = Counting()
+        port = reactor.listenTCP(0, target, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        rule = make_rule(port.getHost().port)
+        probe = TargetProbe(rule, reactor, interval=1.0)
+        yield probe.check()
+        self.assertIs(probe.up, True)
+        dead = closed_port()
+        rule.reconfigure(RuleSettings(name="r", listen="tcp:0", target_host="127.0.0.1", target_port=dead,
+                                      connect_timeout=2.0), ClientSet.any())
+        yield probe.check()  # one check, not FALL: the old target's "up" says nothing about the new one
+        self.assertEqual((probe.up, probe.detail), (False, "refused"))
+        self.assertEqual(probe.report()["target"], f"127.0.0.1:{dead}")
+
+    @defer.inlineCallbacks
     def test_stop_leaves_nothing_running(self) -> None:
         """Stopping the service stops the loop; no further connection reaches the target."""
         target = Counting()
