@@ -118,6 +118,12 @@ class ConfigDiscoveryTests(SynchronousTestCase):
             self.assertTrue(os.path.isdir(os.path.join(self.dir, "state")))
         finally:
             gateway.stop()
+        # mailgwctl, given the same environment, reads the same file.
+        shown = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "show-config", "--non-default"],
+                               cwd=self.dir, env=environment({"MAILGW_CONFIG": path}), capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn(f'state_dir = "{self.dir}/state"', shown.stdout)
 
     def test_missing_mailgw_config_exits_78(self) -> None:
         """$MAILGW_CONFIG naming a missing file is a configuration error (78), not a silent development default."""
