@@ -38,6 +38,7 @@ from mailgw.observe.log import make_observer
 from mailgw.observe.systemd import Notifier, SystemdNotifyService, watchdog_interval
 from mailgw.net.clients import ClientSet, client_set_for
 from mailgw.publish import PublishFactory, PublishRule, RuleSettings
+from mailgw.publish.health import TargetHealthService
 from mailgw.store.service import StoreService
 
 log = Logger()
@@ -309,8 +310,9 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
     gateway.extras[f"queue.{name}"] = queue
     if gateway.queue is None:
         gateway.queue = queue
-    factory = SubmissionFactory(name, gateway.auth, gateway.store, queue, tls, config.server.hostname, policy,
-                                reactor, gateway.disk_pool, registry=gateway.sessions)
+    # The listener label of logs, metrics, sessions and the auth policy: "submission.NAME", as IMAP's "imap.NAME".
+    factory = SubmissionFactory(f"submission.{name}", gateway.auth, gateway.store, queue, tls, config.server.hostname,
+                                policy, reactor, gateway.disk_pool, registry=gateway.sessions)
     runner = RelayRunner(queue, reactor, config.server.hostname, policy.is_local, factory.local,
                          _smarthost(config, name, sub), max_queue_age=sub.max_queue_age, name=name)
     assert gateway.root is not None
@@ -398,6 +400,11 @@ def _build_publish(gateway: Gateway) -> None:
         gateway.listen(settings.listen, PublishFactory(rule, gateway.reactor), label=f"publish.{name}.listen")
         rules[name] = rule
     gateway.extras["publish"] = rules
+    if rules:  # /health: each target's reachability from a periodic connect, never one per request
+        assert gateway.root is not None
+        health = TargetHealthService(rules.values(), gateway.reactor)
+        health.setServiceParent(gateway.root)
+        gateway.extras["publish_health"] = health
 
 
 def prepare_publish(gateway: Gateway, config: Config) -> tuple[list[str], Callable[[], None]]:
@@ -433,8 +440,10 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     SystemdNotifyService(gateway.notifier, gateway.root.ready, gateway.reactor,
                          watchdog_interval(environ)).setServiceParent(gateway.root)
     ReactorLagService(gateway.reactor, metrics.reactor_lag_seconds).setServiceParent(gateway.root)  # /metrics: reactor stalls
+    targets = gateway.extras.get("publish_health")
     health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
-                          lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor)
+                          lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor,
+                          targets=targets.report if targets is not None else None)
     if gateway.auth is not None:
         gateway.reload_hooks.append((AUTH_LIVE_KEYS, functools.partial(_prepare_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_prepare_publish, gateway)))

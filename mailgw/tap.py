@@ -1,26 +1,32 @@
-"""`twistd mailgw`: options, the development default's state, and makeService (config errors exit 78)."""
+"""`twistd mailgw`: options, which configuration to run (logged), the development default's state, makeService (exit 78)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Mapping, Optional
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from mailgw.config import load_config, load_config_text
 from mailgw.config.default import DEFAULT_STATE_DIR, development_config
+from mailgw.config.locate import DEFAULT_CONFIG, ENV_VAR, locate_config
 from mailgw.config.schema import Config
 from mailgw.errors import ConfigError
 
 EX_CONFIG = 78
 
+log = Logger()
+
 
 class Options(usage.Options):
     synopsis = "[--config FILE]"
-    longdesc = ("Run the mailgw gateway. Without --config, an embedded development setup serves on "
-                "127.0.0.1 high ports with its state in ./mailgw-state/.")
-    optParameters = [["config", "c", None, "TOML configuration file (default: the development setup)"]]
+    longdesc = ("Run the mailgw gateway with the configuration named by --config, else $MAILGW_CONFIG, else "
+                "/etc/mailgw/mailgw.toml if it exists (as mailgwctl). Without any of them, an embedded "
+                "development setup serves on 127.0.0.1 high ports with its state in ./mailgw-state/.")
+    optParameters = [["config", "c", None,
+                      "TOML configuration file (default: $MAILGW_CONFIG, /etc/mailgw/mailgw.toml, the development setup)"]]
 
 
 def prepare_development_state(state_dir: str = DEFAULT_STATE_DIR, out: Any = None) -> Config:
@@ -72,15 +78,26 @@ def _ensure_first_user(state_dir: str, out: Any) -> None:
               f"mailgw: try: curl --cacert {state_dir}/tls/localhost.pem imaps://localhost:1993/ -u {FIRST_USER}:{password}\n")
 
 
-def load(options: Options) -> Config:
-    if options["config"] is None:
+def config_path(options: Options, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The file this process runs (mailgw.config.locate, as mailgwctl), logged once; None: the development default."""
+    path, how = locate_config(options["config"], os.environ if environ is None else environ)
+    if path is None:
+        log.info("configuration: the development default (no --config, no ${var}, no {default})", var=ENV_VAR,
+                 default=DEFAULT_CONFIG, event="config.source", source=how)
+    else:
+        log.info("configuration: {path} (from {how})", path=os.path.abspath(path), how=how, event="config.source",
+                 source=how)
+    return path
+
+
+def load(path: Optional[str]) -> Config:
+    if path is None:
         return prepare_development_state()
-    return load_config(options["config"])
+    return load_config(path)
 
 
-def config_source(options: Options):
-    """What a reload re-reads: the --config file, or the development default."""
-    path = options["config"]
+def config_source(path: Optional[str]) -> Callable[[], Config]:
+    """What a reload re-reads: the file chosen at start, or the development default."""
     if path is None:
         return lambda: load_config_text(development_config(DEFAULT_STATE_DIR))
     return lambda: load_config(path)
@@ -92,7 +109,8 @@ def makeService(options: Options):  # noqa: N802 (twistd's name)
     from mailgw import assemble
 
     try:
-        return assemble.build(load(options), reactor, source=config_source(options))
+        path = config_path(options)
+        return assemble.build(load(path), reactor, source=config_source(path))
     except ConfigError as exc:
         for line in exc.problems:
             sys.stderr.write(f"config error: {line}\n")

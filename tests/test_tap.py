@@ -78,6 +78,7 @@ class TapTests(SynchronousTestCase):
         gateway.start(expect=6, timeout=30)
         try:
             gateway.wait_for("starting up")
+            gateway.wait_for("configuration: the development default")
             key = os.path.join(self.dir, "mailgw-state", "tls", "localhost.key")
             deadline_output = "".join(gateway.output)
             self.assertTrue(os.path.exists(key), deadline_output)
@@ -96,6 +97,53 @@ class TapTests(SynchronousTestCase):
         listed = mailgwctl("user", "list", "-f", "json", cwd=self.dir)
         self.assertEqual(listed.returncode, 0, listed.stderr)
         self.assertIn('"name": "mailgw"', listed.stdout)
+
+
+class ConfigDiscoveryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+
+    def test_twistd_honours_mailgw_config(self) -> None:
+        """`twistd mailgw` without --config runs the file $MAILGW_CONFIG names, and logs that it did."""
+        path = os.path.join(self.dir, "from-env.toml")
+        with open(path, "w") as handle:
+            handle.write(f'config_version = 1\n[server]\nstate_dir = "{self.dir}/state"\n[auth]\nbackends = []\n'
+                         '[admin]\nhttp = { listen = "tcp:0:interface=127.0.0.1" }\n')
+        gateway = Gateway(None, self.dir, env={"MAILGW_CONFIG": path}).start(expect=1, timeout=30)
+        try:
+            self.assertIn("admin.http.listen", gateway.ports)
+            gateway.wait_for(f"configuration: {path} (from $MAILGW_CONFIG)")
+            self.assertFalse(os.path.exists(os.path.join(self.dir, "mailgw-state")))  # not the development default
+            self.assertTrue(os.path.isdir(os.path.join(self.dir, "state")))
+        finally:
+            gateway.stop()
+        # mailgwctl, given the same environment, reads the same file.
+        shown = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "show-config", "--non-default"],
+                               cwd=self.dir, env=environment({"MAILGW_CONFIG": path}), capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn(f'state_dir = "{self.dir}/state"', shown.stdout)
+
+    def test_missing_mailgw_config_exits_78(self) -> None:
+        """$MAILGW_CONFIG naming a missing file is a configuration error (78), not a silent development default."""
+        result = subprocess.run(twistd_command("mailgw"), capture_output=True, text=True, cwd=self.dir, timeout=60,
+                                env=environment({"MAILGW_CONFIG": os.path.join(self.dir, "missing.toml")}))
+        self.assertEqual(result.returncode, 78, result.stdout + result.stderr)
+        self.assertIn("missing.toml", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "mailgw-state")))
+
+    def test_locate_order(self) -> None:
+        """--config wins, then $MAILGW_CONFIG, then /etc/mailgw/mailgw.toml when it exists, else the development default."""
+        from mailgw.config.locate import locate_config
+
+        present = lambda path: True  # noqa: E731
+        absent = lambda path: False  # noqa: E731
+        env = {"MAILGW_CONFIG": "/srv/env.toml"}
+        self.assertEqual(locate_config("/srv/cli.toml", env, exists=present), ("/srv/cli.toml", "--config"))
+        self.assertEqual(locate_config(None, env, exists=absent), ("/srv/env.toml", "$MAILGW_CONFIG"))
+        self.assertEqual(locate_config(None, {}, exists=present), ("/etc/mailgw/mailgw.toml", "system default"))
+        self.assertEqual(locate_config(None, {"MAILGW_CONFIG": ""}, exists=absent), (None, "development default"))
 
 
 class PackagingTests(SynchronousTestCase):

@@ -7,7 +7,8 @@ names only), header limits from `HTTPChannel` (a header block over 16 KiB: 400; 
 
 Health checks are zero-argument callables returning `(name, ok, detail)` or a Deferred of it
 (the `gateway.health_checks` hook); a check that raises or takes longer than `check_timeout`
-counts as down.
+counts as down. `targets` returns the publishing rules' last periodic reachability results
+(mailgw.publish.health): a down target makes the status "degraded" (still 200), never "down".
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ class HealthReport:
     """Collects listener states and backend checks into one JSON-able report."""
 
     def __init__(self, listeners: Callable[[], Iterable[Any]], checks: Callable[[], Iterable[HealthCheck]],
-                 reactor: Any, check_timeout: float = 5.0) -> None:
+                 reactor: Any, check_timeout: float = 5.0,
+                 targets: Optional[Callable[[], Iterable[dict[str, Any]]]] = None) -> None:
         self._listeners = listeners
         self._checks = checks
+        self._targets = targets
         self.reactor = reactor
         self.check_timeout = check_timeout
 
@@ -73,9 +76,15 @@ class HealthReport:
         listeners = self._listener_states()
         d = defer.gatherResults([self._run(c) for c in self._checks()])
 
+        targets = [dict(t) for t in self._targets()] if self._targets is not None else []
+
         def assemble(backends: list[dict[str, Any]]) -> dict[str, Any]:
             ok = all(x["ok"] for x in listeners) and all(x["ok"] for x in backends)
-            return {"status": "ok" if ok else "down", "listeners": listeners, "backends": backends}
+            # A publishing target that fails its periodic connect check (ok False; None = not checked
+            # yet) degrades the report but keeps 200, as an HAProxy server going DOWN leaves HAProxy
+            # itself up: the gateway still serves everything else, and restarting it cannot fix the target.
+            status = "down" if not ok else "degraded" if any(t.get("ok") is False for t in targets) else "ok"
+            return {"status": status, "listeners": listeners, "backends": backends, "publish": targets}
 
         return d.addCallback(assemble)
 
@@ -103,7 +112,7 @@ class HealthResource(ReadOnlyResource):
         def respond(report: dict[str, Any]) -> None:
             if request.finished or request._disconnected:  # type: ignore[attr-defined]
                 return
-            request.setResponseCode(200 if report["status"] == "ok" else 503)
+            request.setResponseCode(503 if report["status"] == "down" else 200)
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
             body = json.dumps(report, sort_keys=True, default=str).encode() + b"\n"

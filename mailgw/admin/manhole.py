@@ -22,12 +22,14 @@ from typing import Any, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
-from twisted.conch.manhole_tap import chainedProtocolFactory
+from twisted.conch import manhole
+from twisted.conch.insults import insults
 from twisted.conch.ssh import keys, session, transport
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import IConchUser
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutFactory
 from zope.interface import implementer
@@ -176,6 +178,48 @@ class ManholeTerminalSession(manhole_ssh.TerminalSession):
             terminal.proto.loseConnection()
 
 
+class ResultInterpreter(manhole.ManholeInterpreter):
+    """Shows what a Deferred fires with (`reload()` -> `reload: ok`), not `<Deferred #0>` and "called back".
+
+    A result available at once is shown under the prompt's line; a later one is written when it
+    comes (Conch's asynchronous output). Failures show their message, never a traceback.
+    """
+
+    def displayhook(self, obj: Any) -> None:
+        if not isinstance(obj, defer.Deferred):
+            super().displayhook(obj)
+            return
+        self.locals["_"] = obj
+        later = [False]
+
+        def show(result: Any) -> Any:
+            if result is not None:
+                self.write(repr(result), later[0])
+            return result
+
+        def failed(failure: Any) -> None:
+            self.write(f"failed: {failure.getErrorMessage()}", later[0])
+
+        obj.addCallbacks(show, failed)
+        later[0] = True
+
+
+class ResultManhole(manhole.ColoredManhole):
+    def connectionMade(self) -> None:  # noqa: N802 (Conch's name)
+        super().connectionMade()
+        self.interpreter = ResultInterpreter(self, self.namespace)
+
+
+class ShellFactory:
+    """The terminal protocol stack of one manhole session over `namespace` (manhole_tap's, with ResultManhole)."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
+
+    def __call__(self) -> insults.ServerProtocol:
+        return insults.ServerProtocol(ResultManhole, self.namespace)
+
+
 class ManholeTransport(transport.SSHServerTransport):
     """SSHServerTransport that logs a client's DISCONNECT as one line, not at error level.
 
@@ -214,7 +258,7 @@ def manhole_factory(namespace: dict[str, Any], host_key: keys.Key, authorized_ke
     realm = manhole_ssh.TerminalRealm()
     realm.userFactory = ManholeUser
     realm.sessionFactory = ManholeTerminalSession  # type: ignore[assignment]
-    realm.chainedProtocolFactory = chainedProtocolFactory(namespace)  # type: ignore[assignment]
+    realm.chainedProtocolFactory = ShellFactory(namespace)  # type: ignore[assignment]
     factory = ManholeFactory(Portal(realm, [LoggingKeyChecker(authorized_keys)]))  # type: ignore[arg-type]
     # Instance attributes: ConchFactory's class-level dicts are shared by every factory (manhole_ssh.py:142).
     factory.publicKeys = {host_key.sshType(): host_key.public()}  # type: ignore[dict-item]  # Conch accepts Key objects

@@ -8,8 +8,11 @@ registered. Helpers print tables and return None, so the REPL shows no quoted st
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable, Optional
+
+from twisted.internet import defer
 
 HELP = """mailgw manhole: a Python shell inside the running gateway. Names:
   gateway            the assembled Gateway (config, tls, sessions, store, auth, queue, extras, root)
@@ -19,9 +22,16 @@ HELP = """mailgw manhole: a Python shell inside the running gateway. Names:
   queue()            the relay queues; flush() attempts delivery of everything now
   throttled()        client addresses and accounts over their authentication failure budget
   listeners()        every listener and the address it is bound to
-  health()           what /health reports
-  reload()           re-read and apply the configuration file (as SIGHUP does)
+  health()           what /health reports, as JSON
+  reload()           re-read and apply the configuration file (as SIGHUP does); prints "reload: ok" etc.
 """
+
+
+class Shown(str):
+    """Text the REPL shows as it is (its repr is itself): results of reload() and health()."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -109,9 +119,10 @@ class Shell:
             self._out("no relay queue (no [submission] is running)")
             return
         rows = [[name, str(e.get("id", "?")), str(e.get("sender", "")), ",".join(e.get("recipients", ()) or ()),
-                 str(e.get("size", "")), _age(e.get("age", "")), str(e.get("attempts", "")), str(e.get("last_error", "") or "")]
+                 str(e.get("size", "")), _age(e.get("age", "")), str(e.get("attempts", "")),
+                 str(e.get("next_attempt_at", "") or "-"), str(e.get("last_error", "") or "")]
                 for name, q in queues.items() for e in q.entries()]
-        self._out(_table(rows, ["queue", "id", "sender", "recipients", "size", "age", "attempts", "last error"])
+        self._out(_table(rows, ["queue", "id", "sender", "recipients", "size", "age", "attempts", "next attempt", "last error"])
                   + f"\n{len(rows)} message(s)")
 
     def flush(self) -> None:
@@ -150,11 +161,13 @@ class Shell:
         self._out(_table(rows, ["listener", "bound to", "endpoint"]))
 
     def health(self) -> Any:
+        """The /health report as indented JSON (a Deferred: the REPL shows the text when it fires)."""
         if self._health is None:
             self._out("no health report configured")
             return None
-        return self._health()
+        return defer.maybeDeferred(self._health).addCallback(
+            lambda report: Shown(json.dumps(report, indent=2, sort_keys=True, default=str)))
 
     def reload(self) -> Any:
-        """Returns the reload Deferred; the REPL prints its result when it fires."""
-        return self._reload()
+        """`reload: ok` (or refused, invalid, failed) once the reload is done; the reasons are in the log."""
+        return defer.maybeDeferred(self._reload).addCallback(lambda result: Shown(f"reload: {result}"))

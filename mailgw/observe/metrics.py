@@ -41,7 +41,8 @@ publish_connections_total = Counter("mailgw_publish_connections", "Connections t
 publish_connections_active = Gauge("mailgw_publish_connections_active", "Open forwarded connections", ["rule"], registry=REGISTRY)
 # direction: in (client to target) | out (target to client)
 publish_bytes_total = Counter("mailgw_forward_bytes", "Bytes forwarded by publishing rules", ["rule", "direction"], registry=REGISTRY)
-store_deliveries_total = Counter("mailgw_store_deliveries", "Deliveries into the Maildir store", ["store", "result"], registry=REGISTRY)
+# store: maildir | memory; result: ok | quota | temporary | failed (incremented by mailgw.smtp.local)
+store_deliveries_total = Counter("mailgw_store_deliveries", "Local deliveries into the message store", ["store", "result"], registry=REGISTRY)
 config_reloads_total = Counter("mailgw_config_reloads", "Configuration reloads", ["result"], registry=REGISTRY)
 config_last_reload_success = Gauge("mailgw_config_last_reload_success_timestamp_seconds", "Time of the last good reload", registry=REGISTRY)
 # Lateness of a 0.25 s timer (mailgw.observe.lag): the time the reactor thread was busy elsewhere.

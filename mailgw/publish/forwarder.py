@@ -119,7 +119,7 @@ class ClientSide(Protocol):
             sock.close()
             return
         self.state = "open"
-        self.rule.established()
+        self.rule.established(self)
         self.relay = splice.start_raw(self.reactor, self.transport, sock, self._header(), self)
 
     def target_connected(self, target: "TargetSide") -> None:
@@ -127,7 +127,7 @@ class ClientSide(Protocol):
             target.transport.abortConnection()
             return
         self.target, self.state = target, "open"
-        self.rule.established()
+        self.rule.established(self)
         header = self._header()
         if self.rule.settings.splice and not self._pending and not self.read_eof:
             self.relay = splice.try_start(self.reactor, self.transport, target.transport, header, self)

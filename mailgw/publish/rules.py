@@ -121,8 +121,11 @@ class PublishRule:
         if self.sessions is not None:
             self.sessions.add(f"publish.{self.name}", self.settings.protocol, connection)
 
-    def established(self) -> None:
+    def established(self, connection: Optional[Connection] = None) -> None:
+        """The target answered: the connection is forwarded (one forward_accept line, like HAProxy's connect log)."""
         self._counters["accepted"].inc()
+        if connection is not None:
+            events.emit(log, events.FORWARD_ACCEPT, rule=self.name, peer=connection.peer, target=self.settings.target)
 
     def target_failed(self, connection: Connection, reason: str) -> None:
         self._counters["target_failed"].inc()
@@ -159,6 +162,8 @@ class PublishRule:
             return 0
         dropped = [c for c in list(self._active.values()) if not clients.allows(c.peer_host)]
         for connection in dropped:
+            events.emit(log, events.FORWARD_REVOKED, level="warn", rule=self.name, peer=connection.peer,
+                        reason="not_in_client_set")
             connection.kick()
         return len(dropped)
 

@@ -8,7 +8,6 @@ durable does the client get its 250 (RFC 5321 §6.1).
 from __future__ import annotations
 
 import email.utils
-import os
 from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet import defer
@@ -53,7 +52,7 @@ class DataTransaction:
         self.session = session
         self.policy = session.policy
         self.spool = spool
-        self.trace_id = os.path.basename(self.spool.path)
+        self.trace_id = spool.id  # = the queue id of the commit below (one id per message everywhere)
         self.spool.write(received_header(session, self.trace_id))
         self.decoder = wire.DataDecoder(self._sink, wire.TEXT_LINE_LIMIT)
         self.receiving = True

@@ -19,6 +19,14 @@ def _safe(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")[:300]
 
 
+def _sender(arg: str) -> str:
+    """The address of a MAIL argument for a log line (`FROM:<a@b> SIZE=1` -> `a@b`), else the escaped argument."""
+    try:
+        return _safe(wire.parse_path(arg, "FROM", allow_empty=True, utf8_allowed=True).address)
+    except AddressError:
+        return _safe(arg)
+
+
 class EnvelopeMixin:
     """do_MAIL / do_RCPT for SubmissionSession; relies on its send/error/busy/resume members."""
 
@@ -49,7 +57,7 @@ class EnvelopeMixin:
             self.error(wire.reply(503, "5.5.1", "Error: send HELO/EHLO first"))
             return
         if self.identity is None:
-            log.info("reject=relay rip={peer} from={arg}", peer=self.peer_host, arg=_safe(arg), event="smtp.reject",
+            log.info("reject=relay rip={peer} from={addr}", peer=self.peer_host, addr=_sender(arg), event="smtp.reject",
                      reject="relay")
             self.error(wire.reply(530, "5.7.0", "Authentication required"))
             return
@@ -123,6 +131,8 @@ class EnvelopeMixin:
         if self.closing or self.mail_from is None:
             return
         if user is None:
+            log.info("reject=unknown_recipient rip={peer} user={user} to={addr}", peer=self.peer_host,
+                     user=_safe(self.login), addr=_safe(addr), event="smtp.reject", reject="unknown_recipient")
             self.error(wire.reply(550, "5.1.1",
                                   f"<{addr}>: Recipient address rejected: User unknown in local recipient table"))
             return

@@ -13,6 +13,7 @@ Every fsync runs in the given thread pool, never on the reactor thread.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -60,6 +61,11 @@ class QueueEntry:
         return cls(**known)
 
 
+def iso8601(when: float) -> str:
+    """A time as operators read it (ISO 8601 / RFC 3339, UTC, whole seconds): 2026-12-08T01:02:03Z."""
+    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def new_queue_id() -> str:
     """Sortable by arrival time, unguessable, filename-safe."""
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
@@ -89,6 +95,11 @@ class Spool:
         self.path = path
         self._fh: Optional[IO[bytes]] = fh
         self.size = 0
+
+    @property
+    def id(self) -> str:
+        """The queue id this message keeps from DATA on: its Received header, the 250, the logs, `queue list`."""
+        return os.path.basename(self.path)
 
     def write(self, chunk: bytes) -> None:
         assert self._fh is not None
@@ -175,7 +186,7 @@ class RelayQueue:
                smtputf8: bool = False, eight_bit: bool = False) -> "Deferred[str]":
         """Make the spooled message durable for `recipients`; fires with the queue id."""
         spool.close()
-        entry = QueueEntry(new_queue_id(), sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn,
+        entry = QueueEntry(spool.id, sender, list(recipients), self.clock(), spool.size, user=user, dsn=dsn,
                            smtputf8=smtputf8, eight_bit=eight_bit)
         d = deferToThreadPool(self.reactor, self.pool, self._commit_sync, spool.path, entry)
         done: Deferred[str] = d.addCallback(self._committed)
@@ -325,6 +336,7 @@ def entry_summary(e: QueueEntry, now: float) -> dict[str, Any]:
         "age": max(0.0, now - e.created),
         "attempts": e.attempts,
         "next_attempt": e.next_attempt,
+        "next_attempt_at": iso8601(e.next_attempt) if e.next_attempt else "",
         "last_error": e.last_error,
     }
 

@@ -107,6 +107,8 @@ def _list(dirs: dict[str, str], fmt: str) -> int:
         print(sep.join(c.strip() if fmt == "tab" else c for c in cells))
         if r["last_error"] and fmt == "table":
             print(" " * 26 + "last error: " + r["last_error"])
+        if r["next_attempt_at"] and fmt == "table":
+            print(" " * 26 + "next attempt: " + r["next_attempt_at"])
     if fmt == "table":
         print(f"{len(rows)} message(s) queued")
     return 0

@@ -21,7 +21,7 @@ from mailgw.observe import metrics
 from mailgw.smtp.client import DeliveryResult, Job, SmarthostConfig, deliver_batch
 from mailgw.smtp.dsn import build_dsn, original_headers
 from mailgw.smtp.local import LocalDelivery
-from mailgw.smtp.queue import QueueEntry, RelayQueue, scan_entries
+from mailgw.smtp.queue import QueueEntry, RelayQueue, iso8601, scan_entries
 
 log = Logger()
 
@@ -192,7 +192,8 @@ class RelayRunner:
         entry.last_error = "; ".join(sorted({replies.get(r, (0, "?"))[1] for r in pending}))[:500]
         entry.next_attempt = now + self.backoff[min(entry.attempts - 1, len(self.backoff) - 1)]
         log.info("relay deferred {id} ({n} recipient(s)) until {when}: {err}", id=entry.id, n=len(pending),
-                 when=entry.next_attempt, err=entry.last_error, event="relay.deferred", result="deferred")
+                 when=iso8601(entry.next_attempt), err=entry.last_error, event="relay.deferred", result="deferred",
+                 next_attempt=entry.next_attempt)
         await self.queue.update(entry)
 
     async def _bounce(self, entry: QueueEntry, failed: dict[str, tuple[int, str]], now: float, expired: bool) -> None:

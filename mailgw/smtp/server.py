@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailgw.interfaces import ClientInfo, Identity
 from mailgw.net.flow import ReplyFlow
@@ -33,6 +35,7 @@ MAX_PIPELINED_INPUT = 64 * 1024  # stop reading when this much pipelined input w
 ABORT_AFTER = 10.0  # seconds from a final reply to a forced close, for a peer that never reads it
 
 
+@implementer(IHandshakeListener)
 class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
     """One client connection on a [submission.NAME] listener.
 
@@ -50,6 +53,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         self.hostname = factory.hostname
         self.implicit_tls = implicit_tls
         self.tls = implicit_tls
+        self.handshake_pending = implicit_tls  # set again by STARTTLS; counted as IMAP counts them
         self.framer = wire.CommandFramer(wire.SASL_LINE_LIMIT)
         self.busy = False  # waiting on a Deferred: input stays buffered
         self.closing = False
@@ -84,6 +88,9 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closing = True
+        if self.handshake_pending:
+            self.handshake_pending = False
+            metrics.tls_handshakes_total.labels(listener=self.factory.name, result="failed", version="none").inc()
         for call in (self._idle, self._abort):
             if call is not None and call.active():
                 call.cancel()
@@ -94,6 +101,12 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
             self.data.abort()
             self.data = None
         self.factory.session_closed(self)
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the TLS layer finished its handshake (implicit TLS or STARTTLS)."""
+        self.handshake_pending = False
+        version = self.tls_details()[0] or "none"
+        metrics.tls_handshakes_total.labels(listener=self.factory.name, result="ok", version=version).inc()
 
     def client_info(self) -> ClientInfo:
         version, cipher = self.tls_details()
@@ -148,7 +161,8 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
 
     @property
     def peer(self) -> str:
-        return self.peer_host
+        """`host:port`, as IMAP sessions show it in the manhole's sessions()."""
+        return f"{self.peer_host}:{self.peer_port}"
 
     @property
     def user(self) -> str:
@@ -272,7 +286,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         # RFC 3207 §4.2: forget everything learnt before TLS (NO STARTTLS fixation)
         self.reset_transaction()
         self.helo, self.identity, self.login = None, None, ""
-        self.tls = True
+        self.tls = self.handshake_pending = True
         self.transport.startTLS(self.factory.tls.context_factory())
         if leftover.startswith(b"\x16"):  # a ClientHello in the same segment is legal: hand it to TLS
             self.transport.protocol.dataReceived(leftover)

@@ -91,6 +91,17 @@ class LiveSessionTests(TestCase):
         yield until(lambda: session not in self.gateway.sessions.sessions())
 
     @defer.inlineCallbacks
+    def test_submission_session_listed(self):
+        """sessions() lists a submission client under submission.relay (the label of its logs and metrics) as host:port."""
+        client = yield deferToThread(lambda: smtplib.SMTP_SSL("localhost", port_of(self.gateway, "submission.relay.bind_tls[0]"),
+                                                              context=self.context, timeout=15))
+        self.addCleanup(client.close)
+        yield deferToThread(client.login, "alice", "Al1ce-pw")
+        self.shell.sessions()
+        port = client.sock.getsockname()[1]
+        self.assertRegex(self.printed[-1], rf"0 +submission\.relay +smtp +127\.0\.0\.1:{port} +alice")
+
+    @defer.inlineCallbacks
     def test_relay_queue(self):
         """A message for a remote domain waits in the queue: queue() shows it, /metrics and /health count it, flush() runs."""
         def submit() -> None:
@@ -106,6 +117,7 @@ class LiveSessionTests(TestCase):
         self.assertIn("alice@localhost", self.printed[-1])
         self.assertIn("bob@remote.example", self.printed[-1])
         self.assertIn("1 message(s)", self.printed[-1])
+        self.assertRegex(self.printed[-1], r"next attempt.*\n.* \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")  # ISO 8601 retry time
         base = f"http://127.0.0.1:{port_of(self.gateway, 'admin.http.listen')}"
         text = yield (yield treq.get(base + "/metrics", pool=self.pool)).text()
         self.assertIn("mailgw_relay_queue_messages 1.0", text)

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile
 from mailgw.config import load_config_text
 from mailgw.errors import ConfigError
-from tests.admin.helpers_ops import tempdir, FakeSession, port_of, start_gateway, write_config
+from tests.admin.helpers_ops import tempdir, FakeSession, port_of, start_gateway, until, write_config
 
 
 def keygen(directory: str, name: str) -> str:
@@ -116,10 +116,17 @@ class ManholeTests(TestCase):
     def test_reload_and_listeners(self):
         """reload() in the shell runs a configuration reload and shows its result; listeners() shows bound addresses."""
         code, output = yield self.ssh(identity=self.admin_key, script=(
-            (b">>> ", b"listeners()\r"), (b"admin.manhole.listen", b"reload()\r"), (b"Deferred", b"\x04")))
+            (b">>> ", b"listeners()\r"), (b"admin.manhole.listen", b"reload()\r"), (b"reload: ", b"health()\r"),
+            (b'"status"', b"\x04")))
         self.assertRegex(output, rf"admin.manhole.listen +127.0.0.1:{self.port} +tcp:0:interface=127.0.0.1")
-        self.assertRegex(output, r"(current result: 'ok'|called back: 'ok')")
+        self.assertIn("reload: ok", output)
+        self.assertNotIn("Deferred", output)
+        self.assertRegex(output, r'"status": "ok"')
         self.assertIn("config_reload", [e.get("event") for e in self.events])
+        # Ctrl-D is an ordinary logout: OpenSSH's "disconnected by user" is an info line, not an error.
+        yield until(lambda: any(e.get("event") == "manhole.disconnect" for e in self.events))
+        self.assertEqual(self.failures(), [])
+        self.assertEqual([e["log_level"].name for e in self.events if e.get("event") == "manhole.disconnect"], ["info"])
 
     @defer.inlineCallbacks
     def test_password_refused(self):
@@ -292,3 +299,16 @@ class ManholeConfigTests(SynchronousTestCase):
         """127.0.0.1, other 127/8 addresses and ::1 are accepted."""
         for listen in ("tcp:2222:interface=127.0.0.1", "tcp:2222:interface=127.0.0.2", "tcp6:2222:interface=\\\\:\\\\:1"):
             self.assertIsNotNone(load_config_text(self.config(listen)).admin.manhole)
+
+
+class ShellResultTests(SynchronousTestCase):
+    def test_reload_and_health_results_are_text(self):
+        """reload() fires with `reload: RESULT` and health() with indented JSON, both shown without quotes."""
+        import types
+
+        from mailgw.admin.shell import Shell
+
+        shell = Shell(types.SimpleNamespace(config=None), lambda: defer.succeed("refused"),
+                      lambda: defer.succeed({"status": "degraded"}))
+        self.assertEqual(repr(self.successResultOf(shell.reload())), "reload: refused")
+        self.assertEqual(repr(self.successResultOf(shell.health())), '{\n  "status": "degraded"\n}')

@@ -16,8 +16,8 @@ from tests.admin.helpers_ops import tempdir
 from tests.support.certs import make_server_cert
 from tests.support.gateway import environment, twistd_command
 
-# A twistd application (-y) built from mailgw's own listener and TLS policy: the IMAPS listener is not
-# on main yet, so this stands in for `bind_tls = ["systemd:domain=INET:name=imaps"]`.
+# A twistd application (-y) built from mailgw's own listener and TLS policy: it stands in for
+# `bind_tls = ["systemd:domain=INET6:name=imaps"]` (INET for an IPv4 socket).
 TAC = """
 from twisted.application.service import Application
 from twisted.internet import reactor
@@ -33,7 +33,7 @@ class Greeter(Protocol):
 
 application = Application("socket-activation")
 tls = ServerTLS("imaps", {cert!r}, {key!r}, "TLSv1.2", ["localhost"])
-ListenerService(reactor, "systemd:domain=INET:name=imaps", Factory.forProtocol(Greeter), tls,
+ListenerService(reactor, "systemd:domain={domain}:name=imaps", Factory.forProtocol(Greeter), tls,
                 "imap.t.bind_tls[0]").setServiceParent(application)
 """
 
@@ -41,13 +41,20 @@ ListenerService(reactor, "systemd:domain=INET:name=imaps", Factory.forProtocol(G
 class SocketActivationTests(SynchronousTestCase):
     def test_inherited_socket_gets_tls(self) -> None:
         """With LISTEN_FDS=1, LISTEN_PID and LISTEN_FDNAMES=imaps, the child serves TLS on fd 3 it did not bind."""
+        self.serve_inherited(socket.AF_INET, "127.0.0.1", "INET")
+
+    def test_inherited_ipv6_socket(self) -> None:
+        """The unit's `ListenStream=[::]:993` socket is AF_INET6: `systemd:domain=INET6:name=imaps` serves it (here on ::1)."""
+        self.serve_inherited(socket.AF_INET6, "::1", "INET6")
+
+    def serve_inherited(self, family: int, host: str, domain: str) -> None:
         directory = tempdir(self)
         cert = make_server_cert(directory, ["localhost"])
         tac = os.path.join(directory, "activation.tac")
         with open(tac, "w") as handle:
-            handle.write(TAC.format(cert=cert.cert_file, key=cert.key_file))
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
+            handle.write(TAC.format(cert=cert.cert_file, key=cert.key_file, domain=domain))
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.bind((host, 0))
         listener.listen(16)
         port = listener.getsockname()[1]
         fd = listener.fileno()
@@ -69,13 +76,13 @@ class SocketActivationTests(SynchronousTestCase):
                 break
         self.assertIn(f"port={port}", "".join(output), "".join(output))
         context = ssl.create_default_context(cafile=cert.ca_file)
-        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost") as conn:
+        with context.wrap_socket(socket.create_connection((host, port), timeout=10), server_hostname="localhost") as conn:
             self.assertIn(conn.version(), ("TLSv1.2", "TLSv1.3"))
             self.assertEqual(conn.recv(100), b"* OK IMAP4rev1 ready\r\n")
             conn.sendall(b"a NOOP\r\n")
             self.assertEqual(conn.recv(100), b"echo a NOOP\r\n")
         # A plaintext client on the same socket never gets a greeting.
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+        with socket.create_connection((host, port), timeout=10) as plain:
             plain.sendall(b"a CAPABILITY\r\n")
             self.assertNotIn(b"* OK", plain.recv(100))
 

@@ -366,6 +366,22 @@ class ForwarderTests(TestCase):
 
 
     @inlineCallbacks
+    def test_accept_and_revoke_logged(self) -> None:
+        """An accepted forwarded connection logs forward_accept; one closed by a narrowed client set logs forward_revoked."""
+        target, port = start_target(reactor, self, Echo)
+        rule, listen = start_rule(reactor, self, port, name="logged")
+        with capturedLogs() as events:
+            sock = yield threads.deferToThread(connect, listen, "127.0.0.1", "127.0.0.2")
+            self.addCleanup(sock.close)
+            yield threads.deferToThread(lambda: (sock.sendall(b"x"), sock.recv(1)))
+            rule.set_clients(ClientSet(["127.0.0.1/32"]))
+            yield threads.deferToThread(read_all, sock)
+        lines = {e["event"]: e["mailgw_line"] for e in events if e.get("event", "").startswith("forward_")}
+        peer = "127.0.0.2:%d" % sock.getsockname()[1]
+        self.assertEqual(lines["forward_accept"], f"forward_accept rule=logged peer={peer} target=127.0.0.1:{port}")
+        self.assertEqual(lines["forward_revoked"], f"forward_revoked rule=logged peer={peer} reason=not_in_client_set")
+
+    @inlineCallbacks
     def test_client_reset_closes_target(self) -> None:
         """A client that resets mid-stream gets its target connection closed too, and leaves the rule."""
         target, port = start_target(reactor, self, Echo)

@@ -27,13 +27,14 @@ CHUNK = 1024 * 1024
 class ThreadServer:
     """A blocking loopback server running `handle(conn)` per connection in a thread."""
 
-    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
-        self.handle = handle
+    def __init__(self, handle: Callable[[socket.socket], None], count_carried: bool = False) -> None:
+        self.handle, self.count_carried = handle, count_carried
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.carried = 0  # connections that sent a byte (the gateway's target checks connect and close)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -48,6 +49,8 @@ class ThreadServer:
     def _run(self, conn: socket.socket) -> None:
         with conn:
             try:
+                if self.count_carried and conn.recv(1, socket.MSG_PEEK):
+                    self.carried += 1
                 self.handle(conn)
             except OSError:
                 pass
@@ -89,7 +92,7 @@ class GatewayTests(SynchronousTestCase):
         self.addCleanup(self.tls_target.wait)
         self.addCleanup(self.tls_target.kill)
         tls_port = int(self.tls_target.stdout.readline())
-        self.echo = ThreadServer(echo)
+        self.echo = ThreadServer(echo, count_carried=True)
         self.bulk = ThreadServer(send_gib)
         for server in (self.echo, self.bulk):
             self.addCleanup(server.close)
@@ -135,7 +138,7 @@ class GatewayTests(SynchronousTestCase):
         self.assertEqual(refused(self.port("raw"), source="127.0.0.2"), b"")
         line = self.gateway.wait_for("forward_deny rule=raw peer=127.0.0.2:")
         self.assertIn("reason=not_in_client_set", line)
-        self.assertEqual(self.echo.accepted, 1)
+        self.assertEqual(self.echo.carried, 1)
 
     def _gib_to_slow_reader(self, rule: str) -> tuple[int, int, float]:
         pid = self.gateway.process.pid

@@ -240,13 +240,13 @@ class SubmissionHarness:
         self.directory.add_user("bob", self.PASSWORD, ["bob@example.test"], nt_hash=nt_hash(self.PASSWORD))
         ntlm = NTLMAcceptor(DirectoryNTLMVerifier([self.directory]), domain="EXAMPLE", dns_domain="example.test")
         self.auth = AuthService([self.directory], reactor, failure_delay=0, ntlm=ntlm,
-                                listeners={"relay": ListenerPolicy(("plain", "login", "ntlm"), require_tls=True)})
+                                listeners={"submission.relay": ListenerPolicy(("plain", "login", "ntlm"), require_tls=True)})
         self.store = MemoryStore()
         self.pool = start_pool(reactor)
         self.queue = RelayQueue(os.path.join(self.dir, "queue"), reactor, self.pool)
         policy_kw.setdefault("local_domains", frozenset({"example.test"}))
         self.policy = SubmissionPolicy(**policy_kw)
-        self.factory = SubmissionFactory("relay", self.auth, self.store, self.queue, self.tls, "mx.example.test",
+        self.factory = SubmissionFactory("submission.relay", self.auth, self.store, self.queue, self.tls, "mx.example.test",
                                          self.policy, reactor, self.pool)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.implicit_factory = self.factory.for_implicit_tls()

@@ -78,9 +78,9 @@ class SubmissionTests(TestCase):
             out.append(c.cmd("RCPT TO:<someone@remote.example>"))
             out.append(c.cmd("NOOP"))
             return out
-        before = REGISTRY.get_sample_value("mailgw_smtp_rejects_total", {"listener": "relay", "code": "530"}) or 0
+        before = REGISTRY.get_sample_value("mailgw_smtp_rejects_total", {"listener": "submission.relay", "code": "530"}) or 0
         r = await deferToThread(run)
-        after = REGISTRY.get_sample_value("mailgw_smtp_rejects_total", {"listener": "relay", "code": "530"})
+        after = REGISTRY.get_sample_value("mailgw_smtp_rejects_total", {"listener": "submission.relay", "code": "530"})
         self.assertEqual(after, before + 3)
         self.assertEqual(r[1], (530, "530 5.7.0 Must issue a STARTTLS command first"))
         self.assertEqual(r[2], (530, "530 5.7.0 Must issue a STARTTLS command first"))
