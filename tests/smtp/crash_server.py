@@ -26,7 +26,7 @@ def main() -> None:
     from mailgw.smtp.queue import RelayQueue
     from mailgw.smtp.relay import RelayRunner
     from mailgw.store.memory import MemoryStore
-    from smtp_support import FileTLS, make_certs, start_pool
+    from tests.smtp.smtp_support import FileTLS, make_certs, start_pool
 
     mode, state = sys.argv[1], sys.argv[2]
     pool = start_pool(reactor, "crash")

@@ -21,7 +21,7 @@ from mailgw.admin.cli import main
 from mailgw.observe.metrics import REGISTRY
 from mailgw.smtp.queue import iso8601
 from mailgw.smtp.relay import RelayRunner
-from smtp_support import RawSMTP, SinkBehaviour, SinkFactory, SubmissionHarness, tmpdir
+from tests.smtp.smtp_support import RawSMTP, SinkBehaviour, SinkFactory, SubmissionHarness, tmpdir
 
 PW = SubmissionHarness.PASSWORD
 LISTENER = "submission.relay"
