@@ -221,6 +221,51 @@ class SearchTests(unittest.SynchronousTestCase):
         self.assertEqual(self.search(b"BEFORE 32-Foo-2026"), b"a BAD Error in IMAP command SEARCH: Invalid date\r\n")
 
 
+# The address fixture of Dovecot's imaptest (search-addresses.mbox), one message per entry
+ADDRESS_MESSAGES = (
+    b"From: user-from@domain.org\r\nTo: user-to@domain.org\r\nCc: user-cc@domain.org\r\n"
+    b"Bcc: user-bcc@domain.org\r\n\r\nbody\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: RealTo <user-to@domain.org>\r\n"
+    b"Cc: RealCc <user-cc@domain.org>\r\nBcc: RealBcc <user-bcc@domain.org>\r\n\r\nbody2\r\n",
+    b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\n"
+    b"Cc: <user-cc@domain.org>\r\nBcc: <user-bcc@domain.org>\r\n\r\nbody3\r\n",
+    b"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\n"
+    b"Cc: user-cc@domain.org (RealCc)\r\nBcc: user-bcc@domain.org (RealBcc)\r\n\r\nbody4\r\n",
+    b"From: user-from1@domain.org, user-from2@domain.org\r\nCc: user-cc@domain.org\r\n\r\nbody5\r\n",
+    b"To: groupname: groupuser1@domain.org, groupuser2@domain.org;,\r\n"
+    b"  groupname2: groupuser3@domain.org;\r\n\r\nbody5\r\n",
+    b"From: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <Joerg.Mueller@Example.TEST>\r\n"
+    b"To: \"Dr. Who\" <who@tardis.example>\r\n\r\nbody7\r\n",
+)
+
+
+class AddressSearchTests(unittest.SynchronousTestCase):
+    """FROM/TO/CC/BCC match the field's full text: display name and address, decoded, any case, substring."""
+
+    def test_imaptest_search_addresses(self) -> None:
+        """The cases of Dovecot's imaptest search-addresses script, plus RFC 2047 names and mixed case."""
+        _, c = selected(*ADDRESS_MESSAGES)
+        cases = {
+            b"from user-from@domain.org": b"1 2 3 4", b"to user-to@domain.org": b"1 2 3 4",
+            b"cc user-cc@domain.org": b"1 2 3 4 5", b"bcc user-bcc@domain.org": b"1 2 3 4",
+            b"from realfrom": b"2 4", b"to realto": b"2 4", b"cc realcc": b"2 4", b"bcc realbcc": b"2 4",
+            b'header from ""': b"1 2 3 4 5 7", b'header to ""': b"1 2 3 4 6 7", b'header cc ""': b"1 2 3 4 5",
+            b'header bcc ""': b"1 2 3 4",
+            b"from ser-fro": b"1 2 3 4 5", b"to ser-t": b"1 2 3 4", b"cc ser-c": b"1 2 3 4 5",
+            b"bcc ser-bc": b"1 2 3 4",
+            b"from ealfro": b"2 4", b"to ealt": b"2 4", b"cc ealc": b"2 4", b"bcc ealbc": b"2 4",
+            b"from user-from1": b"5", b"from user-from2": b"5",
+            b"to groupname": b"6", b"to groupname2": b"6", b"to groupuser1": b"6", b"to groupuser2": b"6",
+            b"to groupuser3": b"6", b"to groupuser4": b"",
+            # RFC 2047 display name decoded; case-insensitive on name and address; name and address together
+            b"from \"j\xc3\xb6rg m\xc3\xbcller\"": b"7", b"from joerg.mueller@example.test": b"7",
+            b"from \"m\xc3\xbcller <joerg\"": b"7", b"to \"dr. who <who@\"": b"7",
+        }
+        for criteria, expected in cases.items():
+            want = b"* SEARCH" + (b" " + expected if expected else b"") + b"\r\na OK Search completed.\r\n"
+            self.assertEqual(c.send(b"a SEARCH " + criteria + b"\r\n"), want, criteria)
+
+
 class CopyMoveExpungeTests(unittest.SynchronousTestCase):
     """COPY, MOVE (COPYUID), EXPUNGE, UID EXPUNGE, CLOSE, UNSELECT."""
 
