@@ -92,6 +92,8 @@ def address_text(raw: bytes) -> str:
     """
     out: list[str] = []
     for entry in addresses(unfold(raw)) or []:
+        if not isinstance(entry, list):
+            continue
         name, _adl, mbox, host = (x if isinstance(x, bytes) else None for x in entry)
         if host is None:  # RFC 3501 §7.4.2 group markers: start (name in the mailbox slot) or end
             if mbox:
