@@ -73,6 +73,7 @@ class IMAPSession(SelectedState, Protocol):
         self.folder: Optional[IFolder] = None
         self.uids: list[int] = []  # this session's sequence-number map (position + 1)
         self.uid_validity = 0  # of the selected folder, as announced at SELECT
+        self.keywords: set[str] = set()  # keywords announced in FLAGS since SELECT (RFC 3501 §7.2.6)
         self.dirty = False  # another view changed the folder
         self.mode: Optional[str] = None  # None | "idle" | "sasl"
         self.line_handler: Optional[Callable[[bytes], Any]] = None
