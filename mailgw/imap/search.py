@@ -2,7 +2,10 @@
 
 Flags, sizes, dates and sets come from the index; headers and bodies are read only when a key needs
 them. Header values are RFC 2047-decoded, bodies transfer-decoded and charset-decoded; matching is
-case-insensitive substring on Unicode. Each message's texts are decoded and case-folded at most once
+case-insensitive substring on Unicode. FROM/TO/CC/BCC also match the fields' addresses as parsed
+for ENVELOPE, rendered `Display Name <local@domain>` with comments and folding removed, so
+`<user (comment)@ (comment) domain.org>` is found by `FROM user@domain.org` (RFC 3501 §6.4.4
+"contains the specified string"; issue 18 item 3, Dovecot's imaptest search-addresses). Each message's texts are decoded and case-folded at most once
 per SEARCH, and each distinct text key is evaluated at most once per message, so 450 `NOT BODY x`
 keys cost one scan of the body, not 450 decodes (issue 12).
 """
@@ -17,6 +20,7 @@ from bisect import bisect_right
 from email.header import decode_header, make_header
 from typing import Optional
 
+from mailgw.imap.envelope import addresses
 from mailgw.imap.fetch import MessageData
 from mailgw.imap.mime import Part, unfold
 from mailgw.imap.pacing import Pacer
@@ -24,6 +28,8 @@ from mailgw.imap.wire.dates import header_date
 from mailgw.imap.wire.searchspec import Key
 
 MAX_TEXT_PARTS = 200
+ADDRESS_FIELDS = frozenset({b"from", b"to", b"cc", b"bcc"})
+_PLACEHOLDERS = (b"MISSING_MAILBOX", b"MISSING_DOMAIN")  # envelope.addresses' fillers, no text of the message
 
 
 class Context:
@@ -42,8 +48,11 @@ class Context:
         """Decoded values of one header field, case-folded."""
         values = self._fields.get(name)
         if values is None:
-            root = self.data.head_root()
-            values = self._fields[name] = [decode_value(v).casefold() for n, v in root.fields if n == name]
+            raw = [v for n, v in self.data.head_root().fields if n == name]
+            values = [decode_value(v).casefold() for v in raw]
+            if name in ADDRESS_FIELDS:
+                values += [address_text(v).casefold() for v in raw]
+            self._fields[name] = values
         return values
 
     def all_headers(self) -> str:
@@ -74,6 +83,27 @@ def decode_value(raw: bytes) -> str:
         return str(make_header(decode_header(text[:10000])))
     except Exception:  # email.header raises many kinds of errors on hostile input
         return text
+
+
+def address_text(raw: bytes) -> str:
+    """An address list as `Name <local@domain>, group: a@b, ...`: parsed as for ENVELOPE, names RFC 2047-decoded.
+
+    Linear in the value (envelope.addresses caps tokens and addresses).
+    """
+    out: list[str] = []
+    for entry in addresses(unfold(raw)) or []:
+        if not isinstance(entry, list):
+            continue
+        name, _adl, mbox, host = (x if isinstance(x, bytes) else None for x in entry)
+        if host is None:  # RFC 3501 §7.4.2 group markers: start (name in the mailbox slot) or end
+            if mbox:
+                out.append(decode_value(mbox) + ":")
+            continue
+        local = b"" if mbox in _PLACEHOLDERS or mbox is None else mbox
+        domain = b"" if host in _PLACEHOLDERS else host
+        spec = decode_raw(local + b"@" + domain if local and domain else local or domain)
+        out.append(decode_value(name) + " <" + spec + ">" if name else spec)
+    return ", ".join(out)
 
 
 def _texts(root: Part) -> list[str]:

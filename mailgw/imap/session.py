@@ -27,6 +27,7 @@ from mailgw.imap.wire.grammar import BadTag, Request, command_name, parse_comman
 from mailgw.imap.wire.reader import ParseError, tag_of_lines
 from mailgw.imap.wire.response import tagged
 from mailgw.interfaces import ClientInfo, IAccount, IFolder, IFolderListener, Identity
+from mailgw.net.closing import close_transport
 
 __all__ = ["IMAPSession", "Reply", "NOT_AUTHENTICATED", "AUTHENTICATED", "SELECTED", "LOGOUT"]
 
@@ -72,6 +73,7 @@ class IMAPSession(SelectedState, Protocol):
         self.folder: Optional[IFolder] = None
         self.uids: list[int] = []  # this session's sequence-number map (position + 1)
         self.uid_validity = 0  # of the selected folder, as announced at SELECT
+        self.keywords: set[str] = set()  # keywords announced in FLAGS since SELECT (RFC 3501 §7.2.6)
         self.dirty = False  # another view changed the folder
         self.mode: Optional[str] = None  # None | "idle" | "sasl"
         self.line_handler: Optional[Callable[[bytes], Any]] = None
@@ -179,7 +181,7 @@ class IMAPSession(SelectedState, Protocol):
                     self.transport.unregisterProducer()  # type: ignore[attr-defined]  # TLS shutdown waits for producers
                 except (AttributeError, RuntimeError):
                     pass
-                self.transport.loseConnection()
+                close_transport(self.transport)  # over TLS: no wait for the client's close_notify (issue 18)
                 # a TLS peer that never finishes its handshake (or never reads) cannot hold the socket
                 self._abort = self.reactor.callLater(self.ABORT_AFTER, self._abort_now)
 

@@ -1,4 +1,4 @@
-"""The selected state's view bookkeeping: change notifications, untagged EXPUNGE/EXISTS/FETCH, closing.
+"""The selected state's view bookkeeping: change notifications, untagged EXPUNGE/FLAGS/EXISTS/FETCH, closing.
 
 Mixed into IMAPSession; RFC 3501 §7.4.1 decides *when* report_updates may run (the session's
 command table and IDLE), this module decides *what* is sent.
@@ -6,17 +6,26 @@ command table and IDLE), this module decides *what* is sent.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from mailgw.imap.wire.response import flag_list
 from mailgw.interfaces import IFolder
 from mailgw.observe.failures import log_failure
 
 log = Logger()
 
 SELECTED = "selected"
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def flags_lines(keywords: Iterable[str], readonly: bool) -> bytes:
+    """`* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]` for a mailbox with these keywords (RFC 3501 §7.1, §7.2.6)."""
+    flags = list(SYSTEM_FLAGS) + sorted(keywords)
+    permanent = b"()" if readonly else flag_list(flags)[:-1] + b" \\*)"
+    return b"* FLAGS %s\r\n* OK [PERMANENTFLAGS %s] Flags permitted.\r\n" % (flag_list(flags), permanent)
 
 
 class SelectedState:
@@ -25,6 +34,7 @@ class SelectedState:
     folder: Optional[IFolder]
     uid_validity: int
     uids: list[int]
+    keywords: set[str]  # the keywords this client was told of in FLAGS (at SELECT and since)
     bye: Callable[[bytes], None]
     dirty: bool
     mode: Optional[str]
@@ -42,6 +52,18 @@ class SelectedState:
             d = self.report_updates()
             d.addErrback(lambda f: log_failure(log, f, "idle refresh failed", event="imap.idle_error"))
             d.addBoth(self._done)
+
+    def keyword_update(self, flags: Iterable[str]) -> bytes:
+        """FLAGS/PERMANENTFLAGS if `flags` hold a keyword this client has not been told of yet, else b"".
+
+        RFC 3501 §7.2.6: a keyword must be in the mailbox's FLAGS before any FETCH shows it; every
+        place that writes a message's flags (STORE replies, FETCH, pushed updates) asks here first.
+        """
+        new = [f for f in flags if not f.startswith("\\") and f not in self.keywords]
+        if not new or self.folder is None:
+            return b""
+        self.keywords.update(new)
+        return flags_lines(self.keywords, self.folder.readonly)
 
     def report_updates(self) -> "Deferred[None]":
         """Refresh the view and send EXPUNGE / EXISTS / RECENT / FETCH FLAGS (only at allowed points)."""
@@ -69,6 +91,12 @@ class SelectedState:
             if self.uids[pos] not in present:
                 out.append(b"* %d EXPUNGE\r\n" % (pos + 1))
         old_count = len(self.uids) - len(out)
+        known = set(self.uids)
+        # new messages (APPEND, delivery, another session's COPY) and flag changes may carry new keywords
+        announce = self.keyword_update({f for m in current if m.uid not in known for f in m.flags}
+                                       | {f for flags in changes.flags.values() for f in flags})
+        if announce:
+            out.append(announce)
         self.uids = [m.uid for m in current]
         if len(self.uids) != old_count or changes.added:
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
@@ -94,6 +122,7 @@ class SelectedState:
                 log.failure("folder close failed", event="imap.close_error")
         self.folder = None
         self.uids = []
+        self.keywords = set()
         self.dirty = False
         if self.state == SELECTED:
             self.state = "auth"

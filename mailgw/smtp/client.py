@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
+from mailgw.net.closing import close_transport
 from mailgw.smtp.wire import DotStuffer
 
 log = Logger()
@@ -322,7 +323,7 @@ class ESMTPClient(Protocol):
             await self._command("QUIT", "quit")
         except Exception:
             pass
-        self.transport.loseConnection()
+        close_transport(self.transport)  # over TLS: no wait for the smarthost's close_notify (issue 18)
 
     def _finish(self, outcome: Any) -> None:
         if isinstance(outcome, Failure):

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailgw.interfaces import ClientInfo, Identity
+from mailgw.net.closing import close_transport
 from mailgw.net.flow import ReplyFlow
 from mailgw.observe import metrics
 from mailgw.smtp import wire
@@ -136,7 +137,7 @@ class SubmissionSession(EnvelopeMixin, SASLMixin, Protocol):
         self.closing = True
         self.framer.take_buffer()
         self.flow.detach()  # a TLS transport closes only once its producer is gone
-        self.transport.loseConnection()
+        close_transport(self.transport)  # over TLS: no wait for the client's close_notify (issue 18)
         # a client that never reads the final reply cannot keep the socket and its buffer
         self._abort = self.factory.reactor.callLater(ABORT_AFTER, self._abort_now)
 

@@ -164,13 +164,91 @@ class StoreTests(unittest.SynchronousTestCase):
     def test_store_modes(self) -> None:
         """+FLAGS, -FLAGS, FLAGS and .SILENT."""
         _, c = selected(MESSAGE, MESSAGE)
-        self.assertEqual(c.send(b"a STORE 1:2 +FLAGS (\\Seen $Work)\r\n"),
+        self.assertEqual(c.send(b"a STORE 1:2 +FLAGS (\\Seen $Work)\r\n"), flags_update(b"$Work") +
                          b"* 1 FETCH (FLAGS (\\Seen \\Recent $Work))\r\n* 2 FETCH (FLAGS (\\Seen \\Recent $Work))\r\n"
                          b"a OK Store completed.\r\n")
         self.assertEqual(c.send(b"b STORE 1 -FLAGS.SILENT (\\Seen)\r\n"), b"b OK Store completed.\r\n")
         self.assertEqual(c.send(b"c UID STORE 2 FLAGS \\Flagged\r\n"),
                          b"* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)\r\nc OK Store completed.\r\n")
         self.assertEqual(c.send(b"d STORE 1 +FLAGS (\\Bogus)\r\n"), b"d BAD Invalid system flag \\Bogus\r\n")
+
+
+def flags_update(*keywords: bytes, readonly: bool = False) -> bytes:
+    """The untagged FLAGS and PERMANENTFLAGS a session gets when keywords appear (RFC 3501 §7.2.6)."""
+    flags = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft" + b"".join(b" " + k for k in keywords)
+    permanent = b"()" if readonly else b"(" + flags + b" \\*)"
+    return b"* FLAGS (%s)\r\n* OK [PERMANENTFLAGS %s] Flags permitted.\r\n" % (flags, permanent)
+
+
+class KeywordAnnouncementTests(unittest.SynchronousTestCase):
+    """A new keyword is listed in FLAGS/PERMANENTFLAGS before any FETCH shows it, to every session (RFC 3501 §7.2.6)."""
+
+    def test_store_announces_new_keyword_once(self) -> None:
+        """STORE +FLAGS ($keyword1) sends FLAGS and PERMANENTFLAGS first; a known keyword does not repeat them."""
+        _, c = selected(MESSAGE, MESSAGE)
+        self.assertEqual(c.send(b"a STORE 1 +FLAGS ($keyword1)\r\n"), flags_update(b"$keyword1") +
+                         b"* 1 FETCH (FLAGS (\\Recent $keyword1))\r\na OK Store completed.\r\n")
+        self.assertEqual(c.send(b"b STORE 2 +FLAGS ($keyword1)\r\n"),
+                         b"* 2 FETCH (FLAGS (\\Recent $keyword1))\r\nb OK Store completed.\r\n")
+        self.assertEqual(c.send(b"c STORE 2 +FLAGS.SILENT ($keyword2)\r\n"),
+                         flags_update(b"$keyword1", b"$keyword2") + b"c OK Store completed.\r\n")
+
+    def test_other_sessions_get_it_with_their_updates(self) -> None:
+        """Another session gets FLAGS/PERMANENTFLAGS before the FETCH at NOOP; a read-only one PERMANENTFLAGS ()."""
+        h, a = selected(MESSAGE)
+        ro = h.connect()
+        ro.login()
+        ro.send(b"e EXAMINE INBOX\r\n")
+        b = h.connect()
+        b.select()
+        b.send(b"x STORE 1 +FLAGS.SILENT ($Label1)\r\n")
+        self.assertEqual(a.send(b"n NOOP\r\n"), flags_update(b"$Label1") +
+                         b"* 1 FETCH (UID 1 FLAGS (\\Recent $Label1))\r\nn OK NOOP completed.\r\n")
+        self.assertEqual(ro.send(b"n NOOP\r\n"), flags_update(b"$Label1", readonly=True) +
+                         b"* 1 FETCH (UID 1 FLAGS ($Label1))\r\nn OK NOOP completed.\r\n")
+
+    def test_store_and_fetch_before_the_update_point(self) -> None:
+        """A STORE or a \\Seen-setting FETCH that shows another session's new keyword before NOOP is preceded by FLAGS."""
+        h, a = selected(MESSAGE, MESSAGE)
+        b = h.connect()
+        b.select()
+        b.send(b"x STORE 1:2 +FLAGS.SILENT ($Todo)\r\n")
+        self.assertEqual(a.send(b"s STORE 1 +FLAGS (\\Flagged)\r\n"), flags_update(b"$Todo") +
+                         b"* 1 FETCH (FLAGS (\\Flagged \\Recent $Todo))\r\ns OK Store completed.\r\n")
+        b.send(b"y STORE 2 +FLAGS.SILENT ($Later)\r\n")
+        self.assertEqual(a.send(b"f FETCH 2 (FLAGS BODY[TEXT]<0.2>)\r\n"), flags_update(b"$Later", b"$Todo") +
+                         b"* 2 FETCH (FLAGS (\\Seen \\Recent $Later $Todo) BODY[TEXT]<0> {2}\r\nHi)\r\n"
+                         b"f OK Fetch completed.\r\n")
+
+    def test_idle_push(self) -> None:
+        """During IDLE the FLAGS/PERMANENTFLAGS come pushed right before the FETCH."""
+        h, a = selected(MESSAGE)
+        b = h.connect()
+        b.select()
+        self.assertEqual(a.send(b"i IDLE\r\n"), b"+ idling\r\n")
+        b.send(b"x STORE 1 +FLAGS.SILENT ($Junk)\r\n")
+        self.assertEqual(a.read(), flags_update(b"$Junk") + b"* 1 FETCH (UID 1 FLAGS (\\Recent $Junk))\r\n")
+        self.assertEqual(a.send(b"DONE\r\n"), b"i OK Idle completed.\r\n")
+
+    def test_append_with_new_keyword(self) -> None:
+        """APPEND (own session or another) of a message with a new keyword announces it with the EXISTS."""
+        h, a = selected(MESSAGE)
+        b = h.connect()
+        b.select()
+        out = a.send(b"a APPEND INBOX ($New) {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n")
+        self.assertEqual(out, flags_update(b"$New") + b"* 2 EXISTS\r\n* 2 RECENT\r\n"
+                         b"a OK [APPENDUID %d 2] Append completed.\r\n" % h.account().folder("INBOX").uid_validity)
+        self.assertEqual(b.send(b"n NOOP\r\n"),
+                         flags_update(b"$New") + b"* 2 EXISTS\r\n* 0 RECENT\r\nn OK NOOP completed.\r\n")
+
+    def test_nil_is_not_a_keyword(self) -> None:
+        """NIL in a STORE or APPEND flag list is BAD and nothing is stored."""
+        h, c = selected(MESSAGE)
+        self.assertEqual(c.send(b"a STORE 1 +FLAGS (NIL)\r\n"), b"a BAD Invalid flag NIL\r\n")
+        self.assertEqual(c.send(b"b STORE 1 FLAGS nil\r\n"), b"b BAD Invalid flag nil\r\n")
+        self.assertEqual(c.send(b"c APPEND INBOX (\\Seen NIL) {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n"),
+                         b"c BAD Invalid flag NIL\r\n")
+        self.assertEqual(c.send(b"d FETCH 1:* FLAGS\r\n"), b"* 1 FETCH (FLAGS (\\Recent))\r\nd OK Fetch completed.\r\n")
 
 
 class SearchTests(unittest.SynchronousTestCase):
@@ -219,6 +297,51 @@ class SearchTests(unittest.SynchronousTestCase):
         self.assertEqual(self.search(b"NOT " * 100 + b"ALL"), b"a BAD Too deep nesting\r\n")
         self.assertEqual(self.search(b"BOGUS"), b"a BAD Error in IMAP command SEARCH: Unknown argument BOGUS\r\n")
         self.assertEqual(self.search(b"BEFORE 32-Foo-2026"), b"a BAD Error in IMAP command SEARCH: Invalid date\r\n")
+
+
+# The address fixture of Dovecot's imaptest (search-addresses.mbox), one message per entry
+ADDRESS_MESSAGES = (
+    b"From: user-from@domain.org\r\nTo: user-to@domain.org\r\nCc: user-cc@domain.org\r\n"
+    b"Bcc: user-bcc@domain.org\r\n\r\nbody\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: RealTo <user-to@domain.org>\r\n"
+    b"Cc: RealCc <user-cc@domain.org>\r\nBcc: RealBcc <user-bcc@domain.org>\r\n\r\nbody2\r\n",
+    b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\n"
+    b"Cc: <user-cc@domain.org>\r\nBcc: <user-bcc@domain.org>\r\n\r\nbody3\r\n",
+    b"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\n"
+    b"Cc: user-cc@domain.org (RealCc)\r\nBcc: user-bcc@domain.org (RealBcc)\r\n\r\nbody4\r\n",
+    b"From: user-from1@domain.org, user-from2@domain.org\r\nCc: user-cc@domain.org\r\n\r\nbody5\r\n",
+    b"To: groupname: groupuser1@domain.org, groupuser2@domain.org;,\r\n"
+    b"  groupname2: groupuser3@domain.org;\r\n\r\nbody5\r\n",
+    b"From: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <Joerg.Mueller@Example.TEST>\r\n"
+    b"To: \"Dr. Who\" <who@tardis.example>\r\n\r\nbody7\r\n",
+)
+
+
+class AddressSearchTests(unittest.SynchronousTestCase):
+    """FROM/TO/CC/BCC match the field's full text: display name and address, decoded, any case, substring."""
+
+    def test_imaptest_search_addresses(self) -> None:
+        """The cases of Dovecot's imaptest search-addresses script, plus RFC 2047 names and mixed case."""
+        _, c = selected(*ADDRESS_MESSAGES)
+        cases = {
+            b"from user-from@domain.org": b"1 2 3 4", b"to user-to@domain.org": b"1 2 3 4",
+            b"cc user-cc@domain.org": b"1 2 3 4 5", b"bcc user-bcc@domain.org": b"1 2 3 4",
+            b"from realfrom": b"2 4", b"to realto": b"2 4", b"cc realcc": b"2 4", b"bcc realbcc": b"2 4",
+            b'header from ""': b"1 2 3 4 5 7", b'header to ""': b"1 2 3 4 6 7", b'header cc ""': b"1 2 3 4 5",
+            b'header bcc ""': b"1 2 3 4",
+            b"from ser-fro": b"1 2 3 4 5", b"to ser-t": b"1 2 3 4", b"cc ser-c": b"1 2 3 4 5",
+            b"bcc ser-bc": b"1 2 3 4",
+            b"from ealfro": b"2 4", b"to ealt": b"2 4", b"cc ealc": b"2 4", b"bcc ealbc": b"2 4",
+            b"from user-from1": b"5", b"from user-from2": b"5",
+            b"to groupname": b"6", b"to groupname2": b"6", b"to groupuser1": b"6", b"to groupuser2": b"6",
+            b"to groupuser3": b"6", b"to groupuser4": b"",
+            # RFC 2047 display name decoded; case-insensitive on name and address; name and address together
+            b"from \"j\xc3\xb6rg m\xc3\xbcller\"": b"7", b"from joerg.mueller@example.test": b"7",
+            b"from \"m\xc3\xbcller <joerg\"": b"7", b"to \"dr. who <who@\"": b"7",
+        }
+        for criteria, expected in cases.items():
+            want = b"* SEARCH" + (b" " + expected if expected else b"") + b"\r\na OK Search completed.\r\n"
+            self.assertEqual(c.send(b"a SEARCH " + criteria + b"\r\n"), want, criteria)
 
 
 class CopyMoveExpungeTests(unittest.SynchronousTestCase):

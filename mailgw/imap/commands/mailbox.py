@@ -12,6 +12,7 @@ from mailgw.imap.commands.auth import AUTHED
 from mailgw.imap.names import MAX_MATCH_WORK, BadName, Pattern, decode_mailbox, decode_pattern, encode_mailbox
 from mailgw.imap.pacing import Pacer
 from mailgw.imap.session import SELECTED, Reply
+from mailgw.imap.updates import flags_lines
 from mailgw.imap.wire.framing import SpooledLiteral
 from mailgw.imap.wire.grammar import Request
 from mailgw.imap.wire.response import astring, flag_list, tagged
@@ -19,8 +20,6 @@ from mailgw.interfaces import FolderInfo
 
 if TYPE_CHECKING:
     from mailgw.imap.session import IMAPSession
-
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 def _name(raw: object) -> str:
@@ -45,11 +44,8 @@ def cmd_select(s: "IMAPSession", req: Request) -> "Deferred[Any]":
         messages = folder.messages()
         s.uids = [m.uid for m in messages]
         s.uid_validity = folder.uid_validity
-        keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
-        flags = list(SYSTEM_FLAGS) + keywords
-        permanent = b"()" if readonly else flag_list(flags)[:-1] + (b" \\*)" if flags else b"\\*)")
-        out = [b"* FLAGS %s\r\n" % flag_list(flags),
-               b"* OK [PERMANENTFLAGS %s] Flags permitted.\r\n" % permanent,
+        s.keywords = {f for m in messages for f in m.flags if not f.startswith("\\")}
+        out = [flags_lines(s.keywords, readonly),
                b"* %d EXISTS\r\n" % len(messages),
                b"* %d RECENT\r\n" % len(folder.recent_uids())]
         unseen = next((i + 1 for i, m in enumerate(messages) if "\\Seen" not in m.flags), None)

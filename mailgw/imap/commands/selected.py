@@ -124,7 +124,10 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
                 return None
             try:
                 data = MessageData(folder, info, fast, s.fetch_cache, s.user)
-                return fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
+                pieces: list[Any] = fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
+                # another session's new keyword not yet in this client's FLAGS (RFC 3501 §7.2.6)
+                announce = s.keyword_update(info.flags)
+                return [announce] + pieces if announce else pieces
             except MessageExpunged:
                 missing[0] = True
             except Exception:
@@ -156,6 +159,10 @@ def cmd_store(s: "IMAPSession", req: Request) -> Any:
     d = folder.store_flags(uids, wanted, mode) if uids else succeed({})
 
     def stored(result: dict[int, frozenset[str]]) -> bytes:
+        # RFC 3501 §7.2.6: a new keyword is announced before the FETCH that shows it (.SILENT too)
+        announce = s.keyword_update({f for flags in result.values() for f in flags})
+        if announce:
+            s.send(announce)
         if not silent:
             recent = folder.recent_uids()
             out = []

@@ -100,6 +100,8 @@ def parse_flag(raw: bytes) -> str:
         if canon is None:
             raise ParseError("Invalid system flag " + text[:40])
         return canon
+    if text.upper() == "NIL":  # NIL is no flag-keyword a client may set (issue 18 item 1; Dovecot refuses it too)
+        raise ParseError("Invalid flag " + text)
     return text
 
 
