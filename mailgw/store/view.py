@@ -4,21 +4,25 @@ The backend (one per folder per process) holds the current messages in a copy-on
 dict (ascending uid order) and a log of changed uids. A view keeps a reference to the dict
 it last saw plus an overlay of its own changes, so opening a view and refreshing it cost
 O(changes), never O(messages); sequence numbers only move when the session calls refresh().
+
+All of this lives on the reactor thread and holds only immutable values (MessageInfo, tuples);
+reading message files and the store's own bookkeeping is the backend's job, through Deferreds.
 """
 
 from __future__ import annotations
 
-from typing import IO, Iterable, Optional
+from typing import Iterable, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailgw.errors import MessageExpunged, ReadOnlyFolder
-from mailgw.interfaces import CopyResult, FolderChanges, IFolder, IFolderListener, MessageInfo
+from mailgw.interfaces import CopyResult, FolderChanges, IFolder, IFolderListener, IMessageBody, MessageInfo
 from mailgw.store.flags import DELETED, MODES, normalize_flags
 
 log = Logger()
+T = TypeVar("T")
 
 
 def uids_from(infos: dict[int, MessageInfo], floor: int) -> frozenset[int]:
@@ -118,10 +122,12 @@ class FolderBackend(FolderState):
     def expunge(self, uids: list[int], origin: "FolderView") -> "Deferred[list[int]]":
         raise NotImplementedError
 
-    def open_message(self, uid: int) -> IO[bytes]:
+    def open_bodies(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
+        """Open messages (small ones read ahead); uids that are gone are left out."""
         raise NotImplementedError
 
-    def header_bytes(self, uid: int) -> bytes:
+    def read_headers(self, uids: list[int]) -> "Deferred[dict[int, bytes]]":
+        """Header blocks; uids that are gone are left out."""
         raise NotImplementedError
 
     def view_closed(self, view: "FolderView") -> None:
@@ -151,7 +157,7 @@ class FolderView:
         self.log_position = backend.position()
         self._base: dict[int, MessageInfo] = {}
         self._overlay: dict[int, Optional[MessageInfo]] = {}
-        self._list: Optional[list[MessageInfo]] = None
+        self._list: Optional[tuple[MessageInfo, ...]] = None
         self._recent: set[int] = set()
         self._listeners: list[IFolderListener] = []
         self._closed = False
@@ -189,29 +195,36 @@ class FolderView:
             return self._overlay[uid]
         return self._base.get(uid)
 
-    def messages(self) -> list[MessageInfo]:
+    def messages(self) -> tuple[MessageInfo, ...]:
         if self._list is None:
             if not self._overlay:
-                self._list = list(self._base.values())
+                self._list = tuple(self._base.values())
             else:
                 merged = [self._overlay.get(u, i) for u, i in self._base.items()]
-                self._list = [i for i in merged if i is not None]
-        return list(self._list)
+                self._list = tuple(i for i in merged if i is not None)
+        return self._list
 
     def recent_uids(self) -> frozenset[int]:
         return frozenset(self._recent)
 
-    def open_message(self, uid: int) -> IO[bytes]:
-        self._known(uid)
-        return self._backend.open_message(uid)
+    def open_messages(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
+        known = [u for u in uids if self._info(u) is not None]
+        return self._backend.open_bodies(known) if known else succeed({})
 
-    def header_bytes(self, uid: int) -> bytes:
-        self._known(uid)
-        return self._backend.header_bytes(uid)
+    def open_message(self, uid: int) -> "Deferred[IMessageBody]":
+        return self.open_messages([uid]).addCallback(self._one, uid)
 
-    def _known(self, uid: int) -> None:
-        if self._info(uid) is None:
-            raise MessageExpunged(detail=f"uid {uid} not in view of {self.name}")
+    def headers(self, uids: list[int]) -> "Deferred[dict[int, bytes]]":
+        known = [u for u in uids if self._info(u) is not None]
+        return self._backend.read_headers(known) if known else succeed({})
+
+    def header_bytes(self, uid: int) -> "Deferred[bytes]":
+        return self.headers([uid]).addCallback(self._one, uid)
+
+    def _one(self, found: "dict[int, T]", uid: int) -> "T":
+        if uid not in found:
+            raise MessageExpunged(detail=f"uid {uid} of {self.name}")
+        return found[uid]
 
     # -- refreshing
 
