@@ -1,8 +1,11 @@
 """FETCH: data items of one message (RFC 3501 §6.4.5, §7.4.2) and the write-paced loop over a set.
 
 With `fast_message_retrieval`, FLAGS, RFC822.SIZE, INTERNALDATE come from the index and
-ENVELOPE / BODY.PEEK[HEADER...] / RFC822.HEADER from `IFolder.header_bytes`, so header-first
+ENVELOPE / BODY.PEEK[HEADER...] / RFC822.HEADER from `IFolder.headers`, so header-first
 clients never make the store open message files; otherwise everything is computed from the file.
+Store reads are asynchronous: each batch's headers and bodies are loaded (one job each) before its
+responses are built, and big bodies stream from the opened file chunk by chunk, paced by the
+transport (docs/imap.md).
 """
 
 from __future__ import annotations
@@ -10,21 +13,27 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Iterable, Optional
 
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
 from mailgw.imap.envelope import bodystructure, envelope
 from mailgw.imap.mime import Part, parse_message, section_bytes
 from mailgw.imap.wire.fetchspec import FetchItem
 from mailgw.imap.wire.response import Literal, encode, internal_date, sort_flags
-from mailgw.interfaces import IFolder, MessageInfo
+from mailgw.interfaces import IFolder, IMessageBody, MessageInfo
+
+log = Logger()
 
 HEADER_ONLY = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
-STREAM_THRESHOLD = 1024 * 1024  # whole messages above this are streamed from the file, 64 KiB at a time
-CHUNK = 64 * 1024
+STREAM_THRESHOLD = 1024 * 1024  # whole messages above this are streamed from the file, CHUNK at a time
+CHUNK = 64 * 1024  # one transport write
+READ_CHUNK = 256 * 1024  # one read job in the store's pool
 
 
 class Streamed:
-    """A whole-message literal to be copied from the stored file (the `{n}` prefix is already written)."""
+    """A whole-message literal to be copied from the opened body (the `{n}` prefix is already written)."""
 
-    def __init__(self, file: Any, size: int) -> None:
+    def __init__(self, file: IMessageBody, size: int) -> None:
         self.file, self.size = file, size
 
 
@@ -59,14 +68,24 @@ class FetchCache:
             self.bytes -= len(old)
 
 
+class NotLoaded(Exception):
+    """A FETCH/SEARCH item asked for data its plan did not load (a bug in the plan, reported as a failed message)."""
+
+
 class MessageData:
-    """Lazy access to one message: header bytes, full bytes, parsed trees (each read at most once)."""
+    """One message's data for FETCH and SEARCH. The store reads asynchronously (IFolder returns
+    Deferreds), so `load()` / `load_batch()` fetch what the items need first; the item code
+    below then runs synchronously on what was loaded and never touches the store."""
 
     def __init__(self, folder: IFolder, info: MessageInfo, fast: bool, cache: Optional[FetchCache] = None,
                  owner: str = "") -> None:
         self.folder, self.info, self.fast = folder, info, fast
         self.cache = cache
         self.key = (owner, folder.name, folder.uid_validity, info.uid)
+        self.body: Optional[IMessageBody] = None
+        self.missing = False  # the message was gone when its data was loaded
+        self.cached: dict[str, bytes] = {}  # cache hits taken when the plan was made
+        self.ranges: dict[tuple[int, int], bytes] = {}  # BODY[]<o.n> of a big message, read ahead
         self._full: Optional[bytes] = None
         self._header: Optional[bytes] = None
         self._root: Optional[Part] = None
@@ -74,17 +93,13 @@ class MessageData:
 
     def full(self) -> bytes:
         if self._full is None:
-            f = self.folder.open_message(self.info.uid)
-            try:
-                self._full = f.read()
-            finally:
-                f.close()
+            raise NotLoaded(f"body of uid {self.info.uid}")
         return self._full
 
     def header(self) -> bytes:
         if self._full is None and self.fast:
             if self._header is None:
-                self._header = self.folder.header_bytes(self.info.uid)
+                raise NotLoaded(f"header of uid {self.info.uid}")
             return self._header
         return self.root().header
 
@@ -95,7 +110,7 @@ class MessageData:
 
     def head_root(self) -> Part:
         """A tree of the header alone (enough for ENVELOPE)."""
-        if self._root is not None or not self.fast:
+        if self._root is not None or not self.fast or self._header is None and self._full is not None:
             return self.root()
         if self._head_root is None:
             self._head_root = parse_message(self.header())
@@ -105,25 +120,111 @@ class MessageData:
         return self.info.size if self.fast else len(self.full())
 
     def big_unread(self) -> bool:
-        return self._full is None and self.info.size > STREAM_THRESHOLD
+        return self._full is None and self.body is not None and self.body.size > STREAM_THRESHOLD
 
     def read_range(self, origin: int, count: int) -> bytes:
-        f = self.folder.open_message(self.info.uid)
-        try:
-            f.seek(origin)
-            return f.read(count)
-        finally:
-            f.close()
+        return self.ranges[(origin, count)]
 
     def streamed(self) -> Optional[Streamed]:
-        """The open file of a big message not yet read, with its real length; None for small ones."""
-        if self._full is not None or self.info.size <= STREAM_THRESHOLD:
+        """The open body of a big message not read whole, with its real length; None otherwise."""
+        if not self.big_unread():
             return None
-        f = self.folder.open_message(self.info.uid)
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(0)
-        return Streamed(f, size)
+        assert self.body is not None
+        return Streamed(self.body, self.body.size)
+
+    def load(self, header: bool, full: bool, partials: tuple[tuple[int, int], ...] = (),
+             body: bool = False) -> "Deferred[MessageData]":
+        """Load what a per-message loop needs (header block, whole body, ranges); sets `missing` if the message is gone."""
+        return load_batch(self.folder, [(self, Need(header, full, body or full or bool(partials), partials))]).addCallback(
+            lambda _: self)
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+
+class Need:
+    """What one message's items need loaded: the header block, the whole body, an open body, ranges."""
+
+    __slots__ = ("header", "full", "body", "partials")
+
+    def __init__(self, header: bool = False, full: bool = False, body: bool = False,
+                 partials: tuple[tuple[int, int], ...] = ()) -> None:
+        self.header, self.full, self.body, self.partials = header, full, body, partials
+
+
+_FREE = frozenset({"UID", "FLAGS", "INTERNALDATE"})
+
+
+def plan(data: MessageData, items: list[FetchItem]) -> Need:
+    """What `items` need of one message (taking cache hits for ENVELOPE/BODYSTRUCTURE now)."""
+    need = Need()
+    fast = data.fast
+    for item in items:
+        name = item.name
+        if name in _FREE or (name == "RFC822.SIZE" and fast):
+            continue
+        if not fast:
+            need.full = True
+            continue
+        if name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") and data.cache is not None:
+            kind = {"ENVELOPE": "E", "BODYSTRUCTURE": "S", "BODY": "B"}[name]
+            hit = data.cache.get((kind, data.key))
+            if hit is not None:
+                data.cached[kind] = hit
+                continue
+        if name in ("ENVELOPE", "RFC822.HEADER"):
+            need.header = True
+        elif name == "RFC822":
+            need.body = True
+        elif name in ("BODYSTRUCTURE", "BODY", "RFC822.TEXT"):
+            need.full = True
+        else:
+            section = item.section
+            assert section is not None
+            if not section.part and section.text in HEADER_ONLY:
+                need.header = True
+            elif not section.part and not section.text:
+                need.body = True  # BODY[] whole or partial: streamed or ranged when big
+                if item.partial is not None:
+                    need.partials += (item.partial,)
+            else:
+                need.full = True
+    if need.full:
+        need.body = True
+    return need
+
+
+async def _load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> None:
+    want_headers = [d.info.uid for d, n in work if n.header and not n.full]
+    want_bodies = [d.info.uid for d, n in work if n.body]
+    headers_d = folder.headers(want_headers) if want_headers else None
+    bodies_d = folder.open_messages(want_bodies) if want_bodies else None
+    headers = (await headers_d) if headers_d is not None else {}
+    bodies = (await bodies_d) if bodies_d is not None else {}
+    for data, need in work:
+        uid = data.info.uid
+        if need.header and not need.full:
+            data._header = headers.get(uid)
+            data.missing = data.missing or data._header is None
+        if not need.body:
+            continue
+        body = bodies.get(uid)
+        if body is None:
+            data.missing = True
+            continue
+        data.body = body
+        if need.full or body.size <= STREAM_THRESHOLD:
+            data._full = await body.read_all()  # already in memory unless it is big
+        else:
+            for origin, count in need.partials:
+                data.ranges[(origin, count)] = await body.read(origin, count)
+
+
+def load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> "Deferred[None]":
+    """Load several messages' needs with one header job and one open job (the store's pool does the reading)."""
+    return ensureDeferred(_load_batch(folder, work))
 
 
 def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: bool,
@@ -201,6 +302,9 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
 
 
 def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes:
+    hit = data.cached.get(kind)
+    if hit is not None:
+        return hit
     if data.cache is None:
         return compute()
     key = (kind, data.key)
@@ -211,65 +315,103 @@ def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes
     return value
 
 
-def write_pieces(session: Any, pieces: list[Any], done: Callable[[], None]) -> None:
-    """Write bytes pieces; a Streamed piece is copied from its file while the transport accepts data."""
-    queue = list(pieces)
-
-    def run() -> None:
-        while queue and not session.closing:
-            if not isinstance(queue[0], Streamed):
-                batch = []
-                while queue and not isinstance(queue[0], Streamed):
-                    batch.append(queue.pop(0))
-                session.send_pieces(batch)
-                continue
-            stream = queue[0]
-            while stream.size > 0 and not session.closing:
-                if session.write_paused:
-                    session.resume_hooks.append(run)
-                    return
-                chunk = stream.file.read(min(CHUNK, stream.size))
-                if not chunk:
-                    chunk = b" " * stream.size  # the file shrank under us: keep the literal's length honest
-                session.send(chunk)
-                stream.size -= len(chunk)
-            stream.file.close()
-            queue.pop(0)
-        for piece in queue:
-            if isinstance(piece, Streamed):
-                piece.file.close()
-        if not session.closing:
-            done()
-
-    run()
+def writable(session: Any) -> "Deferred[None]":
+    """Fires when the transport wants data again (the session is its push producer)."""
+    d: Deferred[None] = Deferred()
+    session.resume_hooks.append(lambda: d.called or d.callback(None))
+    return d
 
 
-def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], Optional[list[Any]]],
-               finished: Callable[[], None], batch: int) -> None:
-    """Run `step` over `work`, writing what it returns; stops whenever the transport's write buffer is full
-    (push-producer backpressure) and yields to the reactor every `batch` items."""
-    it = iter(work)
+def next_turn(session: Any) -> "Deferred[None]":
+    """Fires on the next reactor turn (so one long FETCH never starves other connections)."""
+    d: Deferred[None] = Deferred()
+    session.reactor.callLater(0, d.callback, None)
+    return d
 
-    def run() -> None:
-        count = 0
-        while not session.closing:
+
+async def write_pieces(session: Any, pieces: list[Any]) -> None:
+    """Write bytes pieces; a Streamed body is read in chunks in the store's pool while the transport accepts data."""
+    batch: list[bytes] = []
+    for piece in pieces:
+        if not isinstance(piece, Streamed):
+            batch.append(piece)
+            continue
+        if batch:
+            session.send_pieces(batch)
+            batch = []
+        offset, size = 0, piece.size
+        while offset < size and not session.closing:
             if session.write_paused:
-                session.resume_hooks.append(run)
-                return
-            if count >= batch:
-                session.reactor.callLater(0, run)
-                return
-            try:
-                item = next(it)
-            except StopIteration:
-                finished()
-                return
-            pieces = step(item)
-            count += 1
-            if pieces:
-                if any(isinstance(p, Streamed) for p in pieces):
-                    write_pieces(session, pieces, run)
-                    return
-                session.send_pieces(pieces)
+                await writable(session)
+                continue
+            chunk = await piece.file.read(offset, min(READ_CHUNK, size - offset))
+            if not chunk:
+                chunk = b" " * (size - offset)  # the file shrank under us: keep the literal's length honest
+            view = memoryview(chunk)
+            for start in range(0, len(chunk), CHUNK):
+                if session.write_paused and not session.closing:
+                    await writable(session)
+                session.send(bytes(view[start : start + CHUNK]) if len(chunk) > CHUNK else chunk)
+            offset += len(chunk)
+    if batch:
+        session.send_pieces(batch)
 
-    run()
+
+BATCH_BYTES = 4 * 1024 * 1024  # bodies read ahead per batch (two batches are in memory at most)
+
+
+def batches(datas: "list[tuple[int, MessageData, Need]]", count: int) -> "Iterable[list[tuple[int, MessageData, Need]]]":
+    """Consecutive runs of at most `count` messages and about BATCH_BYTES of bodies to read ahead."""
+    run: list[tuple[int, MessageData, Need]] = []
+    weight = 0
+    for entry in datas:
+        need = entry[2]
+        size = entry[1].info.size if need.body and (need.full or entry[1].info.size <= STREAM_THRESHOLD) else 0
+        if run and (len(run) >= count or weight + size > BATCH_BYTES):
+            yield run
+            run, weight = [], 0
+        run.append(entry)
+        weight += size
+    if run:
+        yield run
+
+
+async def fetch_loop(session: Any, folder: IFolder, work: "list[tuple[int, MessageData, Need]]",
+                     respond: Callable[[int, MessageData], list[Any]], batch: int) -> bool:
+    """Load, answer and write message after message; the next batch is read while this one is written.
+
+    Returns True if some message could not be answered (expunged meanwhile, or unreadable).
+    """
+    missing = False
+    runs = list(batches(work, batch))
+    loading = load_batch(folder, [(d, n) for _, d, n in runs[0]]) if runs else None
+    try:
+        for i, run in enumerate(runs):
+            assert loading is not None
+            await loading
+            loading = load_batch(folder, [(d, n) for _, d, n in runs[i + 1]]) if i + 1 < len(runs) else None
+            for seq, data, _ in run:
+                if session.closing:
+                    return missing
+                if data.missing:
+                    missing = True
+                    continue
+                try:
+                    pieces = respond(seq, data)
+                except Exception:
+                    log.failure("fetch of uid {uid} failed", uid=data.info.uid, event="imap.fetch_error")
+                    missing = True
+                    continue
+                await write_pieces(session, pieces)
+                data.close()
+                if session.write_paused and not session.closing:
+                    await writable(session)
+            if loading is not None:
+                await next_turn(session)
+    finally:
+        for run in runs:
+            for _, data, _ in run:
+                data.close()
+        if loading is not None:
+            loading.addErrback(lambda f: None)  # abandoned read-ahead: nothing waits for it
+    return missing

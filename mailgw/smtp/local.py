@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from mailgw.interfaces import AppendResult, IAuthService, IMessageStore
+from mailgw.interfaces import AppendResult, IAuthService, IMessageStore, MessageFile
 
 
 def _read(path: str) -> bytes:
@@ -31,7 +31,7 @@ class LocalDelivery:
     def read(self, path: str) -> "Deferred[bytes]":
         return deferToThreadPool(self.reactor, self.pool, _read, path)
 
-    def deliver(self, user: str, message: bytes) -> "Deferred[AppendResult]":
+    def deliver(self, user: str, message: "bytes | MessageFile") -> "Deferred[AppendResult]":
         return self.store.deliver(user, message)
 
     async def deliver_file(self, address: str, path: str) -> AppendResult:
@@ -41,5 +41,4 @@ class LocalDelivery:
         user = await self.resolve(address)
         if user is None:
             raise NoSuchMailbox(detail=f"no local user for {address}")
-        data = await self.read(path)
-        return await self.deliver(user, data)
+        return await self.deliver(user, MessageFile(path=path))  # the store copies the file in chunks

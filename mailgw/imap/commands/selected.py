@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailgw.errors import MessageExpunged, NoSuchMailbox
-from mailgw.imap.fetch import MessageData, fetch_response, flags_of, paced_loop
+from mailgw.errors import NoSuchMailbox
+from mailgw.imap.fetch import MessageData, fetch_loop, fetch_response, flags_of, load_batch, next_turn, plan
 from mailgw.imap.names import decode_mailbox
 from mailgw.imap.search import Context, matches
+from mailgw.imap.searchplan import search_need
 from mailgw.imap.session import SELECTED, Reply
 from mailgw.imap.wire.grammar import Request
 from mailgw.imap.wire.response import tagged
@@ -104,44 +105,33 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
         unseen = [s.uids[p] for p in picked if s.uids[p] in infos and "\\Seen" not in infos[s.uids[p]].flags]
         if unseen:
             seen = folder.store_flags(unseen, frozenset({"\\Seen"}), "add")
-    done: Deferred[Any] = Deferred()
-
-    def run(changed: dict[int, frozenset[str]]) -> "Deferred[Any]":
-        current = {m.uid: m for m in folder.messages()} if changed else infos
-        recent = folder.recent_uids()
-        fast = s.policy.fast_message_retrieval
-        missing = [False]
-
-        def step(pos: int) -> Optional[list[Any]]:
-            if pos >= len(s.uids):
-                return None
-            uid = s.uids[pos]
-            info = current.get(uid)
-            if info is None:
-                missing[0] = True
-                return None
-            try:
-                data = MessageData(folder, info, fast, s.fetch_cache, s.user)
-                return fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
-            except MessageExpunged:
-                missing[0] = True
-            except Exception:
-                log.failure("fetch of uid {uid} failed", uid=uid, event="imap.fetch_error")
-                missing[0] = True
-            return None
-
-        def finished() -> None:
-            if missing[0]:
-                done.callback(tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.",
-                                     b"EXPUNGEISSUED"))
-            else:
-                done.callback(tagged(req.tag, b"OK", b"Fetch completed."))
-
-        paced_loop(s, picked, step, finished, s.limits.fetch_batch)
-        return done
-
-    seen.addCallback(run)
+    seen.addCallback(lambda changed: ensureDeferred(_fetch(s, req, folder, picked, items, changed, infos)))
     return seen
+
+
+async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int], items: list[Any],
+                 changed: dict[int, frozenset[str]], infos: dict[int, Any]) -> bytes:
+    current = {m.uid: m for m in folder.messages()} if changed else infos
+    recent = folder.recent_uids()
+    fast = s.policy.fast_message_retrieval
+    missing = False
+    work = []
+    for pos in picked:
+        info = current.get(s.uids[pos]) if pos < len(s.uids) else None
+        if info is None:
+            missing = True
+            continue
+        data = MessageData(folder, info, fast, s.fetch_cache, s.user)
+        work.append((pos + 1, data, plan(data, items)))
+
+    def respond(seq: int, data: MessageData) -> list[Any]:
+        uid = data.info.uid
+        return fetch_response(seq, data, items, uid in recent, req.uid, uid in changed)
+
+    missing = await fetch_loop(s, folder, work, respond, s.limits.fetch_batch) or missing
+    if missing:
+        return tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.", b"EXPUNGEISSUED")
+    return tagged(req.tag, b"OK", b"Fetch completed.")
 
 
 def cmd_store(s: "IMAPSession", req: Request) -> Any:
@@ -173,36 +163,40 @@ def cmd_search(s: "IMAPSession", req: Request) -> Any:
     charset, key = req.args
     if charset not in (None, "UTF-8", "US-ASCII"):
         raise Reply(b"NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+    return ensureDeferred(_search(s, req, key))
+
+
+async def _search(s: "IMAPSession", req: Request, key: Any) -> bytes:
     folder = _folder(s)
-    messages = folder.messages()
     recent = folder.recent_uids()
     fast = s.policy.fast_message_retrieval
     count = len(s.uids)
     max_uid = s.uids[-1] if s.uids else 0
     cache: dict[int, list[tuple[int, int]]] = {}
-    index = {m.uid: m for m in messages}
+    index = {m.uid: m for m in folder.messages()}
+    need = search_need(key, fast)
     hits: list[int] = []
-    done: Deferred[Any] = Deferred()
-
-    def step(pos: int) -> None:
-        uid = s.uids[pos]
-        info = index.get(uid)
-        if info is None:
-            return None
-        try:
-            if matches(key, Context(pos + 1, MessageData(folder, info, fast), uid in recent, count, max_uid, cache)):  # type: ignore[arg-type]
-                hits.append(uid if req.uid else pos + 1)
-        except MessageExpunged:
-            pass
-        except Exception:
-            log.failure("search of uid {uid} failed", uid=uid, event="imap.search_error")
-
-    def finished() -> None:
-        s.send(b"* SEARCH" + b"".join(b" %d" % n for n in hits) + b"\r\n")
-        done.callback(tagged(req.tag, b"OK", b"Search completed."))
-
-    paced_loop(s, range(count), step, finished, s.limits.fetch_batch)
-    return done
+    batch = max(1, s.limits.fetch_batch)
+    for start in range(0, count, batch):
+        if s.closing:
+            break
+        chunk = [(pos, MessageData(folder, index[s.uids[pos]], fast)) for pos in range(start, min(count, start + batch))
+                 if s.uids[pos] in index]
+        if need.header or need.body:
+            await load_batch(folder, [(d, need) for _, d in chunk])  # one store job per batch, in the pool
+        for pos, data in chunk:
+            uid = data.info.uid
+            try:
+                if not data.missing and matches(key, Context(pos + 1, data, uid in recent, count, max_uid, cache)):  # type: ignore[arg-type]
+                    hits.append(uid if req.uid else pos + 1)
+            except Exception:
+                log.failure("search of uid {uid} failed", uid=uid, event="imap.search_error")
+            finally:
+                data.close()
+        if start + batch < count:
+            await next_turn(s)
+    s.send(b"* SEARCH" + b"".join(b" %d" % n for n in hits) + b"\r\n")
+    return tagged(req.tag, b"OK", b"Search completed.")
 
 
 def _destination(raw: object) -> str:
