@@ -16,9 +16,11 @@ from store_concurrency import message_id
 
 
 def padded(n: int) -> bytes:
-    """A message with a ~500-byte header naming its number in the Message-ID."""
-    return (b"From: sender%d@example.com\r\nTo: r@example.com\r\nSubject: message %d\r\n"
-            b"Message-ID: <m%d@example.test>\r\nX-Padding: %s\r\n\r\nbody %d\r\n" % (n, n, n, b"p" * 400, n))
+    """A message with a 540-byte header naming its number in the Message-ID."""
+    # Every header block has the same length, so an offset into the wrong cache file lands on
+    # another message's block and passes the cache's sanity checks.
+    return (b"From: sender%06d@example.com\r\nTo: r@example.com\r\nSubject: message %06d\r\n"
+            b"Message-ID: <m%06d@example.test>\r\nX-Padding: %s\r\n\r\nbody %d\r\n" % (n, n, n, b"p" * 400, n))
 
 
 def fill(root: str, count: int) -> None:
@@ -59,7 +61,7 @@ class CompactionTests(MaildirFixture, TestCase):
             blocks = yield view.headers(live)
             for uid, d in singles:
                 blocks[uid] = yield d
-            wrong += [u for u in live if message_id(blocks[u]) != b"<m%d@example.test>" % u]
+            wrong += [u for u in live if message_id(blocks[u]) != b"<m%06d@example.test>" % u]
             yield deferLater(reactor, 0, lambda: None)
         yield saved
         self.assertLess(os.path.getsize(os.path.join(backend.path, idx.HEADERS)), before)  # it did compact
