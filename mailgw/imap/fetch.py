@@ -10,221 +10,38 @@ transport (docs/imap.md).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Callable, Hashable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mailgw.imap.envelope import bodystructure, envelope
-from mailgw.imap.mime import Part, parse_message, section_bytes
+from mailgw.imap.fetchdata import (  # noqa: F401  (re-exported: the FETCH data types live there)
+    HEADER_ONLY,
+    STREAM_THRESHOLD,
+    FetchCache,
+    MessageData,
+    Need,
+    NotLoaded,
+    ReadAhead,
+    Streamed,
+    load_batch,
+    plan,
+)
+from mailgw.imap.mime import section_bytes
 from mailgw.imap.wire.fetchspec import FetchItem
 from mailgw.imap.wire.response import Literal, encode, internal_date, sort_flags
-from mailgw.interfaces import IFolder, IMessageBody, MessageInfo
+from mailgw.interfaces import IFolder
 
 log = Logger()
 
-HEADER_ONLY = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
-STREAM_THRESHOLD = 1024 * 1024  # whole messages above this are streamed from the file, CHUNK at a time
 CHUNK = 64 * 1024  # one transport write
 READ_CHUNK = 256 * 1024  # one read job in the store's pool
-
-
-class Streamed:
-    """A whole-message literal to be copied from the opened body (the `{n}` prefix is already written)."""
-
-    def __init__(self, file: IMessageBody, size: int) -> None:
-        self.file, self.size = file, size
 
 
 def flags_of(flags: Iterable[str], recent: bool) -> bytes:
     names = sort_flags(set(flags) | ({"\\Recent"} if recent else set()))
     return b"(" + b" ".join(f.encode("ascii", "replace") for f in names) + b")"
-
-
-class FetchCache:
-    """LRU of serialised ENVELOPE / BODYSTRUCTURE values; a (user, folder, UIDVALIDITY, UID) never changes content."""
-
-    MAX_VALUE = 16 * 1024  # a hostile message's 10,000-address ENVELOPE is recomputed, never cached
-
-    def __init__(self, size: int = 20000, max_bytes: int = 16 * 1024 * 1024) -> None:
-        self.size, self.max_bytes = size, max_bytes
-        self.bytes = 0
-        self._data: "OrderedDict[Hashable, bytes]" = OrderedDict()
-
-    def get(self, key: Hashable) -> Optional[bytes]:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: bytes) -> None:
-        if len(value) > self.MAX_VALUE or key in self._data:
-            return
-        self._data[key] = value
-        self.bytes += len(value)
-        while len(self._data) > self.size or self.bytes > self.max_bytes:
-            _, old = self._data.popitem(last=False)
-            self.bytes -= len(old)
-
-
-class NotLoaded(Exception):
-    """A FETCH/SEARCH item asked for data its plan did not load (a bug in the plan, reported as a failed message)."""
-
-
-class MessageData:
-    """One message's data for FETCH and SEARCH. The store reads asynchronously (IFolder returns
-    Deferreds), so `load()` / `load_batch()` fetch what the items need first; the item code
-    below then runs synchronously on what was loaded and never touches the store."""
-
-    def __init__(self, folder: IFolder, info: MessageInfo, fast: bool, cache: Optional[FetchCache] = None,
-                 owner: str = "") -> None:
-        self.folder, self.info, self.fast = folder, info, fast
-        self.cache = cache
-        self.key = (owner, folder.name, folder.uid_validity, info.uid)
-        self.body: Optional[IMessageBody] = None
-        self.missing = False  # the message was gone when its data was loaded
-        self.cached: dict[str, bytes] = {}  # cache hits taken when the plan was made
-        self.ranges: dict[tuple[int, int], bytes] = {}  # BODY[]<o.n> of a big message, read ahead
-        self._full: Optional[bytes] = None
-        self._header: Optional[bytes] = None
-        self._root: Optional[Part] = None
-        self._head_root: Optional[Part] = None
-
-    def full(self) -> bytes:
-        if self._full is None:
-            raise NotLoaded(f"body of uid {self.info.uid}")
-        return self._full
-
-    def header(self) -> bytes:
-        if self._full is None and self.fast:
-            if self._header is None:
-                raise NotLoaded(f"header of uid {self.info.uid}")
-            return self._header
-        return self.root().header
-
-    def root(self) -> Part:
-        if self._root is None:
-            self._root = parse_message(self.full())
-        return self._root
-
-    def head_root(self) -> Part:
-        """A tree of the header alone (enough for ENVELOPE)."""
-        if self._root is not None or not self.fast or self._header is None and self._full is not None:
-            return self.root()
-        if self._head_root is None:
-            self._head_root = parse_message(self.header())
-        return self._head_root
-
-    def size(self) -> int:
-        return self.info.size if self.fast else len(self.full())
-
-    def big_unread(self) -> bool:
-        return self._full is None and self.body is not None and self.body.size > STREAM_THRESHOLD
-
-    def read_range(self, origin: int, count: int) -> bytes:
-        return self.ranges[(origin, count)]
-
-    def streamed(self) -> Optional[Streamed]:
-        """The open body of a big message not read whole, with its real length; None otherwise."""
-        if not self.big_unread():
-            return None
-        assert self.body is not None
-        return Streamed(self.body, self.body.size)
-
-    def load(self, header: bool, full: bool, partials: tuple[tuple[int, int], ...] = (),
-             body: bool = False) -> "Deferred[MessageData]":
-        """Load what a per-message loop needs (header block, whole body, ranges); sets `missing` if the message is gone."""
-        return load_batch(self.folder, [(self, Need(header, full, body or full or bool(partials), partials))]).addCallback(
-            lambda _: self)
-
-    def close(self) -> None:
-        if self.body is not None:
-            self.body.close()
-            self.body = None
-
-
-class Need:
-    """What one message's items need loaded: the header block, the whole body, an open body, ranges."""
-
-    __slots__ = ("header", "full", "body", "partials")
-
-    def __init__(self, header: bool = False, full: bool = False, body: bool = False,
-                 partials: tuple[tuple[int, int], ...] = ()) -> None:
-        self.header, self.full, self.body, self.partials = header, full, body, partials
-
-
-_FREE = frozenset({"UID", "FLAGS", "INTERNALDATE"})
-
-
-def plan(data: MessageData, items: list[FetchItem]) -> Need:
-    """What `items` need of one message (taking cache hits for ENVELOPE/BODYSTRUCTURE now)."""
-    need = Need()
-    fast = data.fast
-    for item in items:
-        name = item.name
-        if name in _FREE or (name == "RFC822.SIZE" and fast):
-            continue
-        if not fast:
-            need.full = True
-            continue
-        if name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") and data.cache is not None:
-            kind = {"ENVELOPE": "E", "BODYSTRUCTURE": "S", "BODY": "B"}[name]
-            hit = data.cache.get((kind, data.key))
-            if hit is not None:
-                data.cached[kind] = hit
-                continue
-        if name in ("ENVELOPE", "RFC822.HEADER"):
-            need.header = True
-        elif name == "RFC822":
-            need.body = True
-        elif name in ("BODYSTRUCTURE", "BODY", "RFC822.TEXT"):
-            need.full = True
-        else:
-            section = item.section
-            assert section is not None
-            if not section.part and section.text in HEADER_ONLY:
-                need.header = True
-            elif not section.part and not section.text:
-                need.body = True  # BODY[] whole or partial: streamed or ranged when big
-                if item.partial is not None:
-                    need.partials += (item.partial,)
-            else:
-                need.full = True
-    if need.full:
-        need.body = True
-    return need
-
-
-async def _load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> None:
-    want_headers = [d.info.uid for d, n in work if n.header and not n.full]
-    want_bodies = [d.info.uid for d, n in work if n.body]
-    headers_d = folder.headers(want_headers) if want_headers else None
-    bodies_d = folder.open_messages(want_bodies) if want_bodies else None
-    headers = (await headers_d) if headers_d is not None else {}
-    bodies = (await bodies_d) if bodies_d is not None else {}
-    for data, need in work:
-        uid = data.info.uid
-        if need.header and not need.full:
-            data._header = headers.get(uid)
-            data.missing = data.missing or data._header is None
-        if not need.body:
-            continue
-        body = bodies.get(uid)
-        if body is None:
-            data.missing = True
-            continue
-        data.body = body
-        if need.full or body.size <= STREAM_THRESHOLD:
-            data._full = await body.read_all()  # already in memory unless it is big
-        else:
-            for origin, count in need.partials:
-                data.ranges[(origin, count)] = await body.read(origin, count)
-
-
-def load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> "Deferred[None]":
-    """Load several messages' needs with one header job and one open job (the store's pool does the reading)."""
-    return ensureDeferred(_load_batch(folder, work))
 
 
 def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: bool,
@@ -377,19 +194,20 @@ def batches(datas: "list[tuple[int, MessageData, Need]]", count: int) -> "Iterab
 
 
 async def fetch_loop(session: Any, folder: IFolder, work: "list[tuple[int, MessageData, Need]]",
-                     respond: Callable[[int, MessageData], list[Any]], batch: int) -> bool:
+                     respond: Callable[[int, MessageData], list[Any]], batch: int,
+                     ahead: "Optional[ReadAhead]" = None, extra: "Optional[list[int]]" = None) -> bool:
     """Load, answer and write message after message; the next batch is read while this one is written.
 
     Returns True if some message could not be answered (expunged meanwhile, or unreadable).
     """
     missing = False
     runs = list(batches(work, batch))
-    loading = load_batch(folder, [(d, n) for _, d, n in runs[0]]) if runs else None
+    loading = load_batch(folder, [(d, n) for _, d, n in runs[0]], ahead, extra) if runs else None
     try:
         for i, run in enumerate(runs):
             assert loading is not None
             await loading
-            loading = load_batch(folder, [(d, n) for _, d, n in runs[i + 1]]) if i + 1 < len(runs) else None
+            loading = load_batch(folder, [(d, n) for _, d, n in runs[i + 1]], ahead) if i + 1 < len(runs) else None
             for seq, data, _ in run:
                 if session.closing:
                     return missing

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 
 from mailgw.errors import NoSuchMailbox
 from mailgw.imap.fetch import MessageData, fetch_loop, fetch_response, flags_of, load_batch, next_turn, plan
+from mailgw.imap.fetchdata import ReadAhead
 from mailgw.imap.names import decode_mailbox
 from mailgw.imap.search import Context, matches
 from mailgw.imap.searchplan import search_need
@@ -128,10 +129,28 @@ async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int],
         uid = data.info.uid
         return fetch_response(seq, data, items, uid in recent, req.uid, uid in changed)
 
-    missing = await fetch_loop(s, folder, work, respond, s.limits.fetch_batch) or missing
+    ahead = _read_ahead(s, folder)
+    extra: list[int] = []
+    if len(work) == 1 and work[0][2].body and work[0][1].info.uid not in ahead.bodies and s.framer.pending_lines():
+        seq = work[0][0]  # a miss while more commands wait: likely one FETCH per message (mbsync)
+        extra = ahead.candidates([current[u] for u in s.uids[seq : seq + ReadAhead.COUNT] if u in current])
+    missing = await fetch_loop(s, folder, work, respond, s.limits.fetch_batch, ahead, extra) or missing
+    if not s.framer.pending_lines():
+        ahead.clear()
     if missing:
         return tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.", b"EXPUNGEISSUED")
     return tagged(req.tag, b"OK", b"Fetch completed.")
+
+
+def _read_ahead(s: "IMAPSession", folder: Any) -> ReadAhead:
+    """The session's read-ahead bodies, for the selected folder only."""
+    ahead: "ReadAhead | None" = getattr(s, "fetch_read_ahead", None)
+    if ahead is None or ahead.folder is not folder:
+        if ahead is not None:
+            ahead.clear()
+        ahead = ReadAhead(folder)
+        s.fetch_read_ahead = ahead  # type: ignore[attr-defined]
+    return ahead
 
 
 def cmd_store(s: "IMAPSession", req: Request) -> Any:
