@@ -46,7 +46,14 @@ class MaildirAccount:
 
     def locked(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
         """Run a blocking account job in the pool after every earlier one, holding the account's flock."""
-        return self.lock.run(self.store.run, with_account_lock, self.root, f, *args)
+        return self.lock.run(self.store.run, self._flocked(f), *args)
+
+    def _flocked(self, f: Callable[..., T]) -> Callable[..., T]:
+        def job(*args: Any) -> T:
+            return with_account_lock(self.root, f, *args)
+
+        job.__name__ = getattr(f, "__name__", "account")  # names the operation in storage_error logs
+        return job
 
     # -- setup
 
@@ -60,7 +67,7 @@ class MaildirAccount:
         await self.lock.acquire()
         try:
             if not self.ready:  # an earlier caller's job may have finished while this one waited
-                usage = await self.store.run(with_account_lock, self.root, self._setup)
+                usage = await self.store.run(self._flocked(self._setup))
                 self.usage.bytes, self.usage.messages = usage
                 self.ready = True
         finally:
