@@ -224,6 +224,7 @@ async def fetch_loop(session: Any, folder: IFolder, work: "list[tuple[int, Messa
                 data.close()
                 if session.write_paused and not session.closing:
                     await writable(session)
+            runs[i] = []  # answered: nothing of this batch stays referenced
             if loading is not None:
                 await next_turn(session)
     finally:

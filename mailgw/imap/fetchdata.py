@@ -124,9 +124,13 @@ class MessageData:
             lambda _: self)
 
     def close(self) -> None:
+        """Release the body and everything loaded or parsed: a long FETCH holds only its current batches."""
         if self.body is not None:
             self.body.close()
             self.body = None
+        self._full = self._header = None
+        self._root = self._head_root = None
+        self.ranges.clear()
 
 
 class Need:

@@ -59,6 +59,10 @@ body = b"From: big@example.test\r\nSubject: big\r\n\r\n" + line * ((size - 40) /
 if mode == "append":
     typ, data = c.append("INBOX", None, None, body)
     print(typ, len(body))
+elif mode == "all":
+    c.select("INBOX")
+    typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+    print(typ, sum(len(d[1]) for d in data if isinstance(d, tuple)), True)
 else:
     c.select("INBOX")
     typ, data = c.fetch("1", "(BODY.PEEK[])")
@@ -180,4 +184,19 @@ class MaildirIMAPTests(unittest.TestCase):
         self.assertLess(append_growth, 20 * 1024, f"APPEND grew RSS by {append_growth} kB")
         self.assertLess(fetch_growth, 20 * 1024, f"FETCH grew RSS by {fetch_growth} kB")
 
-
+    async def test_fetch_of_many_bodies_keeps_memory_flat(self) -> None:
+        """FETCH 1:* BODY.PEEK[] of 60 MB in 400 messages holds only a couple of batches, not the mailbox."""
+        await self.store.open_account("alice")
+        cur = os.path.join(self.tmp.name, "alice", "cur")
+        total = 0
+        for n in range(400):
+            data = padded(n) + (b"%07d " % n) * 21400 + b"\r\n"
+            total += len(data)
+            with open(os.path.join(cur, f"1700000000.M{n:06d}P1.test,S={len(data)},W={len(data)}:2,S"), "wb") as fh:
+                fh.write(data)
+        reset_peak()
+        base = rss_kb("VmRSS")
+        typ, got, _ = await deferToThread(self._client_process, "all")
+        growth = rss_kb("VmHWM") - base
+        self.assertEqual((typ, int(got)), ("OK", total))
+        self.assertLess(growth, 20 * 1024, f"FETCH of {total >> 20} MB grew RSS by {growth} kB")
