@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -100,7 +101,7 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
     assert isinstance(sset, SequenceSet) and isinstance(items, list)
     folder = _folder(s)
     picked = positions(s, sset, req.uid)
-    infos = {m.uid: m for m in folder.messages()}
+    infos = _infos(folder.messages(), [s.uids[p] for p in picked])
     seen: Deferred[Any] = succeed({})
     if not folder.readonly and any(i.sets_seen() for i in items):
         unseen = [s.uids[p] for p in picked if s.uids[p] in infos and "\\Seen" not in infos[s.uids[p]].flags]
@@ -112,7 +113,7 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
 
 async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int], items: list[Any],
                  changed: dict[int, frozenset[str]], infos: dict[int, Any]) -> bytes:
-    current = {m.uid: m for m in folder.messages()} if changed else infos
+    current = _infos(folder.messages(), list(infos)) if changed else infos
     recent = folder.recent_uids()
     fast = s.policy.fast_message_retrieval
     missing = False
@@ -133,13 +134,31 @@ async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int],
     extra: list[int] = []
     if len(work) == 1 and work[0][2].body and work[0][1].info.uid not in ahead.bodies and s.framer.pending_lines():
         seq = work[0][0]  # a miss while more commands wait: likely one FETCH per message (mbsync)
-        extra = ahead.candidates([current[u] for u in s.uids[seq : seq + ReadAhead.COUNT] if u in current])
+        following = s.uids[seq : seq + ReadAhead.COUNT]
+        known = _infos(folder.messages(), following)
+        extra = ahead.candidates([known[u] for u in following if u in known])
     missing = await fetch_loop(s, folder, work, respond, s.limits.fetch_batch, ahead, extra) or missing
     if not s.framer.pending_lines():
         ahead.clear()
     if missing:
         return tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.", b"EXPUNGEISSUED")
     return tagged(req.tag, b"OK", b"Fetch completed.")
+
+
+def _infos(messages: "tuple[Any, ...]", uids: list[int]) -> dict[int, Any]:
+    """MessageInfo of the given uids (a view's snapshot is ascending by uid): O(k log n) for a few, O(n) for many."""
+    if len(uids) * 16 > len(messages):
+        return {m.uid: m for m in messages}
+    out = {}
+    for uid in uids:
+        i = bisect_left(messages, uid, key=_uid_of)
+        if i < len(messages) and messages[i].uid == uid:
+            out[uid] = messages[i]
+    return out
+
+
+def _uid_of(info: Any) -> int:
+    return info.uid  # type: ignore[no-any-return]
 
 
 def _read_ahead(s: "IMAPSession", folder: Any) -> ReadAhead:
