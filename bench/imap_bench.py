@@ -292,7 +292,10 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--logins", type=int, default=200)
     ap.add_argument("--no-mbsync", action="store_true")
+    ap.add_argument("--only", default="index,bodies,logins,mbsync,idle",
+                    help="comma-separated phases to run (index, bodies, logins, mbsync, idle)")
     args = ap.parse_args()
+    phases = set(args.only.split(","))
     if not os.path.exists("/usr/sbin/dovecot"):
         sys.exit("dovecot-imapd is not installed (apt-get install -y dovecot-imapd)")
     os.environ["MAILGW_IMAP_TEST_CERT"] = ":".join(certificate())
@@ -306,16 +309,20 @@ def main() -> None:
     try:
         for s in servers:
             r = results[s.name]
-            r["fetch_index_cold_s"], r["fetch_index_s"] = fetch_index(s, args.messages)
-            r["fetch_bodies_cold_s"], r["fetch_bodies_s"] = fetch_bodies(s, args.messages)
-            r["bodies_mb_per_s"] = total / 2**20 / r["fetch_bodies_s"]
-            r["logins_per_s"] = login_rate(s, args.logins)
-            if not args.no_mbsync and shutil.which("mbsync"):
+            if "index" in phases:
+                r["fetch_index_cold_s"], r["fetch_index_s"] = fetch_index(s, args.messages)
+            if "bodies" in phases:
+                r["fetch_bodies_cold_s"], r["fetch_bodies_s"] = fetch_bodies(s, args.messages)
+                r["bodies_mb_per_s"] = total / 2**20 / r["fetch_bodies_s"]
+            if "logins" in phases:
+                r["logins_per_s"] = login_rate(s, args.logins)
+            if "mbsync" in phases and not args.no_mbsync and shutil.which("mbsync"):
                 r["mbsync_full_s"] = mbsync_time(s, work)
-            base, used = idle_memory(s, args.idle)
-            r["idle_pss_base_mb"] = base / 2**20
-            r["idle_pss_mb"] = used / 2**20
-            r["idle_kb_per_conn"] = (used - base) / 1024 / max(args.idle, 1)
+            if "idle" in phases:
+                base, used = idle_memory(s, args.idle)
+                r["idle_pss_base_mb"] = base / 2**20
+                r["idle_pss_mb"] = used / 2**20
+                r["idle_kb_per_conn"] = (used - base) / 1024 / max(args.idle, 1)
     finally:
         for s in servers:
             s.stop()

@@ -158,7 +158,7 @@ class FolderView:
         self._base: dict[int, MessageInfo] = {}
         self._overlay: dict[int, Optional[MessageInfo]] = {}
         self._list: Optional[tuple[MessageInfo, ...]] = None
-        self._recent: set[int] = set()
+        self._recent: frozenset[int] = frozenset()  # replaced, never changed in place: handed out as is
         self._listeners: list[IFolderListener] = []
         self._closed = False
 
@@ -180,7 +180,7 @@ class FolderView:
         self.log_position = self._backend.position()
         self.uid_validity = self._backend.uid_validity
         self.uid_next = self._backend.uid_next
-        self._recent = set(claimed)
+        self._recent = frozenset(claimed)
         return self
 
     def _claim(self) -> "Deferred[frozenset[int]]":
@@ -205,7 +205,7 @@ class FolderView:
         return self._list
 
     def recent_uids(self) -> frozenset[int]:
-        return frozenset(self._recent)
+        return self._recent
 
     def open_messages(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
         known = [u for u in uids if self._info(u) is not None]
@@ -253,10 +253,10 @@ class FolderView:
         self.log_position = self._backend.position()
         self._backend.trim_log()
         if self.readonly:
-            self._recent |= set(added) & claimed
+            recent = self._recent | (set(added) & claimed)
         else:
-            self._recent |= claimed
-        self._recent -= set(expunged)
+            recent = self._recent | claimed
+        self._recent = recent - set(expunged) if expunged else recent
         self.uid_next = max(self.uid_next, self._backend.uid_next)
         # A replaced UID list (Maildir) changes UIDVALIDITY under an open session: the session
         # sees it here and must end the selection (RFC 3501 §2.3.1.1).
@@ -328,7 +328,9 @@ class FolderView:
     def _forget(self, uids: list[int]) -> None:
         for uid in uids:
             self._overlay[uid] = None
-            self._recent.discard(uid)
+        gone = self._recent.intersection(uids)
+        if gone:
+            self._recent = self._recent - gone
         self._list = None
 
     # -- listening

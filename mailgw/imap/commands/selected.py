@@ -132,13 +132,13 @@ async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int],
 
     ahead = _read_ahead(s, folder)
     extra: list[int] = []
-    if len(work) == 1 and work[0][2].body and work[0][1].info.uid not in ahead.bodies and s.framer.pending_lines():
+    if len(work) == 1 and work[0][2].body and work[0][1].info.uid not in ahead.bodies and s.framer.buffered():
         seq = work[0][0]  # a miss while more commands wait: likely one FETCH per message (mbsync)
         following = s.uids[seq : seq + ReadAhead.COUNT]
         known = _infos(folder.messages(), following)
         extra = ahead.candidates([known[u] for u in following if u in known])
     missing = await fetch_loop(s, folder, work, respond, s.limits.fetch_batch, ahead, extra) or missing
-    if not s.framer.pending_lines():
+    if not s.framer.buffered():
         ahead.clear()
     if missing:
         return tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.", b"EXPUNGEISSUED")
