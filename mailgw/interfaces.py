@@ -225,6 +225,9 @@ class IFolder(Interface):
     def messages() -> "tuple[MessageInfo, ...]":  # type: ignore[empty-body]
         """This view's messages in ascending UID order (position + 1 = sequence number): an immutable snapshot."""
 
+    def uids() -> "tuple[int, ...]":  # type: ignore[empty-body]
+        """The UIDs of messages(), in the same order (an immutable tuple, shared between views where possible)."""
+
     def recent_uids() -> "frozenset[int]":  # type: ignore[empty-body]
         """UIDs that are \\Recent for this session (RFC 3501 §2.3.2)."""
 

@@ -44,6 +44,19 @@ class FolderState:
         self._shared = False
         self._log: list[int] = []
         self._log_start = 0
+        self._snap: Optional[tuple[dict[int, MessageInfo], tuple[MessageInfo, ...], tuple[int, ...]]] = None
+
+    def snapshot(self, infos: dict[int, MessageInfo]) -> tuple[tuple[MessageInfo, ...], tuple[int, ...]]:
+        """(messages, uids) of a mapping handed out by current(), as tuples shared by every view holding it.
+
+        Such a mapping is never changed again (put/drop copy it first), so one pair of tuples
+        serves all sessions that selected the folder: with 1,000 sessions on a 10,000-message
+        INBOX that is 160 MB less than one pair each.
+        """
+        snap = self._snap
+        if snap is None or snap[0] is not infos:
+            snap = self._snap = (infos, tuple(infos.values()), tuple(infos))
+        return snap[1], snap[2]
 
     def current(self) -> dict[int, MessageInfo]:
         """The current messages; callers must treat the mapping as immutable."""
@@ -196,13 +209,17 @@ class FolderView:
         return self._base.get(uid)
 
     def messages(self) -> tuple[MessageInfo, ...]:
+        if not self._overlay:
+            return self._backend.snapshot(self._base)[0]
         if self._list is None:
-            if not self._overlay:
-                self._list = tuple(self._base.values())
-            else:
-                merged = [self._overlay.get(u, i) for u, i in self._base.items()]
-                self._list = tuple(i for i in merged if i is not None)
+            merged = [self._overlay.get(u, i) for u, i in self._base.items()]
+            self._list = tuple(i for i in merged if i is not None)
         return self._list
+
+    def uids(self) -> tuple[int, ...]:
+        if not self._overlay:
+            return self._backend.snapshot(self._base)[1]
+        return tuple(m.uid for m in self.messages())
 
     def recent_uids(self) -> frozenset[int]:
         return self._recent

@@ -43,7 +43,7 @@ def cmd_select(s: "IMAPSession", req: Request) -> "Deferred[Any]":
         s.state = SELECTED
         folder.add_listener(s)
         messages = folder.messages()
-        s.uids = [m.uid for m in messages]
+        s.uids = folder.uids()  # type: ignore[assignment]  # an immutable tuple shared with other sessions
         s.uid_validity = folder.uid_validity
         keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
         flags = list(SYSTEM_FLAGS) + keywords
