@@ -68,7 +68,7 @@ class SelectedState:
             if self.uids[pos] not in present:
                 out.append(b"* %d EXPUNGE\r\n" % (pos + 1))
         old_count = len(self.uids) - len(out)
-        self.uids = [m.uid for m in current]
+        self.uids = folder.uids()  # type: ignore[assignment]  # immutable, shared with other sessions
         if len(self.uids) != old_count or changes.added:
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             out.append(b"* %d RECENT\r\n" % len(folder.recent_uids()))
