@@ -37,6 +37,7 @@ log = Logger()
 
 CHUNK = 64 * 1024  # one transport write
 READ_CHUNK = 256 * 1024  # one read job in the store's pool
+COALESCE = 64 * 1024  # small FETCH answers are written together up to about this much
 
 
 def flags_of(flags: Iterable[str], recent: bool) -> bytes:
@@ -201,6 +202,8 @@ async def fetch_loop(session: Any, folder: IFolder, work: "list[tuple[int, Messa
     Returns True if some message could not be answered (expunged meanwhile, or unreadable).
     """
     missing = False
+    pending: list[bytes] = []
+    size = 0
     runs = list(batches(work, batch))
     loading = load_batch(folder, [(d, n) for _, d, n in runs[0]], ahead, extra) if runs else None
     try:
@@ -220,10 +223,27 @@ async def fetch_loop(session: Any, folder: IFolder, work: "list[tuple[int, Messa
                     log.failure("fetch of uid {uid} failed", uid=data.info.uid, event="imap.fetch_error")
                     missing = True
                     continue
-                await write_pieces(session, pieces)
+                if any(isinstance(p, Streamed) for p in pieces):
+                    if pending:
+                        session.send_pieces(pending)
+                        pending, size = [], 0
+                    await write_pieces(session, pieces)
+                else:
+                    # Small answers are gathered into one write of about COALESCE octets:
+                    # fewer, larger TLS records and transport calls.
+                    pending += pieces
+                    size += sum(len(p) for p in pieces)
+                    if size < COALESCE:
+                        data.close()
+                        continue
+                    session.send_pieces(pending)
+                    pending, size = [], 0
                 data.close()
                 if session.write_paused and not session.closing:
                     await writable(session)
+            if pending and not session.closing:
+                session.send_pieces(pending)
+                pending, size = [], 0
             runs[i] = []  # answered: nothing of this batch stays referenced
             if loading is not None:
                 await next_turn(session)
