@@ -22,6 +22,8 @@ def main() -> None:
     from mailgw.store.maildir.account import MaildirStore
 
     root, password = sys.argv[1], sys.argv[2]
+    if os.environ.get("MAILGW_SWITCH"):
+        sys.setswitchinterval(float(os.environ["MAILGW_SWITCH"]))
     fast = len(sys.argv) < 4 or sys.argv[3] != "slow"
     pool = ThreadPool(2, 4, "bench-disk")
     pool.start()

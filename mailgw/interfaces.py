@@ -114,6 +114,21 @@ class AppendResult:
 
 
 @dataclass(frozen=True)
+class MessageFile:
+    """A message held in a file (a spooled APPEND literal, an SMTP DATA spool) handed to the store.
+
+    The store copies it into its own file in chunks in its thread pool (converting bare LF to
+    CRLF on the way), so no whole-message `bytes` exists on either side of the seam. Give `path`
+    (the store opens and closes it) or `fd` (an open descriptor the caller keeps and closes after
+    the Deferred fires; read with pread, so its file position does not matter).
+    """
+
+    path: str = ""
+    fd: int = -1
+    size: int = 0  # octets in the file (before any LF -> CRLF conversion)
+
+
+@dataclass(frozen=True)
 class QuotaUsage:
     """Storage use against an optional quota (None = unlimited)."""
 
@@ -132,7 +147,7 @@ class IMessageStore(Interface):
     def open_account(user: str) -> "Deferred[IAccount]":  # type: ignore[empty-body]
         """Open (creating on first use, with SPECIAL-USE folders) the account of canonical user id."""
 
-    def deliver(user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":  # type: ignore[empty-body]
+    def deliver(user: str, message: "bytes | MessageFile", folder: str = "INBOX") -> "Deferred[AppendResult]":  # type: ignore[empty-body]
         """Durably deliver a message (tmp -> fsync -> new/ -> dir fsync) before the Deferred fires."""
 
 
@@ -168,23 +183,50 @@ class IAccount(Interface):
     def open_folder(name: str, readonly: bool = False) -> "Deferred[IFolder]":  # type: ignore[empty-body]
         """Open a session view of a folder (SELECT/EXAMINE). Raises NoSuchMailbox."""
 
-    def append(name: str, message: bytes, flags: frozenset[str] = frozenset(), internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":  # type: ignore[empty-body]
+    def append(name: str, message: "bytes | MessageFile", flags: frozenset[str] = frozenset(), internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":  # type: ignore[empty-body]
         """APPEND: durable before the Deferred fires. Raises NoSuchMailbox (-> TRYCREATE), QuotaExceeded."""
 
     def quota() -> QuotaUsage:  # type: ignore[empty-body]
         """Current use against the quota."""
 
 
+class IMessageBody(Interface):
+    """One opened message as stored (CRLF octets): immutable, and still readable after another session expunges it.
+
+    Reads run in the store's thread pool (or are already in memory for small messages); the
+    reactor never reads a message file itself.
+    """
+
+    size = Attribute("length in octets (int)")
+
+    def read(offset: int, length: int) -> "Deferred[bytes]":  # type: ignore[empty-body]
+        """Up to `length` octets from `offset` (fewer only at the end)."""
+
+    def read_all() -> "Deferred[bytes]":  # type: ignore[empty-body]
+        """The whole message (for parsing; FETCH streams big bodies with read() instead)."""
+
+    def close() -> None:
+        """Release the file (after any read still running has finished)."""
+
+
 class IFolder(Interface):
-    """A session's view of one open folder. Message lists come from the index, not the files."""
+    """A session's view of one open folder. Message lists come from the index, not the files.
+
+    Threading (docs/store.md): the attributes and messages() are immutable values owned by the
+    reactor thread; everything that reads the store's files or bookkeeping returns a Deferred and
+    runs in the store's thread pool behind the folder's lock.
+    """
 
     name = Attribute("folder name")
     uid_validity = Attribute("UIDVALIDITY (int)")
     uid_next = Attribute("UIDNEXT (int)")
     readonly = Attribute("True for EXAMINE")
 
-    def messages() -> "list[MessageInfo]":  # type: ignore[empty-body]
-        """This view's messages in ascending UID order (position + 1 = sequence number)."""
+    def messages() -> "tuple[MessageInfo, ...]":  # type: ignore[empty-body]
+        """This view's messages in ascending UID order (position + 1 = sequence number): an immutable snapshot."""
+
+    def uids() -> "tuple[int, ...]":  # type: ignore[empty-body]
+        """The UIDs of messages(), in the same order (an immutable tuple, shared between views where possible)."""
 
     def recent_uids() -> "frozenset[int]":  # type: ignore[empty-body]
         """UIDs that are \\Recent for this session (RFC 3501 §2.3.2)."""
@@ -204,11 +246,17 @@ class IFolder(Interface):
     def expunge(uids: "Optional[list[int]]" = None) -> "Deferred[list[int]]":  # type: ignore[empty-body]
         """Remove \\Deleted messages (restricted to `uids` if given); returns the expunged uids."""
 
-    def open_message(uid: int):  # type: ignore[no-untyped-def]
-        """A binary file object positioned at the start of the message, as stored (CRLF)."""
+    def open_message(uid: int) -> "Deferred[IMessageBody]":  # type: ignore[empty-body]
+        """The message opened for reading. Fails with MessageExpunged if it is gone."""
 
-    def header_bytes(uid: int) -> bytes:  # type: ignore[empty-body]
-        """The raw header block (up to and including the blank line), from the index cache when possible."""
+    def open_messages(uids: "list[int]") -> "Deferred[dict[int, IMessageBody]]":  # type: ignore[empty-body]
+        """Several messages opened in one job (small ones read ahead); expunged uids are left out."""
+
+    def header_bytes(uid: int) -> "Deferred[bytes]":  # type: ignore[empty-body]
+        """The raw header block (up to and including the blank line). Fails with MessageExpunged if it is gone."""
+
+    def headers(uids: "list[int]") -> "Deferred[dict[int, bytes]]":  # type: ignore[empty-body]
+        """Header blocks of several messages in one job, from the index cache when possible; expunged uids left out."""
 
     def add_listener(listener: "IFolderListener") -> None:
         """Be told of changes made through other views of the same folder."""

@@ -1,131 +1,50 @@
 """FETCH: data items of one message (RFC 3501 §6.4.5, §7.4.2) and the write-paced loop over a set.
 
 With `fast_message_retrieval`, FLAGS, RFC822.SIZE, INTERNALDATE come from the index and
-ENVELOPE / BODY.PEEK[HEADER...] / RFC822.HEADER from `IFolder.header_bytes`, so header-first
+ENVELOPE / BODY.PEEK[HEADER...] / RFC822.HEADER from `IFolder.headers`, so header-first
 clients never make the store open message files; otherwise everything is computed from the file.
+Store reads are asynchronous: each batch's headers and bodies are loaded (one job each) before its
+responses are built, and big bodies stream from the opened file chunk by chunk, paced by the
+transport (docs/imap.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from typing import Any, Callable, Hashable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from mailgw.imap.envelope import bodystructure, envelope
-from mailgw.imap.mime import Part, parse_message, section_bytes
+from mailgw.imap.fetchdata import (  # noqa: F401  (re-exported: the FETCH data types live there)
+    HEADER_ONLY,
+    STREAM_THRESHOLD,
+    FetchCache,
+    MessageData,
+    Need,
+    NotLoaded,
+    ReadAhead,
+    Streamed,
+    load_batch,
+    plan,
+)
+from mailgw.imap.mime import section_bytes
 from mailgw.imap.pacing import SLICE
 from mailgw.imap.wire.fetchspec import FetchItem
 from mailgw.imap.wire.response import Literal, encode, internal_date, sort_flags
-from mailgw.interfaces import IFolder, MessageInfo
+from mailgw.interfaces import IFolder
 
-HEADER_ONLY = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
-STREAM_THRESHOLD = 1024 * 1024  # whole messages above this are streamed from the file, 64 KiB at a time
-CHUNK = 64 * 1024
+log = Logger()
 
-
-class Streamed:
-    """A whole-message literal to be copied from the stored file (the `{n}` prefix is already written)."""
-
-    def __init__(self, file: Any, size: int) -> None:
-        self.file, self.size = file, size
+CHUNK = 64 * 1024  # one transport write
+READ_CHUNK = 256 * 1024  # one read job in the store's pool
+COALESCE = 64 * 1024  # small FETCH answers are written together up to about this much
 
 
 def flags_of(flags: Iterable[str], recent: bool) -> bytes:
     names = sort_flags(set(flags) | ({"\\Recent"} if recent else set()))
     return b"(" + b" ".join(f.encode("ascii", "replace") for f in names) + b")"
-
-
-class FetchCache:
-    """LRU of serialised ENVELOPE / BODYSTRUCTURE values; a (user, folder, UIDVALIDITY, UID) never changes content."""
-
-    MAX_VALUE = 16 * 1024  # a hostile message's 10,000-address ENVELOPE is recomputed, never cached
-
-    def __init__(self, size: int = 20000, max_bytes: int = 16 * 1024 * 1024) -> None:
-        self.size, self.max_bytes = size, max_bytes
-        self.bytes = 0
-        self._data: "OrderedDict[Hashable, bytes]" = OrderedDict()
-
-    def get(self, key: Hashable) -> Optional[bytes]:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: bytes) -> None:
-        if len(value) > self.MAX_VALUE or key in self._data:
-            return
-        self._data[key] = value
-        self.bytes += len(value)
-        while len(self._data) > self.size or self.bytes > self.max_bytes:
-            _, old = self._data.popitem(last=False)
-            self.bytes -= len(old)
-
-
-class MessageData:
-    """Lazy access to one message: header bytes, full bytes, parsed trees (each read at most once)."""
-
-    def __init__(self, folder: IFolder, info: MessageInfo, fast: bool, cache: Optional[FetchCache] = None,
-                 owner: str = "") -> None:
-        self.folder, self.info, self.fast = folder, info, fast
-        self.cache = cache
-        self.key = (owner, folder.name, folder.uid_validity, info.uid)
-        self._full: Optional[bytes] = None
-        self._header: Optional[bytes] = None
-        self._root: Optional[Part] = None
-        self._head_root: Optional[Part] = None
-
-    def full(self) -> bytes:
-        if self._full is None:
-            f = self.folder.open_message(self.info.uid)
-            try:
-                self._full = f.read()
-            finally:
-                f.close()
-        return self._full
-
-    def header(self) -> bytes:
-        if self._full is None and self.fast:
-            if self._header is None:
-                self._header = self.folder.header_bytes(self.info.uid)
-            return self._header
-        return self.root().header
-
-    def root(self) -> Part:
-        if self._root is None:
-            self._root = parse_message(self.full())
-        return self._root
-
-    def head_root(self) -> Part:
-        """A tree of the header alone (enough for ENVELOPE)."""
-        if self._root is not None or not self.fast:
-            return self.root()
-        if self._head_root is None:
-            self._head_root = parse_message(self.header())
-        return self._head_root
-
-    def size(self) -> int:
-        return self.info.size if self.fast else len(self.full())
-
-    def big_unread(self) -> bool:
-        return self._full is None and self.info.size > STREAM_THRESHOLD
-
-    def read_range(self, origin: int, count: int) -> bytes:
-        f = self.folder.open_message(self.info.uid)
-        try:
-            f.seek(origin)
-            return f.read(count)
-        finally:
-            f.close()
-
-    def streamed(self) -> Optional[Streamed]:
-        """The open file of a big message not yet read, with its real length; None for small ones."""
-        if self._full is not None or self.info.size <= STREAM_THRESHOLD:
-            return None
-        f = self.folder.open_message(self.info.uid)
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(0)
-        return Streamed(f, size)
 
 
 def fetch_response(seq: int, data: MessageData, items: list[FetchItem], recent: bool,
@@ -203,6 +122,9 @@ def _value(item: FetchItem, data: MessageData, recent: bool) -> "bytes | Literal
 
 
 def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes:
+    hit = data.cached.get(kind)
+    if hit is not None:
+        return hit
     if data.cache is None:
         return compute()
     key = (kind, data.key)
@@ -213,67 +135,135 @@ def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes
     return value
 
 
-def write_pieces(session: Any, pieces: list[Any], done: Callable[[], None]) -> None:
-    """Write bytes pieces; a Streamed piece is copied from its file while the transport accepts data."""
-    queue = list(pieces)
-
-    def run() -> None:
-        while queue and not session.closing:
-            if not isinstance(queue[0], Streamed):
-                batch = []
-                while queue and not isinstance(queue[0], Streamed):
-                    batch.append(queue.pop(0))
-                session.send_pieces(batch)
-                continue
-            stream = queue[0]
-            while stream.size > 0 and not session.closing:
-                if session.write_paused:
-                    session.resume_hooks.append(run)
-                    return
-                chunk = stream.file.read(min(CHUNK, stream.size))
-                if not chunk:
-                    chunk = b" " * stream.size  # the file shrank under us: keep the literal's length honest
-                session.send(chunk)
-                stream.size -= len(chunk)
-            stream.file.close()
-            queue.pop(0)
-        for piece in queue:
-            if isinstance(piece, Streamed):
-                piece.file.close()
-        if not session.closing:
-            done()
-
-    run()
+def writable(session: Any) -> "Deferred[None]":
+    """Fires when the transport wants data again (the session is its push producer)."""
+    d: Deferred[None] = Deferred()
+    session.resume_hooks.append(lambda: d.called or d.callback(None))
+    return d
 
 
-def paced_loop(session: Any, work: Iterable[Any], step: Callable[[Any], Optional[list[Any]]],
-               finished: Callable[[], None], batch: int) -> None:
-    """Run `step` over `work`, writing what it returns; stops whenever the transport's write buffer is full
-    (push-producer backpressure) and yields to the reactor every `batch` items or pacing.SLICE seconds
-    (one BODYSTRUCTURE of a big message can cost more than 200 cheap ones)."""
-    it = iter(work)
+def next_turn(session: Any) -> "Deferred[None]":
+    """Fires on the next reactor turn (so one long FETCH never starves other connections)."""
+    d: Deferred[None] = Deferred()
+    session.reactor.callLater(0, d.callback, None)
+    return d
 
-    def run() -> None:
-        count = 0
-        started = time.monotonic()
-        while not session.closing:
+
+async def write_pieces(session: Any, pieces: list[Any]) -> None:
+    """Write bytes pieces; a Streamed body is read in chunks in the store's pool while the transport accepts data."""
+    batch: list[bytes] = []
+    for piece in pieces:
+        if not isinstance(piece, Streamed):
+            batch.append(piece)
+            continue
+        if batch:
+            session.send_pieces(batch)
+            batch = []
+        offset, size = 0, piece.size
+        while offset < size and not session.closing:
             if session.write_paused:
-                session.resume_hooks.append(run)
-                return
-            if count >= batch or (count and time.monotonic() - started >= SLICE):
-                session.reactor.callLater(0, run)
-                return
-            try:
-                item = next(it)
-            except StopIteration:
-                finished()
-                return
-            pieces = step(item)
-            count += 1
-            if pieces:
-                if any(isinstance(p, Streamed) for p in pieces):
-                    write_pieces(session, pieces, run)
-                    return
-                session.send_pieces(pieces)
+                await writable(session)
+                continue
+            chunk = await piece.file.read(offset, min(READ_CHUNK, size - offset))
+            if not chunk:
+                chunk = b" " * (size - offset)  # the file shrank under us: keep the literal's length honest
+            view = memoryview(chunk)
+            for start in range(0, len(chunk), CHUNK):
+                if session.write_paused and not session.closing:
+                    await writable(session)
+                session.send(bytes(view[start : start + CHUNK]) if len(chunk) > CHUNK else chunk)
+            offset += len(chunk)
+    if batch:
+        session.send_pieces(batch)
 
-    run()
+
+BATCH_BYTES = 4 * 1024 * 1024  # bodies read ahead per batch (two batches are in memory at most)
+
+
+def batches(datas: "list[tuple[int, MessageData, Need]]", count: int) -> "Iterable[list[tuple[int, MessageData, Need]]]":
+    """Consecutive runs of at most `count` messages and about BATCH_BYTES of bodies to read ahead."""
+    run: list[tuple[int, MessageData, Need]] = []
+    weight = 0
+    for entry in datas:
+        need = entry[2]
+        size = entry[1].info.size if need.body and (need.full or entry[1].info.size <= STREAM_THRESHOLD) else 0
+        if run and (len(run) >= count or weight + size > BATCH_BYTES):
+            yield run
+            run, weight = [], 0
+        run.append(entry)
+        weight += size
+    if run:
+        yield run
+
+
+async def fetch_loop(session: Any, folder: IFolder, work: "list[tuple[int, MessageData, Need]]",
+                     respond: Callable[[int, MessageData], list[Any]], batch: int,
+                     ahead: "Optional[ReadAhead]" = None, extra: "Optional[list[int]]" = None) -> bool:
+    """Load, answer and write message after message; the next batch is read while this one is written.
+
+    Returns True if some message could not be answered (expunged meanwhile, or unreadable).
+    """
+    missing = False
+    pending: list[bytes] = []
+    size = 0
+    runs = list(batches(work, batch))
+    loading = load_batch(folder, [(d, n) for _, d, n in runs[0]], ahead, extra) if runs else None
+    try:
+        for i, run in enumerate(runs):
+            assert loading is not None
+            await loading
+            loading = load_batch(folder, [(d, n) for _, d, n in runs[i + 1]], ahead) if i + 1 < len(runs) else None
+            started = time.monotonic()
+            for seq, data, _ in run:
+                if session.closing:
+                    return missing
+                if time.monotonic() - started >= SLICE:
+                    # one BODYSTRUCTURE of a big message can cost more than a batch of cheap ones:
+                    # yield a reactor turn every pacing.SLICE (issue 12, no stall over 100 ms)
+                    if pending:
+                        session.send_pieces(pending)
+                        pending, size = [], 0
+                    await next_turn(session)
+                    started = time.monotonic()
+                    if session.closing:
+                        return missing
+                if data.missing:
+                    missing = True
+                    continue
+                try:
+                    pieces = respond(seq, data)
+                except Exception:
+                    log.failure("fetch of uid {uid} failed", uid=data.info.uid, event="imap.fetch_error")
+                    missing = True
+                    continue
+                if any(isinstance(p, Streamed) for p in pieces):
+                    if pending:
+                        session.send_pieces(pending)
+                        pending, size = [], 0
+                    await write_pieces(session, pieces)
+                else:
+                    # Small answers are gathered into one write of about COALESCE octets:
+                    # fewer, larger TLS records and transport calls.
+                    pending += pieces
+                    size += sum(len(p) for p in pieces)
+                    if size < COALESCE:
+                        data.close()
+                        continue
+                    session.send_pieces(pending)
+                    pending, size = [], 0
+                data.close()
+                if session.write_paused and not session.closing:
+                    await writable(session)
+            if pending and not session.closing:
+                session.send_pieces(pending)
+                pending, size = [], 0
+            runs[i] = []  # answered: nothing of this batch stays referenced
+            if loading is not None:
+                await next_turn(session)
+    finally:
+        for run in runs:
+            for _, data, _ in run:
+                data.close()
+        if loading is not None:
+            loading.addErrback(lambda f: None)  # abandoned read-ahead: nothing waits for it
+    return missing

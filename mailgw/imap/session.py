@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailgw.errors import AuthFailed, AuthUnavailable, MailError
-from mailgw.imap import metrics, pacing
+from mailgw.imap import metrics, pacing, tcpopts
 from mailgw.imap.config import IMAPPolicy
 from mailgw.imap.names import BadName
 from mailgw.imap.updates import SELECTED, SelectedState
@@ -96,12 +96,15 @@ class IMAPSession(SelectedState, Protocol):
         self._keepalive: Any = None
         self._pump_later: Any = None  # a pump deferred to the next reactor turn (see pump)
         self.peer_host, self.peer_port = "", 0
+        self._socket: Any = None
 
     # ------------------------------------------------------------------ connection
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer_host = getattr(peer, "host", "") or ""
         self.peer_port = getattr(peer, "port", 0) or 0
+        self._socket = tcpopts.raw_socket(self.transport)
+        tcpopts.set_nodelay(self._socket)
         try:
             self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         except (AttributeError, RuntimeError):
@@ -240,6 +243,8 @@ class IMAPSession(SelectedState, Protocol):
             return
         self.framer.feed(data)
         self.pump()
+        if self.framer.in_command():
+            tcpopts.quickack(self._socket)  # a literal without its CRLF yet: see tcpopts.py
         if (self.busy or self.write_paused or self._pump_later is not None) and not self.read_paused and (
                 self.framer.buffered() > self.limits.max_buffer
                 or self.framer.pending_lines() > self.limits.max_pipelined):

@@ -97,7 +97,7 @@ class SelectedState:
                                        | {f for flags in changes.flags.values() for f in flags})
         if announce:
             out.append(announce)
-        self.uids = [m.uid for m in current]
+        self.uids = folder.uids()  # type: ignore[assignment]  # immutable, shared with other sessions
         if len(self.uids) != old_count or changes.added:
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             out.append(b"* %d RECENT\r\n" % len(folder.recent_uids()))

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailgw.errors import StorageUnavailable
+from mailgw.interfaces import MessageFile
 from mailgw.smtp import wire
 from mailgw.smtp.headers import FromTooLong, HeaderCollector, header_from_addresses
 from mailgw.smtp.queue import Spool
@@ -139,7 +140,8 @@ class DataTransaction:
         queue_rcpts = [r for r in s.rcpts if r not in local_users]
         self.spool.close()
         if local_users:
-            data = await s.factory.local.read(self.spool.path)
+            # The store copies the spool file in its pool, in chunks: the message is never held whole.
+            data = MessageFile(path=self.spool.path, size=self.spool.size)
             by_user: dict[str, list[str]] = {}
             for addr, user in local_users.items():
                 by_user.setdefault(user, []).append(addr)

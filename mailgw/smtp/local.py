@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from mailgw.errors import MailError, QuotaExceeded
-from mailgw.interfaces import AppendResult, IAuthService, IMessageStore
+from mailgw.interfaces import AppendResult, IAuthService, IMessageStore, MessageFile
 from mailgw.observe import metrics
 
 
@@ -36,7 +36,7 @@ class LocalDelivery:
     def read(self, path: str) -> "Deferred[bytes]":
         return deferToThreadPool(self.reactor, self.pool, _read, path)
 
-    def deliver(self, user: str, message: bytes) -> "Deferred[AppendResult]":
+    def deliver(self, user: str, message: "bytes | MessageFile") -> "Deferred[AppendResult]":
         """Every local delivery (submission's and the relay runner's) passes here: counted per store and result."""
         d = self.store.deliver(user, message)
         d.addBoth(self._count)
@@ -58,5 +58,4 @@ class LocalDelivery:
         user = await self.resolve(address)
         if user is None:
             raise NoSuchMailbox(detail=f"no local user for {address}")
-        data = await self.read(path)
-        return await self.deliver(user, data)
+        return await self.deliver(user, MessageFile(path=path))  # the store copies the file in chunks

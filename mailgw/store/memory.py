@@ -6,29 +6,31 @@ ascending and never reused, \\Recent per session, listeners, quota), minus durab
 
 from __future__ import annotations
 
-import io
 import itertools
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import IO, Callable, Optional
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from zope.interface import implementer
 
-from mailgw.errors import InvalidMailboxName, MailboxExists, MessageExpunged, NoSuchMailbox, QuotaExceeded
+from mailgw.errors import InvalidMailboxName, MailboxExists, NoSuchMailbox, QuotaExceeded
 from mailgw.interfaces import (
     AppendResult,
     CopyResult,
     FolderInfo,
     FolderStatus,
     IAccount,
+    IMessageBody,
     IMessageStore,
+    MessageFile,
     MessageInfo,
     QuotaUsage,
 )
 from mailgw.store import names
-from mailgw.store.flags import SEEN, apply_mode, header_block, normalize_flags, to_crlf
+from mailgw.store.body import BytesBody, read_source
+from mailgw.store.flags import SEEN, apply_mode, header_block, normalize_flags
 from mailgw.store.view import FolderBackend, FolderView, notify_views, uids_from
 
 
@@ -130,17 +132,12 @@ class MemoryFolder(FolderBackend):
     def expunge(self, uids: list[int], origin: FolderView) -> "Deferred[list[int]]":
         return succeed(self.remove(uids, origin))
 
-    def open_message(self, uid: int) -> IO[bytes]:
-        return io.BytesIO(self._get(uid).data)
+    # Messages are immutable bytes: a body handed out keeps them after an expunge, like an open file.
+    def open_bodies(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
+        return succeed({u: BytesBody(self.stored[u].data) for u in uids if u in self.stored})
 
-    def header_bytes(self, uid: int) -> bytes:
-        return header_block(self._get(uid).data)
-
-    def _get(self, uid: int) -> _Stored:
-        s = self.stored.get(uid)
-        if s is None:
-            raise MessageExpunged(detail=f"uid {uid} expunged from {self.name}")
-        return s
+    def read_headers(self, uids: list[int]) -> "Deferred[dict[int, bytes]]":
+        return succeed({u: header_block(self.stored[u].data) for u in uids if u in self.stored})
 
 
 @implementer(IAccount)
@@ -270,12 +267,14 @@ class MemoryAccount:
             return fail(e)
         return FolderView(f, readonly).start()
 
-    def append(self, name: str, message: bytes, flags: frozenset[str] = frozenset(), internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":
+    def append(self, name: str, message: "bytes | MessageFile", flags: frozenset[str] = frozenset(),
+               internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":
         return maybeDeferred(self._append, name, message, flags, internal_date)
 
-    def _append(self, name: str, message: bytes, flags: frozenset[str], internal_date: Optional[datetime]) -> AppendResult:
+    def _append(self, name: str, message: "bytes | MessageFile", flags: frozenset[str],
+                internal_date: Optional[datetime]) -> AppendResult:
         f = self.folder(name)
-        data = to_crlf(message)
+        data = read_source(message)  # the reference store keeps bytes; it reads a file source whole
         self.check_quota(len(data), 1)
         when = internal_date if internal_date is not None else self._store.now()
         if when.tzinfo is None:
@@ -317,7 +316,7 @@ class MemoryStore:
     def open_account(self, user: str) -> "Deferred[MemoryAccount]":
         return succeed(self.account(user))
 
-    def deliver(self, user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":
+    def deliver(self, user: str, message: "bytes | MessageFile", folder: str = "INBOX") -> "Deferred[AppendResult]":
         return self.account(user).append(folder, message)
 
     def close(self) -> "Deferred[None]":

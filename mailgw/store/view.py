@@ -4,21 +4,25 @@ The backend (one per folder per process) holds the current messages in a copy-on
 dict (ascending uid order) and a log of changed uids. A view keeps a reference to the dict
 it last saw plus an overlay of its own changes, so opening a view and refreshing it cost
 O(changes), never O(messages); sequence numbers only move when the session calls refresh().
+
+All of this lives on the reactor thread and holds only immutable values (MessageInfo, tuples);
+reading message files and the store's own bookkeeping is the backend's job, through Deferreds.
 """
 
 from __future__ import annotations
 
-from typing import IO, Iterable, Optional
+from typing import Iterable, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailgw.errors import MessageExpunged, ReadOnlyFolder
-from mailgw.interfaces import CopyResult, FolderChanges, IFolder, IFolderListener, MessageInfo
+from mailgw.interfaces import CopyResult, FolderChanges, IFolder, IFolderListener, IMessageBody, MessageInfo
 from mailgw.store.flags import DELETED, MODES, normalize_flags
 
 log = Logger()
+T = TypeVar("T")
 
 
 def uids_from(infos: dict[int, MessageInfo], floor: int) -> frozenset[int]:
@@ -40,6 +44,19 @@ class FolderState:
         self._shared = False
         self._log: list[int] = []
         self._log_start = 0
+        self._snap: Optional[tuple[dict[int, MessageInfo], tuple[MessageInfo, ...], tuple[int, ...]]] = None
+
+    def snapshot(self, infos: dict[int, MessageInfo]) -> tuple[tuple[MessageInfo, ...], tuple[int, ...]]:
+        """(messages, uids) of a mapping handed out by current(), as tuples shared by every view holding it.
+
+        Such a mapping is never changed again (put/drop copy it first), so one pair of tuples
+        serves all sessions that selected the folder: with 1,000 sessions on a 10,000-message
+        INBOX that is 160 MB less than one pair each.
+        """
+        snap = self._snap
+        if snap is None or snap[0] is not infos:
+            snap = self._snap = (infos, tuple(infos.values()), tuple(infos))
+        return snap[1], snap[2]
 
     def current(self) -> dict[int, MessageInfo]:
         """The current messages; callers must treat the mapping as immutable."""
@@ -118,10 +135,12 @@ class FolderBackend(FolderState):
     def expunge(self, uids: list[int], origin: "FolderView") -> "Deferred[list[int]]":
         raise NotImplementedError
 
-    def open_message(self, uid: int) -> IO[bytes]:
+    def open_bodies(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
+        """Open messages (small ones read ahead); uids that are gone are left out."""
         raise NotImplementedError
 
-    def header_bytes(self, uid: int) -> bytes:
+    def read_headers(self, uids: list[int]) -> "Deferred[dict[int, bytes]]":
+        """Header blocks; uids that are gone are left out."""
         raise NotImplementedError
 
     def view_closed(self, view: "FolderView") -> None:
@@ -151,8 +170,8 @@ class FolderView:
         self.log_position = backend.position()
         self._base: dict[int, MessageInfo] = {}
         self._overlay: dict[int, Optional[MessageInfo]] = {}
-        self._list: Optional[list[MessageInfo]] = None
-        self._recent: set[int] = set()
+        self._list: Optional[tuple[MessageInfo, ...]] = None
+        self._recent: frozenset[int] = frozenset()  # replaced, never changed in place: handed out as is
         self._listeners: list[IFolderListener] = []
         self._closed = False
 
@@ -174,7 +193,7 @@ class FolderView:
         self.log_position = self._backend.position()
         self.uid_validity = self._backend.uid_validity
         self.uid_next = self._backend.uid_next
-        self._recent = set(claimed)
+        self._recent = frozenset(claimed)
         return self
 
     def _claim(self) -> "Deferred[frozenset[int]]":
@@ -189,29 +208,40 @@ class FolderView:
             return self._overlay[uid]
         return self._base.get(uid)
 
-    def messages(self) -> list[MessageInfo]:
+    def messages(self) -> tuple[MessageInfo, ...]:
+        if not self._overlay:
+            return self._backend.snapshot(self._base)[0]
         if self._list is None:
-            if not self._overlay:
-                self._list = list(self._base.values())
-            else:
-                merged = [self._overlay.get(u, i) for u, i in self._base.items()]
-                self._list = [i for i in merged if i is not None]
-        return list(self._list)
+            merged = [self._overlay.get(u, i) for u, i in self._base.items()]
+            self._list = tuple(i for i in merged if i is not None)
+        return self._list
+
+    def uids(self) -> tuple[int, ...]:
+        if not self._overlay:
+            return self._backend.snapshot(self._base)[1]
+        return tuple(m.uid for m in self.messages())
 
     def recent_uids(self) -> frozenset[int]:
-        return frozenset(self._recent)
+        return self._recent
 
-    def open_message(self, uid: int) -> IO[bytes]:
-        self._known(uid)
-        return self._backend.open_message(uid)
+    def open_messages(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
+        known = [u for u in uids if self._info(u) is not None]
+        return self._backend.open_bodies(known) if known else succeed({})
 
-    def header_bytes(self, uid: int) -> bytes:
-        self._known(uid)
-        return self._backend.header_bytes(uid)
+    def open_message(self, uid: int) -> "Deferred[IMessageBody]":
+        return self.open_messages([uid]).addCallback(self._one, uid)
 
-    def _known(self, uid: int) -> None:
-        if self._info(uid) is None:
-            raise MessageExpunged(detail=f"uid {uid} not in view of {self.name}")
+    def headers(self, uids: list[int]) -> "Deferred[dict[int, bytes]]":
+        known = [u for u in uids if self._info(u) is not None]
+        return self._backend.read_headers(known) if known else succeed({})
+
+    def header_bytes(self, uid: int) -> "Deferred[bytes]":
+        return self.headers([uid]).addCallback(self._one, uid)
+
+    def _one(self, found: "dict[int, T]", uid: int) -> "T":
+        if uid not in found:
+            raise MessageExpunged(detail=f"uid {uid} of {self.name}")
+        return found[uid]
 
     # -- refreshing
 
@@ -240,10 +270,10 @@ class FolderView:
         self.log_position = self._backend.position()
         self._backend.trim_log()
         if self.readonly:
-            self._recent |= set(added) & claimed
+            recent = self._recent | (set(added) & claimed)
         else:
-            self._recent |= claimed
-        self._recent -= set(expunged)
+            recent = self._recent | claimed
+        self._recent = recent - set(expunged) if expunged else recent
         self.uid_next = max(self.uid_next, self._backend.uid_next)
         # A replaced UID list (Maildir) changes UIDVALIDITY under an open session: the session
         # sees it here and must end the selection (RFC 3501 §2.3.1.1).
@@ -315,7 +345,9 @@ class FolderView:
     def _forget(self, uids: list[int]) -> None:
         for uid in uids:
             self._overlay[uid] = None
-            self._recent.discard(uid)
+        gone = self._recent.intersection(uids)
+        if gone:
+            self._recent = self._recent - gone
         self._list = None
 
     # -- listening

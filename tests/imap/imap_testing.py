@@ -26,6 +26,31 @@ MESSAGE = (
 )
 
 
+class InlineReactor(MemoryReactorClock):
+    """A MemoryReactorClock whose callFromThread runs at once (the store's pool runs inline, see InlinePool)."""
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+class InlinePool:
+    """A thread pool stand-in that runs each job at once on the calling thread.
+
+    Lets the transcript tests drive the real Maildir store (real files, real locks) on a
+    MemoryReactorClock, deterministically; the threaded behaviour is tested on real pools elsewhere.
+    """
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kw: Any) -> None:
+        try:
+            result = f(*args, **kw)
+        except BaseException:
+            from twisted.python.failure import Failure
+
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
 class FakeTLSTransport(StringTransport):
     """A StringTransport that records startTLS (the handshake itself is tested on real sockets)."""
 
@@ -52,9 +77,15 @@ class Harness:
 
     def __init__(self, require_tls: bool = True, mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
                  fast: bool = True, limits: Optional[IMAPLimits] = None, ntlm: Any = None,
-                 with_tls: bool = True) -> None:
-        self.reactor = MemoryReactorClock()
-        self.store = MemoryStore(clock=lambda: 1764756000.0)
+                 with_tls: bool = True, maildir: Optional[str] = None) -> None:
+        self.reactor = InlineReactor()
+        if maildir is None:
+            self.store: Any = MemoryStore(clock=lambda: 1764756000.0)
+        else:
+            from mailgw.store.maildir.account import MaildirStore
+
+            self.store = MaildirStore(maildir + "/{user}", self.reactor, InlinePool(), hostname="test.example",
+                                      poll_interval=0, idle_unload=0)
         self.directory = MemoryDirectory()
         self.directory.add_user("alice", PASSWORD, ["alice@example.test"])
         self.auth = AuthService([self.directory], self.reactor, failure_delay=0, ntlm=ntlm,
@@ -71,7 +102,11 @@ class Harness:
         self.directory.check_password = counting  # type: ignore[method-assign]
 
     def account(self) -> Any:
-        return self.store.account("alice")
+        if isinstance(self.store, MemoryStore):
+            return self.store.account("alice")
+        found: list[Any] = []
+        self.store.open_account("alice").addCallback(found.append)  # synchronous with InlinePool
+        return found[0]
 
     def connect(self, tls: bool = True) -> "Client":
         proto = self.factory.buildProtocol(None)

@@ -124,8 +124,8 @@ class FetchTests(unittest.SynchronousTestCase):
         h, c = selected(MESSAGE)
         backend = h.account().folder("INBOX")
         opened: list[int] = []
-        original = backend.open_message
-        backend.open_message = lambda uid: (opened.append(uid), original(uid))[1]  # type: ignore[method-assign]
+        original = backend.open_bodies
+        backend.open_bodies = lambda uids: (opened.extend(uids), original(uids))[1]  # type: ignore[method-assign]
         out = c.send(b"a FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODY.PEEK[HEADER] INTERNALDATE)\r\n")
         self.assertTrue(out.endswith(b"a OK Fetch completed.\r\n"))
         self.assertEqual(opened, [])
@@ -137,8 +137,8 @@ class FetchTests(unittest.SynchronousTestCase):
         h, c = selected(MESSAGE, fast=False)
         backend = h.account().folder("INBOX")
         opened: list[int] = []
-        original = backend.open_message
-        backend.open_message = lambda uid: (opened.append(uid), original(uid))[1]  # type: ignore[method-assign]
+        original = backend.open_bodies
+        backend.open_bodies = lambda uids: (opened.extend(uids), original(uids))[1]  # type: ignore[method-assign]
         self.assertEqual(c.send(b"a FETCH 1 (RFC822.SIZE)\r\n"),
                          b"* 1 FETCH (RFC822.SIZE %d)\r\na OK Fetch completed.\r\n" % len(MESSAGE))
         self.assertEqual(opened, [1])

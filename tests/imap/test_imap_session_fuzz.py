@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
@@ -34,27 +36,43 @@ def command(draw: st.DrawFn) -> bytes:
     ])).replace(b"FETCH", uid + b"FETCH", 1)
 
 
+def run_commands(case: unittest.SynchronousTestCase, h: Harness, commands: list[bytes]) -> None:
+    """Two selected sessions; one runs `commands`, the other NOOPs in between (seeing the changes)."""
+    for _ in range(3):
+        h.account().append("INBOX", MESSAGE)
+    other = h.connect()
+    other.select()
+    c = h.connect()
+    c.select()
+    for i, cmd in enumerate(commands):
+        tag = b"t%d" % i
+        out = c.send(tag + b" " + cmd + b"\r\n")
+        noop = other.send(b"o%d NOOP\r\n" % i)
+        case.assertNotIn(b"SERVERBUG", out, cmd)
+        case.assertNotIn(b"SERVERBUG", noop, cmd)
+        case.assertEqual(out.count(b"\r\n" + tag + b" ") + out.startswith(tag + b" "), 1, (cmd, out))
+        case.assertFalse(c.transport.disconnecting, cmd)
+
+
 class SessionFuzzTests(unittest.SynchronousTestCase):
-    """The whole engine, driven with random but plausible commands."""
+    """The whole engine over the memory store, driven with random but plausible commands."""
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(command(), min_size=1, max_size=15))
     def test_every_command_answered(self, commands: list[bytes]) -> None:
         """Each command gets exactly one tagged reply and none is SERVERBUG; the connection stays open."""
-        h = Harness()
-        for _ in range(3):
-            h.account().append("INBOX", MESSAGE)
-        other = h.connect()
-        other.select()
-        c = h.connect()
-        c.select()
-        for i, cmd in enumerate(commands):
-            tag = b"t%d" % i
-            out = c.send(tag + b" " + cmd + b"\r\n")
-            other.send(b"o%d NOOP\r\n" % i)
-            self.assertNotIn(b"SERVERBUG", out, cmd)
-            self.assertEqual(out.count(b"\r\n" + tag + b" ") + out.startswith(tag + b" "), 1, (cmd, out))
-            self.assertFalse(c.transport.disconnecting, cmd)
+        run_commands(self, Harness(), commands)
+
+
+class MaildirSessionFuzzTests(unittest.SynchronousTestCase):
+    """The same over the Maildir store (real files; its pool runs inline on the test reactor)."""
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(command(), min_size=1, max_size=15))
+    def test_every_command_answered(self, commands: list[bytes]) -> None:
+        """Each command gets exactly one tagged reply and none is SERVERBUG; the connection stays open."""
+        with tempfile.TemporaryDirectory(prefix="mailgw-fuzz-") as root:
+            run_commands(self, Harness(maildir=root), commands)
 
 
 WIRE = st.sampled_from([b"a LOGIN alice x\r\n", b"b NOOP\r\n", b"{0+}\r\n", b"{5+}\r\nhello", b"{3}\r\n", b"abc",

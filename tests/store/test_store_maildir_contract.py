@@ -5,8 +5,9 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from tests.store.maildir_helpers import MaildirFixture
+from tests.store.store_concurrency import StoreConcurrency
 from tests.store.store_contract import StoreContract
 
 
-class MaildirStoreContractTests(MaildirFixture, StoreContract, TestCase):
+class MaildirStoreContractTests(MaildirFixture, StoreContract, StoreConcurrency, TestCase):
     """The Maildir store satisfies the store contract."""

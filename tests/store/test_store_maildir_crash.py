@@ -15,6 +15,7 @@ import pytest
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.store.store_contract import read_message
 from tests.store.maildir_helpers import MaildirFixture
 from tests.store.store_crash_child import check_message
 
@@ -72,10 +73,12 @@ class CrashLoopTests(MaildirFixture, TestCase):
         present = {m.uid: m for m in f.messages()}
         for uid, n in acked.items():
             self.assertIn(uid, present, f"acknowledged uid {uid} lost")
-            data = f.open_message(uid).read()
+            data = (yield read_message(f, uid))
             self.assertEqual(check_message(data), n)
             self.assertEqual(len(data), present[uid].size)
-        seen = [check_message(f.open_message(u).read()) for u in present]
+        seen = []
+        for u in present:
+            seen.append(check_message((yield read_message(f, u))))
         self.assertEqual(len(seen), len(set(seen)))  # no message counted twice
         f.close()
 
@@ -135,5 +138,5 @@ class DeterministicKillTests(MaildirFixture, TestCase):
         present = {m.uid for m in f.messages()}
         for uid, n in acked.items():
             self.assertIn(uid, present)
-            self.assertEqual(check_message(f.open_message(uid).read()), n)
+            self.assertEqual(check_message((yield read_message(f, uid))), n)
         f.close()

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from mailgw.errors import InvalidMailboxName, StorageUnavailable
 from mailgw.store.maildir import layout
 from tests.store.maildir_helpers import MaildirFixture
-from tests.store.store_contract import msg
+from tests.store.store_contract import msg, read_message
 
 EXTERNAL = b"From: lda@example.com\nSubject: dropped in\n\nline one\nline two\n"
 
@@ -80,7 +80,7 @@ class MaildirLayoutTests(MaildirFixture, TestCase):
         yield f.store_flags([1], frozenset({"\\Flagged", "\\Seen"}), "add")
         [name] = files(root)
         self.assertTrue(name.endswith(":2,FS"), name)
-        self.assertEqual(f.open_message(1).read(), msg(1))
+        self.assertEqual((yield read_message(f, 1)), msg(1))
         f.close()
 
     @inlineCallbacks
@@ -136,8 +136,8 @@ class MaildirExternalTests(MaildirFixture, TestCase):
         crlf = EXTERNAL.replace(b"\n", b"\r\n")
         [_, info] = f.messages()
         self.assertEqual(info.size, len(crlf))  # RFC822.SIZE counts CRLF octets
-        self.assertEqual(f.open_message(2).read(), crlf)
-        self.assertEqual(f.header_bytes(2), b"From: lda@example.com\r\nSubject: dropped in\r\n\r\n")
+        self.assertEqual((yield read_message(f, 2)), crlf)
+        self.assertEqual((yield f.header_bytes(2)), b"From: lda@example.com\r\nSubject: dropped in\r\n\r\n")
         f.close()
 
     @inlineCallbacks
@@ -273,7 +273,7 @@ class MaildirRestartTests(MaildirFixture, TestCase):
         store = self.make_store()
         acct = yield store.open_account("alice")
         f = yield acct.open_folder("INBOX", readonly=True)
-        self.assertEqual(f.header_bytes(1), b"From: a@example.com\r\nSubject: m0\r\n\r\n")
+        self.assertEqual((yield f.header_bytes(1)), b"From: a@example.com\r\nSubject: m0\r\n\r\n")
         f.close()
 
     @inlineCallbacks
@@ -333,12 +333,13 @@ class MaildirFaultTests(MaildirFixture, TestCase):
         """ENOSPC while writing is StorageUnavailable; nothing appears in new/ or cur/, tmp/ is empty; recovery works."""
         full = {"on": True}
 
-        def writer(path: str, data: bytes) -> None:
+        def writer(path: str, chunks: Any) -> None:
             if full["on"]:
+                data = b"".join(chunks)
                 with open(path, "wb") as fh:
                     fh.write(data[: len(data) // 2])
                 raise OSError(errno.ENOSPC, "No space left on device")
-            layout.write_file_durably(path, data)
+            layout.write_file_durably(path, chunks)
 
         events = Events(self)
         store = self.make_store(writer=writer)
@@ -426,7 +427,7 @@ class MaildirTwoWritersTests(MaildirFixture, TestCase):
         yield f1.expunge()
         changes = yield view.refresh()
         self.assertEqual(changes.expunged, (1,))
-        self.assertEqual(view.open_message(3).read(), msg(3))
+        self.assertEqual((yield read_message(view, 3)), msg(3))
         f1.close()
         view.close()
 
@@ -452,7 +453,7 @@ class MaildirUnfinishedFileTests(MaildirFixture, TestCase):
             fh.write(complete[10:])
         changes = yield f.refresh()  # new/ is rescanned although its mtime did not move
         self.assertEqual(changes.added, (1,))
-        self.assertEqual(f.open_message(1).read(), complete)
+        self.assertEqual((yield read_message(f, 1)), complete)
         past = time.time() - 60
         os.utime(os.path.join(new, "201.X4.other"), (past, past))
         changes = yield f.refresh()

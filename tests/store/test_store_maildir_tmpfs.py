@@ -14,6 +14,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from mailgw.errors import StorageUnavailable
 from mailgw.store.maildir.account import MaildirStore
+from tests.store.store_contract import read_message
 from tests.store.store_crash_child import check_message, make_message
 
 
@@ -60,6 +61,6 @@ class FullDiskTests(TestCase):
         r = yield store.deliver("u", make_message(999, 30_000))
         self.assertGreater(r.uid, delivered[-1])
         yield f.refresh()
-        self.assertEqual(check_message(f.open_message(r.uid).read()), 999)
+        self.assertEqual(check_message((yield read_message(f, r.uid))), 999)
         f.close()
         yield store.close()

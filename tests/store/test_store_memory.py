@@ -9,10 +9,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailgw.errors import InvalidMailboxName
 from mailgw.store import names
 from mailgw.store.memory import MemoryStore
+from tests.store.store_concurrency import StoreConcurrency
 from tests.store.store_contract import StoreContract
 
 
-class MemoryStoreContractTests(StoreContract, TestCase):
+class MemoryStoreContractTests(StoreContract, StoreConcurrency, TestCase):
     """The memory store satisfies the store contract."""
 
     def make_store(self, **kw: Any) -> MemoryStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred
@@ -16,7 +17,7 @@ from mailgw.imap.updates import flags_lines
 from mailgw.imap.wire.framing import SpooledLiteral
 from mailgw.imap.wire.grammar import Request
 from mailgw.imap.wire.response import astring, flag_list, tagged
-from mailgw.interfaces import FolderInfo
+from mailgw.interfaces import FolderInfo, MessageFile
 
 if TYPE_CHECKING:
     from mailgw.imap.session import IMAPSession
@@ -42,7 +43,7 @@ def cmd_select(s: "IMAPSession", req: Request) -> "Deferred[Any]":
         s.state = SELECTED
         folder.add_listener(s)
         messages = folder.messages()
-        s.uids = [m.uid for m in messages]
+        s.uids = folder.uids()  # type: ignore[assignment]  # an immutable tuple shared with other sessions
         s.uid_validity = folder.uid_validity
         s.keywords = {f for m in messages for f in m.flags if not f.startswith("\\")}
         out = [flags_lines(s.keywords, readonly),
@@ -216,18 +217,31 @@ def cmd_status(s: "IMAPSession", req: Request) -> Any:
 
 def cmd_append(s: "IMAPSession", req: Request) -> Any:
     raw_name, flags, when, literal = req.args
-    # copy the literal now: the framer closes its spool file when this handler returns
-    data = literal.to_bytes() if isinstance(literal, SpooledLiteral) else literal
-    assert isinstance(data, bytes) and isinstance(raw_name, bytes)
+    assert isinstance(raw_name, bytes)
     try:
         name = decode_mailbox(raw_name)
     except BadName as e:
         raise Reply(b"NO", e.text, e.code) from None
-    if not data:
+    if not len(literal):  # type: ignore[arg-type]
         raise Reply(b"NO", "Can't save a zero byte message.")
     assert s.account is not None
     wanted: frozenset[str] = frozenset(flags) if isinstance(flags, tuple) else frozenset()
-    d = s.account.append(name, data, wanted, when)  # type: ignore[arg-type]
+    fd = -1
+    if isinstance(literal, SpooledLiteral):
+        # The store copies the spooled literal in its pool, in chunks: never whole in memory.
+        # The framer closes its spool file when this handler returns, so keep a descriptor of our own.
+        literal.file.flush()
+        fd = os.dup(literal.file.fileno())
+        source: "bytes | MessageFile" = MessageFile(fd=fd, size=literal.size)
+    else:
+        assert isinstance(literal, bytes)
+        source = literal
+    d = s.account.append(name, source, wanted, when)  # type: ignore[arg-type]
+
+    def release(result: Any) -> Any:
+        if fd >= 0:
+            os.close(fd)
+        return result
 
     def appended(res: Any) -> bytes:
         return tagged(req.tag, b"OK", b"Append completed.", b"APPENDUID %d %d" % (res.uid_validity, res.uid))
@@ -237,6 +251,7 @@ def cmd_append(s: "IMAPSession", req: Request) -> Any:
             raise Reply(b"NO", "Mailbox doesn't exist: " + name, "TRYCREATE")
         return f
 
+    d.addBoth(release)
     d.addCallbacks(appended, missing)
     return d
 

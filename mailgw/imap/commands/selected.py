@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailgw.errors import MessageExpunged, NoSuchMailbox
-from mailgw.imap.fetch import MessageData, fetch_response, flags_of, paced_loop
+from mailgw.imap.fetch import MessageData, fetch_loop, fetch_response, flags_of, load_batch, plan
+from mailgw.imap.fetchdata import ReadAhead
 from mailgw.imap.names import decode_mailbox
 from mailgw.imap.pacing import Pacer
 from mailgw.imap.search import Context, matches_paced
+from mailgw.imap.searchplan import search_need
 from mailgw.imap.session import SELECTED, Reply
 from mailgw.imap.wire.grammar import Request
-from mailgw.imap.wire.response import tagged
 from mailgw.imap.wire.searchspec import Key
+from mailgw.imap.wire.response import tagged
 from mailgw.imap.wire.sequence import SequenceSet, format_uids
 
 if TYPE_CHECKING:
@@ -100,53 +103,78 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
     assert isinstance(sset, SequenceSet) and isinstance(items, list)
     folder = _folder(s)
     picked = positions(s, sset, req.uid)
-    infos = {m.uid: m for m in folder.messages()}
+    infos = _infos(folder.messages(), [s.uids[p] for p in picked])
     seen: Deferred[Any] = succeed({})
     if not folder.readonly and any(i.sets_seen() for i in items):
         unseen = [s.uids[p] for p in picked if s.uids[p] in infos and "\\Seen" not in infos[s.uids[p]].flags]
         if unseen:
             seen = folder.store_flags(unseen, frozenset({"\\Seen"}), "add")
-    done: Deferred[Any] = Deferred()
-
-    def run(changed: dict[int, frozenset[str]]) -> "Deferred[Any]":
-        current = {m.uid: m for m in folder.messages()} if changed else infos
-        recent = folder.recent_uids()
-        fast = s.policy.fast_message_retrieval
-        missing = [False]
-
-        def step(pos: int) -> Optional[list[Any]]:
-            if pos >= len(s.uids):
-                return None
-            uid = s.uids[pos]
-            info = current.get(uid)
-            if info is None:
-                missing[0] = True
-                return None
-            try:
-                data = MessageData(folder, info, fast, s.fetch_cache, s.user)
-                pieces: list[Any] = fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
-                # another session's new keyword not yet in this client's FLAGS (RFC 3501 §7.2.6)
-                announce = s.keyword_update(info.flags)
-                return [announce] + pieces if announce else pieces
-            except MessageExpunged:
-                missing[0] = True
-            except Exception:
-                log.failure("fetch of uid {uid} failed", uid=uid, event="imap.fetch_error")
-                missing[0] = True
-            return None
-
-        def finished() -> None:
-            if missing[0]:
-                done.callback(tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.",
-                                     b"EXPUNGEISSUED"))
-            else:
-                done.callback(tagged(req.tag, b"OK", b"Fetch completed."))
-
-        paced_loop(s, picked, step, finished, s.limits.fetch_batch)
-        return done
-
-    seen.addCallback(run)
+    seen.addCallback(lambda changed: ensureDeferred(_fetch(s, req, folder, picked, items, changed, infos)))
     return seen
+
+
+async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int], items: list[Any],
+                 changed: dict[int, frozenset[str]], infos: dict[int, Any]) -> bytes:
+    current = _infos(folder.messages(), list(infos)) if changed else infos
+    recent = folder.recent_uids()
+    fast = s.policy.fast_message_retrieval
+    missing = False
+    work = []
+    for pos in picked:
+        info = current.get(s.uids[pos]) if pos < len(s.uids) else None
+        if info is None:
+            missing = True
+            continue
+        data = MessageData(folder, info, fast, s.fetch_cache, s.user)
+        work.append((pos + 1, data, plan(data, items)))
+
+    def respond(seq: int, data: MessageData) -> list[Any]:
+        uid = data.info.uid
+        pieces: list[Any] = fetch_response(seq, data, items, uid in recent, req.uid, uid in changed)
+        # another session's new keyword not yet in this client's FLAGS (RFC 3501 §7.2.6)
+        announce = s.keyword_update(data.info.flags)
+        return [announce] + pieces if announce else pieces
+
+    ahead = _read_ahead(s, folder)
+    extra: list[int] = []
+    if len(work) == 1 and work[0][2].body and work[0][1].info.uid not in ahead.bodies and s.framer.buffered():
+        seq = work[0][0]  # a miss while more commands wait: likely one FETCH per message (mbsync)
+        following = s.uids[seq : seq + ReadAhead.COUNT]
+        known = _infos(folder.messages(), following)
+        extra = ahead.candidates([known[u] for u in following if u in known])
+    missing = await fetch_loop(s, folder, work, respond, s.limits.fetch_batch, ahead, extra) or missing
+    if not s.framer.buffered():
+        ahead.clear()
+    if missing:
+        return tagged(req.tag, b"NO", b"Some messages were expunged or unreadable.", b"EXPUNGEISSUED")
+    return tagged(req.tag, b"OK", b"Fetch completed.")
+
+
+def _infos(messages: "tuple[Any, ...]", uids: list[int]) -> dict[int, Any]:
+    """MessageInfo of the given uids (a view's snapshot is ascending by uid): O(k log n) for a few, O(n) for many."""
+    if len(uids) * 16 > len(messages):
+        return {m.uid: m for m in messages}
+    out = {}
+    for uid in uids:
+        i = bisect_left(messages, uid, key=_uid_of)
+        if i < len(messages) and messages[i].uid == uid:
+            out[uid] = messages[i]
+    return out
+
+
+def _uid_of(info: Any) -> int:
+    return info.uid  # type: ignore[no-any-return]
+
+
+def _read_ahead(s: "IMAPSession", folder: Any) -> ReadAhead:
+    """The session's read-ahead bodies, for the selected folder only."""
+    ahead: "ReadAhead | None" = getattr(s, "fetch_read_ahead", None)
+    if ahead is None or ahead.folder is not folder:
+        if ahead is not None:
+            ahead.clear()
+        ahead = ReadAhead(folder)
+        s.fetch_read_ahead = ahead  # type: ignore[attr-defined]
+    return ahead
 
 
 def cmd_store(s: "IMAPSession", req: Request) -> Any:
@@ -183,45 +211,74 @@ def cmd_search(s: "IMAPSession", req: Request) -> Any:
     if charset not in (None, "UTF-8", "US-ASCII"):
         raise Reply(b"NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
     assert isinstance(key, Key)
-    return Deferred.fromCoroutine(_search(s, req, key))
+    return ensureDeferred(_search(s, req, key))
+
+
+SEARCH_BATCH_BYTES = 8 * 1024 * 1024  # whole messages one SEARCH batch may load at once (BODY/TEXT keys)
 
 
 async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
-    """One message at a time, yielding to the reactor every few milliseconds (pacing.Pacer).
+    """Batches loaded by one store job each, then one message at a time, yielding every pacing.SLICE.
 
     The view (sequence map, index snapshot) is fixed when the command starts: no untagged EXPUNGE can
     arrive during SEARCH (RFC 3501 §7.4.1), and a message removed meanwhile simply does not match.
     """
     folder = _folder(s)
-    index = {m.uid: m for m in folder.messages()}
     recent = folder.recent_uids()
     fast = s.policy.fast_message_retrieval
-    uids = list(s.uids)
+    uids = s.uids
     count = len(uids)
     max_uid = uids[-1] if uids else 0
     cache: dict[int, list[tuple[int, int]]] = {}
+    index = {m.uid: m for m in folder.messages()}
+    need = search_need(key, fast)
     hits: list[int] = []
     pacer = Pacer(s.reactor, lambda: s.closing)
+    for chunk in _search_batches(folder, uids, index, fast, need.body, max(1, s.limits.fetch_batch)):
+        try:
+            if need.header or need.body:
+                await load_batch(folder, [(d, need) for _, d in chunk])  # one store job per batch, in the pool
+            for pos, data in chunk:
+                if not await pacer.tick():
+                    return None
+                uid = data.info.uid
+                if data.missing:
+                    continue
+                try:
+                    hit = await matches_paced(key, Context(pos + 1, data, uid in recent, count, max_uid, cache), pacer)  # type: ignore[arg-type]
+                    if hit is None:
+                        return None
+                    if hit:
+                        hits.append(uid if req.uid else pos + 1)
+                except MessageExpunged:
+                    pass
+                except Exception:
+                    log.failure("search of uid {uid} failed", uid=uid, event="imap.search_error")
+                finally:
+                    data.close()
+        finally:
+            for _, data in chunk:
+                data.close()
+    s.send(b"* SEARCH" + b"".join(b" %d" % n for n in hits) + b"\r\n")
+    return tagged(req.tag, b"OK", b"Search completed.")
+
+
+def _search_batches(folder: Any, uids: Any, index: dict[int, Any], fast: bool, bodies: bool,
+                    batch: int) -> "Iterator[list[tuple[int, MessageData]]]":
+    """Batches of at most `batch` messages and, when bodies are loaded, about SEARCH_BATCH_BYTES of them."""
+    chunk: list[tuple[int, MessageData]] = []
+    size = 0
     for pos, uid in enumerate(uids):
-        if not await pacer.tick():
-            return None
         info = index.get(uid)
         if info is None:
             continue
-        # the message's bytes are read lazily by MessageData (an awaitable store read would go here)
-        ctx = Context(pos + 1, MessageData(folder, info, fast), uid in recent, count, max_uid, cache)
-        try:
-            hit = await matches_paced(key, ctx, pacer)
-            if hit is None:
-                return None
-            if hit:
-                hits.append(uid if req.uid else pos + 1)
-        except MessageExpunged:
-            pass
-        except Exception:
-            log.failure("search of uid {uid} failed", uid=uid, event="imap.search_error")
-    s.send(b"* SEARCH" + b"".join(b" %d" % n for n in hits) + b"\r\n")
-    return tagged(req.tag, b"OK", b"Search completed.")
+        chunk.append((pos, MessageData(folder, info, fast)))
+        size += info.size if bodies else 0
+        if len(chunk) >= batch or size >= SEARCH_BATCH_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _destination(raw: object) -> str:

@@ -1,4 +1,9 @@
-"""One user's Maildir++ (IAccount): folders, subscriptions, APPEND, quota, and the store (IMessageStore)."""
+"""One user's Maildir++ (IAccount): folders, subscriptions, APPEND, quota, and the store (IMessageStore).
+
+Account-wide files (first-time setup, subscriptions, maildirsize) are changed only by pool jobs
+run through the account's DeferredLock, each holding the account's flock against other
+processes (accountfiles.py). The usage counts in memory belong to the reactor thread.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,24 @@ import socket
 from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, fail, gatherResults, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailgw.errors import InvalidMailboxName, MailboxExists, NoSuchMailbox, QuotaExceeded, StoreError
-from mailgw.interfaces import AppendResult, FolderInfo, FolderStatus, IAccount, IMessageStore, QuotaUsage
+from mailgw.interfaces import AppendResult, FolderInfo, FolderStatus, IAccount, IMessageStore, MessageFile, QuotaUsage
 from mailgw.store import names
-from mailgw.store.flags import SEEN, keyword_part, normalize_flags, to_crlf, to_letters
+from mailgw.store.body import source_size
+from mailgw.store.flags import SEEN, keyword_part, normalize_flags, to_letters
 from mailgw.store.maildir import layout
+from mailgw.store.maildir.accountfiles import change_subscriptions, read_subscriptions, with_account_lock, write_subscriptions
 from mailgw.store.maildir.folder import MaildirFolder
 from mailgw.store.maildir.quota import Usage, folder_usage
 from mailgw.store.view import FolderView, uids_from
 
 log = Logger()
 T = TypeVar("T")
-SUBSCRIPTIONS = "mailgw-subscriptions"
 
 
 @implementer(IAccount)
@@ -35,21 +41,49 @@ class MaildirAccount:
         self.root = root
         self.usage = Usage(root, store.quota_bytes, store.quota_messages)
         self._folders: dict[str, MaildirFolder] = {}
-        self._recorded: Deferred[None] = succeed(None)
+        self.lock = DeferredLock()  # account-wide jobs, in order: setup, subscriptions, maildirsize
+        self.ready = False  # set up (reactor thread)
 
-    # -- setup (pool thread)
+    def locked(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
+        """Run a blocking account job in the pool after every earlier one, holding the account's flock."""
+        return self.lock.run(self.store.run, self._flocked(f), *args)
 
-    def _setup(self) -> None:
-        """Create the Maildir (and SPECIAL-USE folders, subscribed) for a new user; load usage."""
+    def _flocked(self, f: Callable[..., T]) -> Callable[..., T]:
+        def job(*args: Any) -> T:
+            return with_account_lock(self.root, f, *args)
+
+        job.__name__ = getattr(f, "__name__", "account")  # names the operation in storage_error logs
+        return job
+
+    # -- setup
+
+    def setup(self) -> "Deferred[None]":
+        """First use in this process: create the Maildir if new, load usage. Concurrent callers share one job."""
+        return ensureDeferred(self._set_up())
+
+    async def _set_up(self) -> None:
+        if self.ready:
+            return
+        await self.lock.acquire()
+        try:
+            if not self.ready:  # an earlier caller's job may have finished while this one waited
+                usage = await self.store.run(self._flocked(self._setup))
+                self.usage.bytes, self.usage.messages = usage
+                self.ready = True
+        finally:
+            self.lock.release()
+
+    def _setup(self) -> tuple[int, int]:
+        """Create the Maildir (and SPECIAL-USE folders, subscribed) for a new user; return usage. Account lock held."""
         if layout.make_maildir(self.root, subfolder=False):
             for name in names.SPECIAL_USE:
                 layout.make_maildir(layout.folder_path(self.root, name), subfolder=True)
-            self._write_subscriptions([names.INBOX, *names.SPECIAL_USE])
+            write_subscriptions(self.root, [names.INBOX, *names.SPECIAL_USE])
             log.info("created mailbox for {user}", user=self.user, event="store.account_created")
         for entry in os.listdir(self.root):
             if entry.startswith("mailgw-deleted-"):  # a folder deletion interrupted by a crash
                 shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
-        self.usage.load()
+        return self.usage.load()
 
     # -- helpers
 
@@ -66,29 +100,17 @@ class MaildirAccount:
             del self._folders[n]
 
     def count(self, nbytes: int, nmessages: int) -> None:
-        """Count a change now; write it to maildirsize in the pool, in order, after earlier ones."""
+        """Count a change now (reactor); write it to maildirsize in the pool, in order, after earlier ones."""
         if nbytes or nmessages:
             self.usage.add(nbytes, nmessages)
             if self.usage.tracked:
-                previous = self._recorded
-                self._recorded = d = Deferred[None]()
-
-                def write(_: object) -> None:
-                    job = self.store.run(self.usage.record, nbytes, nmessages)
-                    job.addErrback(lambda f: log.failure("maildirsize not updated", f, event="store.quota_write_failed"))
-                    job.addBoth(lambda _: d.callback(None))
-
-                previous.addCallback(write)
+                total = (self.usage.bytes, self.usage.messages)  # the pool job gets values, never the live counts
+                job = self.locked(self.usage.record, nbytes, nmessages, total)
+                job.addErrback(lambda f: log.failure("maildirsize not updated", f, event="store.quota_write_failed"))
 
     def recorded(self) -> "Deferred[None]":
-        """Fires once every counted change is in maildirsize."""
-        d: Deferred[None] = Deferred()
-
-        def fire(result: None) -> None:
-            d.callback(None)
-
-        self._recorded.addCallback(fire)
-        return d
+        """Fires once every account job queued so far (every counted change is in maildirsize)."""
+        return self.lock.run(lambda: None)
 
     async def check_quota(self, nbytes: int, nmessages: int) -> None:
         u = self.usage
@@ -186,30 +208,15 @@ class MaildirAccount:
         layout.fsync_dir(self.root)
 
     def subscriptions(self) -> "Deferred[list[str]]":
-        return self.store.run(self._read_subscriptions)
-
-    def _read_subscriptions(self) -> list[str]:
-        try:
-            with open(os.path.join(self.root, SUBSCRIPTIONS), encoding="utf-8") as fh:
-                return sorted({line for line in fh.read().split("\n") if line})
-        except FileNotFoundError:
-            return []
-
-    def _write_subscriptions(self, subs: list[str]) -> None:
-        path = os.path.join(self.root, SUBSCRIPTIONS)
-        tmp = path + f".tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(f"{s}\n" for s in sorted(set(subs))))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
+        return self.store.run(read_subscriptions, self.root)  # replaced by rename: always a whole list
 
     def subscribe(self, name: str) -> "Deferred[None]":
-        return self.store.run(lambda: self._write_subscriptions(self._read_subscriptions() + [names.normalize(name)]))
+        return maybeDeferred(names.normalize, name).addCallback(
+            lambda canonical: self.locked(change_subscriptions, self.root, canonical, None))
 
     def unsubscribe(self, name: str) -> "Deferred[None]":
-        return self.store.run(lambda: self._write_subscriptions(
-            [s for s in self._read_subscriptions() if s != names.normalize(name)]))
+        return maybeDeferred(names.normalize, name).addCallback(
+            lambda canonical: self.locked(change_subscriptions, self.root, None, canonical))
 
     def status(self, name: str) -> "Deferred[FolderStatus]":
         return ensureDeferred(self._status(name))
@@ -230,15 +237,15 @@ class MaildirAccount:
             return fail(e)
         return FolderView(f, readonly).start()
 
-    def append(self, name: str, message: bytes, flags: frozenset[str] = frozenset(),
+    def append(self, name: str, message: "bytes | MessageFile", flags: frozenset[str] = frozenset(),
                internal_date: Optional[datetime] = None) -> "Deferred[AppendResult]":
         return ensureDeferred(self._append(name, message, flags, internal_date))
 
-    async def _append(self, name: str, message: bytes, flags: frozenset[str], internal_date: Optional[datetime],
-                      to_new: bool = False) -> AppendResult:
+    async def _append(self, name: str, message: "bytes | MessageFile", flags: frozenset[str],
+                      internal_date: Optional[datetime], to_new: bool = False) -> AppendResult:
         f = self.folder(name)
-        data = to_crlf(message)
-        await self.check_quota(len(data), 1)
+        data = message  # copied (and LF -> CRLF converted) in chunks by the pool job
+        await self.check_quota(source_size(message), 1)
         clean = normalize_flags(flags)
         mtime = internal_date.timestamp() if internal_date is not None else None
         letters = None if to_new and not clean else to_letters(clean)
@@ -247,7 +254,7 @@ class MaildirAccount:
         info = delta.put[-1]
         return AppendResult(uid_validity=delta.uid_validity, uid=info.uid)
 
-    def deliver(self, message: bytes, folder: str) -> "Deferred[AppendResult]":
+    def deliver(self, message: "bytes | MessageFile", folder: str) -> "Deferred[AppendResult]":
         """Local delivery (SMTP): into new/, like an LDA."""
         return ensureDeferred(self._append(folder, message, frozenset(), None, to_new=True))
 
@@ -320,14 +327,20 @@ class MaildirStore:
 
     async def _open(self, user: str) -> MaildirAccount:
         acct = self._accounts.get(user)
-        if acct is not None:
-            return acct
-        root = layout.user_root(self.root_template, user)
-        acct = MaildirAccount(self, user, root)
-        await self.run(acct._setup)
+        if acct is None:
+            # One account object per user from the first call on: a first login racing the
+            # first delivery share it, and its lock runs the setup once.
+            acct = self._accounts[user] = MaildirAccount(self, user, layout.user_root(self.root_template, user))
+        if not acct.ready:
+            try:
+                await acct.setup()
+            except BaseException:
+                if self._accounts.get(user) is acct and not acct.ready:
+                    del self._accounts[user]  # the next attempt starts afresh
+                raise
         if self._sweep is None and self.idle_unload > 0:
             self._sweep = self.reactor.callLater(self.idle_unload / 2, self._swept)
-        return self._accounts.setdefault(user, acct)
+        return acct
 
     def _swept(self) -> None:
         self._sweep = None
@@ -348,10 +361,10 @@ class MaildirStore:
             evicted += await acct.evict_idle(cutoff)
         return evicted
 
-    def deliver(self, user: str, message: bytes, folder: str = "INBOX") -> "Deferred[AppendResult]":
+    def deliver(self, user: str, message: "bytes | MessageFile", folder: str = "INBOX") -> "Deferred[AppendResult]":
         return ensureDeferred(self._deliver(user, message, folder))
 
-    async def _deliver(self, user: str, message: bytes, folder: str) -> AppendResult:
+    async def _deliver(self, user: str, message: "bytes | MessageFile", folder: str) -> AppendResult:
         acct = await self._open(user)
         return await acct.deliver(message, folder)
 
@@ -366,6 +379,9 @@ class MaildirStore:
         folders = [f for acct in self._accounts.values() for f in acct.loaded_folders()]
         for f in folders:
             f.stop_polling()
+        # Each folder's lock, so the save never runs beside another job of that folder. Free locks
+        # are taken at once, so the job is usually queued in this very turn (see below).
+        await gatherResults([f.lock.acquire() for f in folders])
 
         def save_all() -> None:
             # One job, queued at once: it runs even if the pool is told to stop right after
@@ -377,4 +393,8 @@ class MaildirStore:
                     log.warn("index of {folder} not saved at shutdown: {why}", folder=f.path,
                              why=os.strerror(e.errno or 0), event="store.index_save_failed")
 
-        await self.run(save_all)
+        try:
+            await self.run(save_all)
+        finally:
+            for f in folders:
+                f.lock.release()

@@ -15,7 +15,8 @@ from typing import Optional
 
 from twisted.logger import Logger
 
-from mailgw.interfaces import MessageInfo
+from mailgw.interfaces import MessageFile, MessageInfo
+from mailgw.store.body import message_chunks
 from mailgw.store.flags import apply_mode, from_letters, header_block, keyword_part, to_letters
 from mailgw.store.maildir import index as idx
 from mailgw.store.maildir.keywords import Keywords
@@ -190,13 +191,17 @@ class FolderDisk(ScanMixin):
 
     # -- changing (pool thread, folder lock held by the caller's serialisation)
 
-    def deliver(self, data: bytes, letters: Optional[str], mtime: Optional[float],
+    def deliver(self, source: "bytes | MessageFile", letters: Optional[str], mtime: Optional[float],
                 keywords: frozenset[str] = frozenset()) -> Delta:
-        """Durable delivery: tmp, fsync, link, dir fsync, UID appended and fsynced; then acknowledged."""
+        """Durable delivery: tmp, fsync, link, dir fsync, UID appended and fsynced; then acknowledged.
+
+        The source is copied in chunks (bare LF becomes CRLF on the way), never held whole.
+        """
         with FolderLock(self.path):
             pre = self._catch_up()
             assert self.ul is not None and self.state is not None
-            sub, name = place_message(self.path, data, self.hostname, self.writer, letters, mtime)
+            sub, name, measured = place_message(self.path, message_chunks(source), self.hostname, self.writer,
+                                                letters, mtime, self.header_cap + 4)
             try:
                 [uid] = self.ul.assign([FileName.parse(name).base])
             except OSError as e:
@@ -208,7 +213,10 @@ class FolderDisk(ScanMixin):
                 self.ul = None  # reload: the in-memory list may be ahead of the file
                 raise storage_error("uidlist", e) from e
             when = int(mtime) if mtime is not None else int(time.time())
-            self.state.recs[uid] = self._rec(sub, name, len(data), when, header_block(data), False)
+            head = measured.head
+            block = header_block(head)
+            complete = len(block) < len(head) or measured.size == len(head)
+            self.state.recs[uid] = self._rec(sub, name, measured.size, when, block if complete else None, False)
             self.names[sub][name] = uid
             self.unsaved += 1
             if keywords:

@@ -1,18 +1,21 @@
 """The reactor-side backend of one Maildir folder: serialises disk jobs, applies their deltas, notifies views.
 
 Disk work runs in the store's thread pool through a per-folder DeferredLock; the reactor
-thread only applies the resulting MessageInfo deltas, so it never fsyncs or scans.
+thread only applies the resulting MessageInfo deltas, so it never fsyncs or scans. Reads of
+message files and of the header cache are jobs behind the same lock: `self.disk` (UID list,
+index records, header cache) is only ever touched by one job at a time, never by the reactor.
 """
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
-from mailgw.errors import MessageExpunged, NoSuchMailbox
-from mailgw.interfaces import CopyResult
+from mailgw.errors import NoSuchMailbox
+from mailgw.interfaces import CopyResult, IMessageBody, MessageFile
+from mailgw.store.body import BytesBody, FileBody
 from mailgw.store.maildir.disk import Delta, FolderDisk
 from mailgw.store.maildir.layout import is_maildir
 from mailgw.store.maildir.transfer import transfer
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 T = TypeVar("T")
+PRELOAD = 256 * 1024  # messages up to this size are read whole by the job that opens them
 
 
 class MaildirFolder(FolderBackend):
@@ -157,11 +161,11 @@ class MaildirFolder(FolderBackend):
         dest.apply(dst_delta)
         return result
 
-    def deliver(self, data: bytes, letters: Optional[str], mtime: Optional[float],
+    def deliver(self, data: "bytes | MessageFile", letters: Optional[str], mtime: Optional[float],
                 keywords: frozenset[str] = frozenset()) -> "Deferred[Delta]":
         return ensureDeferred(self._deliver(data, letters, mtime, keywords))
 
-    async def _deliver(self, data: bytes, letters: Optional[str], mtime: Optional[float],
+    async def _deliver(self, data: "bytes | MessageFile", letters: Optional[str], mtime: Optional[float],
                        keywords: frozenset[str]) -> Delta:
         if not self.loaded:
             await self.sync()
@@ -174,17 +178,18 @@ class MaildirFolder(FolderBackend):
         self.apply(delta)
         return delta
 
-    def open_message(self, uid: int) -> IO[bytes]:
-        try:
-            return self.disk.open_message(uid)
-        except (KeyError, FileNotFoundError) as e:
-            raise MessageExpunged(detail=f"uid {uid} of {self.name}") from e
+    def open_bodies(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
+        d = self.locked(self.disk.open_many, uids, PRELOAD)
+        d.addCallback(self._bodies)
+        return d
 
-    def header_bytes(self, uid: int) -> bytes:
-        try:
-            return self.disk.header_bytes(uid)
-        except (KeyError, FileNotFoundError) as e:
-            raise MessageExpunged(detail=f"uid {uid} of {self.name}") from e
+    def _bodies(self, opened: "dict[int, bytes | tuple[Any, int]]") -> "dict[int, IMessageBody]":
+        run = self.account.store.run
+        return {uid: BytesBody(v) if isinstance(v, bytes) else FileBody(v[0], v[1], run)
+                for uid, v in opened.items()}
+
+    def read_headers(self, uids: list[int]) -> "Deferred[dict[int, bytes]]":
+        return self.locked(self.disk.read_headers, uids)
 
     # -- lifecycle
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
@@ -91,14 +92,19 @@ def save(path: str, state: IndexState) -> None:
     data = (_MAGIC, _VERSION, state.uid_validity, state.recent_floor,
             (state.dirs["new"], state.dirs["cur"]), state.headers_len,
             (*state.uidlist_identity, state.uid_next, state.uidlist_count), cols)
-    tmp = os.path.join(path, INDEX + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    fd, tmp = tempfile.mkstemp(prefix=INDEX + ".", suffix=".tmp", dir=path)
+    with os.fdopen(fd, "wb") as fh:
         marshal.dump(data, fh)
     os.rename(tmp, os.path.join(path, INDEX))
 
 
 class HeaderCache:
-    """Append-only store of header blocks; read with pread so the reactor never opens a message file for headers."""
+    """Append-only store of header blocks, read with pread.
+
+    Offsets in the records and the open descriptor change together in compact(), so every read
+    and the compaction run in jobs holding the folder's lock (never on the reactor): a reader can
+    never pair a new offset with the old file (issue 13, defect 1).
+    """
 
     def __init__(self, path: str, valid_len: int) -> None:
         self._file = os.path.join(path, HEADERS)
@@ -128,8 +134,7 @@ class HeaderCache:
         the saved index stops pointing into the cache before the cache is replaced."""
         save(path, IndexState(state.uid_validity, state.recent_floor, dict(state.dirs),
                               {u: r._replace(hoff=-1, hlen=0) for u, r in state.recs.items()}, 0))
-        tmp = self._file + f".tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=HEADERS + ".", suffix=".tmp", dir=path)
         offset = 0
         for uid, r in sorted(state.recs.items()):
             if r.hoff >= 0:

@@ -10,6 +10,7 @@ the file names' `:2,` info letters, so other Maildir tools agree on them.
 from __future__ import annotations
 
 import os
+import tempfile
 
 FILE = "mailgw-keywords"
 
@@ -63,8 +64,9 @@ class Keywords:
             self.compact()
 
     def compact(self) -> None:
-        tmp = self._file + f".tmp{os.getpid()}"
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self._file) + ".", suffix=".tmp",
+                                   dir=os.path.dirname(self._file))
+        with os.fdopen(fd, "wb") as fh:
             for uid, kws in sorted(self.by_uid.items()):
                 fh.write((" ".join([str(uid), *sorted(kws)]) + "\n").encode("utf-8"))
             fh.flush()

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from twisted.logger import Logger
 
@@ -25,21 +25,39 @@ SUBDIRS = ("cur", "new", "tmp")
 TMP_MAX_AGE = 36 * 3600  # maildir(5): tmp/ files untouched for 36 hours are garbage
 _counter = itertools.count(1)
 
-# A file writer: create `path` exclusively, write all of `data`, fsync, close. Tests inject faults here.
-FileWriter = Callable[[str, bytes], None]
+# A file writer: create `path` exclusively, write every chunk, fsync, close. Tests inject faults here.
+FileWriter = Callable[[str, Iterable[bytes]], None]
 
 
-def write_file_durably(path: str, data: bytes) -> None:
+def write_file_durably(path: str, chunks: Iterable[bytes]) -> None:
     """The default FileWriter: O_EXCL create, full write, fsync (qmail-local order)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Measured:
+    """Chunks passing through to a writer: counts the octets and keeps the head (for the header cache)."""
+
+    def __init__(self, chunks: Iterable[bytes], head_cap: int) -> None:
+        self._chunks = chunks
+        self._cap = head_cap
+        self.size = 0
+        self.head = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            if len(self.head) < self._cap:
+                self.head += chunk[: self._cap - len(self.head)]
+            yield chunk
 
 
 def fsync_dir(path: str) -> None:
@@ -160,29 +178,40 @@ class FileName:
         return s, w
 
 
-def unique_base(hostname: str, size: int) -> str:
-    """maildir(5) name: <sec>.M<usec>P<pid>Q<n>R<random>.<host>,S=<size>,W=<size>."""
+def unique_stem(hostname: str) -> str:
+    """maildir(5) unique name: <sec>.M<usec>P<pid>Q<n>R<random>.<host>."""
     now = time.time()
     sec, usec = int(now), int((now % 1) * 1_000_000)
     host = hostname.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054") or "localhost"
-    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{host},S={size},W={size}"
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{host}"
 
 
-def place_message(path: str, data: bytes, hostname: str, writer: FileWriter,
-                  letters: Optional[str] = None, mtime: Optional[float] = None) -> tuple[str, str]:
+def unique_base(hostname: str, size: int) -> str:
+    """maildir(5) name with sizes: <stem>,S=<size>,W=<size>."""
+    return f"{unique_stem(hostname)},S={size},W={size}"
+
+
+def place_message(path: str, chunks: Iterable[bytes], hostname: str, writer: FileWriter,
+                  letters: Optional[str] = None, mtime: Optional[float] = None,
+                  head_cap: int = 0) -> tuple[str, str, Measured]:
     """Durably add a message to a Maildir: tmp/ -> fsync -> link into new/ (or cur/ with flags) -> fsync dir.
 
-    Returns (subdir, file name). On any OSError nothing is visible in new/ or cur/ and
+    The chunks are written as they come (a spooled message is never held whole); the name's
+    S=/W= sizes are known once the tmp/ file is complete. Returns (subdir, file name, the
+    measured size and head). On any OSError nothing is visible in new/ or cur/ and
     StorageUnavailable is raised.
     """
-    base = unique_base(hostname, len(data))
-    tmp = os.path.join(path, "tmp", base)
+    stem = unique_stem(hostname)
+    tmp = os.path.join(path, "tmp", stem)
     sub = "new" if letters is None else "cur"
-    name = base if letters is None else f"{base}:2,{letters}"
-    dest = os.path.join(path, sub, name)
+    measured = Measured(chunks, head_cap)
+    dest = tmp
     linked = False
     try:
-        writer(tmp, data)
+        writer(tmp, measured)
+        base = f"{stem},S={measured.size},W={measured.size}"
+        name = base if letters is None else f"{base}:2,{letters}"
+        dest = os.path.join(path, sub, name)
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))
         try:
@@ -207,7 +236,7 @@ def place_message(path: str, data: bytes, hostname: str, writer: FileWriter,
         os.unlink(tmp)
     except FileNotFoundError:
         pass
-    return sub, name
+    return sub, name, measured
 
 
 def clean_tmp(path: str, now: Optional[float] = None) -> int:

@@ -2,17 +2,19 @@
 
 maildirsize: first line `<bytes>S,<messages>C` (the limits), then `<bytes> <messages>` delta
 lines; the sum of the deltas is the usage. It is rewritten (temp file + rename) as one line
-once it passes 5120 bytes, as the Maildir++ specification says. Blocking: pool thread only.
+once it passes 5120 bytes, as the Maildir++ specification says. The counts in memory belong to
+the reactor thread; the file is read and written by pool jobs holding the account lock, which
+get the counts they need as arguments (docs/store.md).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from typing import Optional
 
-from mailgw.store.maildir.layout import FileName, folder_path, list_folder_names
 from mailgw.store import names
+from mailgw.store.maildir.accountfiles import replace_file
+from mailgw.store.maildir.layout import FileName, folder_path, list_folder_names
 
 FILE = "maildirsize"
 
@@ -60,26 +62,29 @@ class Usage:
         self.messages = 0
         self._file = os.path.join(root, FILE)
         self._tracked = bytes_limit is not None or messages_limit is not None
-        self._lock = threading.Lock()
 
-    def load(self) -> None:
-        if self._tracked and self._read():
-            return
-        self.bytes, self.messages = scan_usage(self.root)
+    def load(self) -> tuple[int, int]:
+        """(bytes, messages) from maildirsize, or counted (and written) afresh. Pool thread, account lock held."""
         if self._tracked:
-            self._rewrite()
+            found = self._read()
+            if found is not None:
+                return found
+        counted = scan_usage(self.root)
+        if self._tracked:
+            self._rewrite(counted)
+        return counted
 
     def _limits_line(self) -> str:
         return f"{self.bytes_limit or 0}S,{self.messages_limit or 0}C\n"
 
-    def _read(self) -> bool:
+    def _read(self) -> Optional[tuple[int, int]]:
         try:
             with open(self._file, "r", encoding="ascii", errors="replace") as fh:
                 lines = fh.read().split("\n")
         except FileNotFoundError:
-            return False
+            return None
         if not lines or lines[0] + "\n" != self._limits_line():
-            return False  # limits changed (or another tool's file): recount
+            return None  # limits changed (or another tool's file): recount
         b = m = 0
         for line in lines[1:]:
             parts = line.split()
@@ -88,9 +93,8 @@ class Usage:
             try:
                 b, m = b + int(parts[0]), m + int(parts[1])
             except ValueError:
-                return False
-        self.bytes, self.messages = max(0, b), max(0, m)
-        return True
+                return None
+        return max(0, b), max(0, m)
 
     @property
     def tracked(self) -> bool:
@@ -101,24 +105,18 @@ class Usage:
         self.bytes = max(0, self.bytes + nbytes)
         self.messages = max(0, self.messages + nmessages)
 
-    def record(self, nbytes: int, nmessages: int) -> None:
+    def record(self, nbytes: int, nmessages: int, total: tuple[int, int]) -> None:
+        """Append a delta line (pool thread, account lock held); `total` is the usage after it, for a rewrite."""
         if not self._tracked or (nbytes == 0 and nmessages == 0):
             return
-        with self._lock:
-            self._append(nbytes, nmessages)
-
-    def _append(self, nbytes: int, nmessages: int) -> None:
         try:
             with open(self._file, "a", encoding="ascii") as fh:
                 fh.write(f"{nbytes} {nmessages}\n")
                 big = fh.tell() > 5120
             if big:
-                self._rewrite()
+                self._rewrite(total)
         except OSError:
             pass  # usage stays right in memory; the file is recounted when it disagrees
 
-    def _rewrite(self) -> None:
-        tmp = self._file + f".tmp{os.getpid()}"
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(self._limits_line() + f"{self.bytes} {self.messages}\n")
-        os.rename(tmp, self._file)
+    def _rewrite(self, total: tuple[int, int]) -> None:
+        replace_file(self._file, (self._limits_line() + f"{total[0]} {total[1]}\n").encode("ascii"), durable=False)

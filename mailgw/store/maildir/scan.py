@@ -1,6 +1,6 @@
 """Scanning a Maildir folder's new/ and cur/ against its index, and reading message files.
 
-Mixed into FolderDisk: blocking, pool thread only (open_message/header_bytes also on the reactor).
+Mixed into FolderDisk: blocking, pool thread only, inside the folder's serialised jobs (docs/store.md).
 """
 
 from __future__ import annotations
@@ -189,26 +189,62 @@ class ScanMixin:
                 hoff, hlen = -1, 0  # a cache: a full disk only costs a file read later
         return idx.Rec(sub, name, size, mtime, hoff, hlen, lf)
 
-    # -- reading (any thread)
+    # -- reading (pool thread, inside a job holding the folder's lock: the records and the header
+    # cache read here are rewritten by other jobs of the same folder, e.g. a compaction)
 
     def _file(self, uid: int) -> str:
         assert self.state is not None
         r = self.state.recs[uid]
         return os.path.join(self.path, r.sub, r.name)
 
-    def open_message(self, uid: int) -> IO[bytes]:
+    def open_file(self, uid: int) -> tuple[IO[bytes], bool]:
+        """The message file opened unbuffered, and whether it has bare LFs (served converted to CRLF)."""
         assert self.state is not None
-        for _ in range(3):  # another thread or program may be renaming it right now
+        for _ in range(3):  # another program may be renaming it right now
             r = self.state.recs[uid]
             try:
-                fh = open(os.path.join(self.path, r.sub, r.name), "rb")
+                return open(os.path.join(self.path, r.sub, r.name), "rb", buffering=0), r.lf
             except FileNotFoundError:
                 continue
-            if not r.lf:
-                return fh
-            with fh:
-                return io.BytesIO(to_crlf(fh.read()))
         raise FileNotFoundError(errno.ENOENT, "message file vanished", self._file(uid))
+
+    def open_message(self, uid: int) -> IO[bytes]:
+        """A readable file of the message as served (CRLF)."""
+        fh, lf = self.open_file(uid)
+        if not lf:
+            return fh
+        with fh:
+            return io.BytesIO(to_crlf(fh.read()))
+
+    def open_many(self, uids: list[int], preload: int) -> dict[int, "bytes | tuple[IO[bytes], int]"]:
+        """Open messages: those up to `preload` octets (and LF-converted ones) read whole, others left open with their size.
+
+        Messages that are gone (expunged meanwhile, here or by another program) are left out.
+        """
+        out: dict[int, "bytes | tuple[IO[bytes], int]"] = {}
+        for uid in uids:
+            try:
+                fh, lf = self.open_file(uid)
+            except (KeyError, FileNotFoundError):
+                continue
+            size = os.fstat(fh.fileno()).st_size
+            if lf or size <= preload:
+                with fh:
+                    data = fh.read()
+                out[uid] = to_crlf(data) if lf else data
+            else:
+                out[uid] = (fh, size)
+        return out
+
+    def read_headers(self, uids: list[int]) -> dict[int, bytes]:
+        """Header blocks of messages that still exist."""
+        out = {}
+        for uid in uids:
+            try:
+                out[uid] = self.header_bytes(uid)
+            except (KeyError, FileNotFoundError):
+                continue
+        return out
 
     def header_bytes(self, uid: int) -> bytes:
         assert self.state is not None and self.headers is not None
@@ -230,4 +266,3 @@ class ScanMixin:
                     break
                 data += more
         return header_block(data)
-

@@ -10,7 +10,8 @@ import os
 from contextlib import ExitStack
 from typing import Optional
 
-from mailgw.interfaces import CopyResult
+from mailgw.interfaces import CopyResult, MessageFile
+from mailgw.store.body import message_chunks
 from mailgw.store.maildir.disk import Delta, FolderDisk, merge
 from mailgw.store.maildir.layout import FileName, fsync_dir, place_message, storage_error, unique_base
 from mailgw.store.maildir.uidlist import FolderLock
@@ -24,10 +25,9 @@ def _locks(stack: ExitStack, *disks: FolderDisk) -> None:
 
 
 def _placed_copy(src: FolderDisk, dst: FolderDisk, uid: int, letters: str) -> str:
-    with src.open_message(uid) as fh:
-        data = fh.read()
     r = src.state.recs[uid]  # type: ignore[union-attr]
-    _, name = place_message(dst.path, data, dst.hostname, dst.writer, letters, float(r.mtime))
+    source = MessageFile(path=os.path.join(src.path, r.sub, r.name))
+    _, name, _ = place_message(dst.path, message_chunks(source), dst.hostname, dst.writer, letters, float(r.mtime))
     return name
 
 

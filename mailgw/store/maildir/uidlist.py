@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
@@ -156,8 +157,7 @@ class UidList:
         """Replace the file atomically: temp file, fsync, rename, directory fsync."""
         body = [f"{MAGIC} V{self.uid_validity} N{self.uid_next}\n"]
         body.extend(f"{u} {self.by_uid[u]}\n" for u in sorted(self.by_uid))
-        tmp = self.file + f".tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=FILE + ".", suffix=".tmp", dir=self.path)
         try:
             os.write(fd, "".join(body).encode("utf-8"))
             os.fsync(fd)
