@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailgw.admin.cli import main
+from mailgw.cli.main import main
 from mailgw.observe.metrics import REGISTRY
 from mailgw.smtp.queue import iso8601
 from mailgw.smtp.relay import RelayRunner
