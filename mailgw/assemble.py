@@ -19,16 +19,19 @@ from twisted.application.service import IServiceCollection, MultiService, Servic
 from twisted.internet import defer, threads
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from mailgw.admin import reload as reload_plan
 from mailgw.admin.http import HealthReport, MetricsResource, admin_site
 from mailgw.admin.manhole import HOST_KEY_NAME, AuthorizedKeysFile, ensure_host_key, manhole_factory
-from mailgw.admin.probes import MetricsRefresher, builtin_health_checks, throttled_peers
+from mailgw.admin.probes import MetricsRefresher, builtin_health_checks
 from mailgw.admin.reloader import Reloader, Staged
 from mailgw.admin.shell import Shell
 from mailgw.config.endpoints import parse_hostport
 from mailgw.config.schema import Config, PublishConfig
 from mailgw.errors import ConfigError
+from mailgw.gateway_view import GatewayViewMixin
+from mailgw.interfaces import IGatewayView, IReloadTarget
 from mailgw.net.listen import ListenerService
 from mailgw.net.sessions import SessionRegistry
 from mailgw.net.tls import ServerTLS, TLSRegistry
@@ -88,9 +91,10 @@ class MailgwService(MultiService):
         return super().stopService()
 
 
+@implementer(IGatewayView, IReloadTarget)
 @dataclass
-class Gateway:
-    """The shared pieces every listener is built from."""
+class Gateway(GatewayViewMixin):
+    """The shared pieces every listener is built from; what admin sees of the running process (IGatewayView)."""
 
     config: Config
     reactor: Any
@@ -118,6 +122,10 @@ class Gateway:
         svc.setServiceParent(self.root)
         self.root.listeners.append(svc)
         return svc
+
+    def reload(self) -> defer.Deferred:
+        """IGatewayView: re-read the configuration file and apply it live (as SIGHUP does)."""
+        return reload_from_source(self)
 
 
 def build_tls(config: Config) -> TLSRegistry:
@@ -440,10 +448,8 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
     SystemdNotifyService(gateway.notifier, gateway.root.ready, gateway.reactor,
                          watchdog_interval(environ)).setServiceParent(gateway.root)
     ReactorLagService(gateway.reactor, metrics.reactor_lag_seconds).setServiceParent(gateway.root)  # /metrics: reactor stalls
-    targets = gateway.extras.get("publish_health")
-    health = HealthReport(lambda: list(gateway.root.listeners) if gateway.root else [],
-                          lambda: [*builtin_health_checks(gateway), *gateway.health_checks], gateway.reactor,
-                          targets=targets.report if targets is not None else None)
+    health = HealthReport(gateway.listeners, lambda: [*builtin_health_checks(gateway), *gateway.health_checks],
+                          gateway.reactor, targets=gateway.publish_targets)
     if gateway.auth is not None:
         gateway.reload_hooks.append((AUTH_LIVE_KEYS, functools.partial(_prepare_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_prepare_publish, gateway)))
@@ -454,7 +460,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
         gateway.listen(admin.http.listen, site, label="admin.http.listen")
     if admin.manhole is not None:
         host_key = ensure_host_key(os.path.join(gateway.config.server.state_dir, HOST_KEY_NAME))
-        shell = Shell(gateway, lambda: reload_from_source(gateway), health.report, lambda: throttled_peers(gateway))
+        shell = Shell(gateway, gateway.reload, health.report)
         factory = manhole_factory(shell.namespace(), host_key, AuthorizedKeysFile(admin.manhole.authorized_keys_file))
         gateway.listen(admin.manhole.listen, factory, label="admin.manhole.listen")
 

@@ -1,6 +1,9 @@
-"""Files mailgwctl writes for the service to read: who owns them, their mode, the durable replace, the secret-file check.
+"""Durable file writes (tmp, fsync, rename, directory fsync), and the owner and mode of the files mailgwctl writes.
 
-Low level (imports only mailgw.errors), so the users file (auth), keys and certificates (net) share it.
+Low level (imports only mailgw.errors), so the users file (auth), keys and certificates (net), the
+relay queue's envelopes (smtp) and the manhole host key (admin) share one implementation of the
+crash-safe write: a reader (or the process after a crash) sees the old content or the new, never
+a mix, and a rename is durable only once its directory is fsynced (POSIX leaves that to the caller).
 
 Ownership (docs/operations.md, "Installing as a service"): mailgwctl usually runs as root while the
 service runs as `mailgw`, reading `/etc/mailgw` (`root:mailgw 0750`). So
@@ -72,6 +75,67 @@ def _apply(fd: int, path: str, wanted: Ownership) -> None:
     os.fchmod(fd, wanted.mode)
 
 
+def _write_all_synced(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def fsync_directory(path: str) -> None:
+    """fsync a directory, so a rename, link or unlink in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_synced(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` (a leftover of a crashed write is replaced), write all of `data`, fsync; removed on failure."""
+    try:
+        os.unlink(path)  # O_CREAT keeps the mode of a leftover file: start from nothing
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        _write_all_synced(fd, data)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def durable_replace(path: str, data: bytes, tmp: Optional[str] = None, mode: int = 0o600,
+                    sync_directory: bool = True) -> None:
+    """Replace (or create) `path` with `data`: write and fsync `tmp`, rename it over `path`, fsync the directory.
+
+    `tmp` (default: beside `path`) must be on the same filesystem. `sync_directory=False` for a
+    caller that fsyncs the directory itself once for several files (the relay queue's commit).
+    """
+    tmp = tmp or f"{path}.tmp{os.getpid()}"
+    write_synced(tmp, data, mode)
+    os.replace(tmp, path)
+    if sync_directory:
+        fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def create_durably(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` holding `data` whole or not at all; FileExistsError if it exists (as O_EXCL).
+
+    Written and fsynced under a temporary name, then linked into place (link, not rename: it
+    never replaces a file another process created meanwhile), so a crash leaves no half file.
+    """
+    tmp = f"{path}.tmp{os.getpid()}"
+    write_synced(tmp, data, mode)
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
 def ensure_directory(path: str) -> None:
     """Create `path` and missing parents, each with the owner, group and mode of the directory above it.
 
@@ -105,10 +169,7 @@ def stage(path: str, data: bytes, secret: bool, new_mode: int = 0o644) -> str:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never briefly readable by anyone else
     try:
         _apply(fd, path, wanted)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        _write_all_synced(fd, data)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
@@ -120,11 +181,7 @@ def stage(path: str, data: bytes, secret: bool, new_mode: int = 0o644) -> str:
 def commit(tmp: str, path: str) -> None:
     """Rename a staged file into place (atomic on one filesystem) and fsync the directory."""
     os.replace(tmp, path)
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def replace(path: str, data: bytes, secret: bool, new_mode: int = 0o644) -> None:

@@ -1,4 +1,4 @@
-"""Every zope.interface seam of mailgw: store, auth, relay, sessions, TLS.
+"""Every zope.interface seam of mailgw: store, auth, relay, sessions, TLS, publishing, the admin view.
 
 Protocol packages (imap, smtp, publish, admin) meet storage and authentication only
 through these interfaces; `assemble.py` wires concrete implementations to them.
@@ -371,6 +371,12 @@ class ISessionRegistry(Interface):
     def sessions(listener: "Optional[str]" = None) -> "list[object]":  # type: ignore[empty-body]
         """Sessions, optionally for one listener."""
 
+    def entries() -> "list[tuple[str, str, Any]]":  # type: ignore[empty-body]
+        """(listener, protocol, session) of every open session, in the order they were added."""
+
+    def counts() -> "dict[tuple[str, str], int]":  # type: ignore[empty-body]
+        """Open sessions per (listener, protocol)."""
+
 
 class IServerTLS(Interface):
     """A named server certificate with mailgw's TLS policy; reloadable."""
@@ -404,3 +410,59 @@ class IPublishRule(Interface):
 
     def close_all() -> None:
         """Close every open connection through the rule."""
+
+
+# --------------------------------------------------------------------------- admin
+
+
+@dataclass(frozen=True)
+class ListenerState:
+    """One listener of the running gateway, as /health and the manhole's listeners() show it."""
+
+    label: str  # the config key, e.g. "imap.secure.bind_tls[0]"
+    endpoint: str  # the endpoint description it was configured with
+    address: Optional[str] = None  # "host:port" (or a socket path) it is bound to; None: not bound
+    bound: bool = False  # listening now (bound and its service running)
+
+
+class IGatewayView(Interface):
+    """What the admin surfaces (/health, /metrics, the manhole shell) read and do in the running gateway.
+
+    Implemented by the assembled gateway (mailgw.assemble.Gateway); admin code knows nothing else of it.
+    """
+
+    config = Attribute("the configuration in force (mailgw.config.schema.Config), replaced by a successful reload")
+    sessions = Attribute("the ISessionRegistry of every open client session")
+    health_checks = Attribute("extra /health checks components registered: zero-argument callables "
+                              "returning (name, ok, detail) or a Deferred of it")
+
+    def listeners() -> "list[ListenerState]":  # type: ignore[empty-body]
+        """Every listener, in the order they were built."""
+
+    def relay_queues() -> "dict[str, IRelayQueue]":  # type: ignore[empty-body]
+        """The relay queue of each [submission.NAME], by NAME."""
+
+    def directories() -> "list[IDirectory]":  # type: ignore[empty-body]
+        """The credential backends in the order they are tried (their health is a lookup that must answer)."""
+
+    def throttled() -> "list[dict[str, Any]]":  # type: ignore[empty-body]
+        """Client networks and (network, account) pairs over their failure budget: ip, user, failures, until."""
+
+    def publish_rules() -> "dict[str, IPublishRule]":  # type: ignore[empty-body]
+        """The live server publishing rules, by [publish.NAME]."""
+
+    def publish_targets() -> "list[dict[str, Any]]":  # type: ignore[empty-body]
+        """Each publishing rule's last periodic target check (name, target, ok, detail), for /health."""
+
+    def reload() -> "Deferred[str]":  # type: ignore[empty-body]
+        """Re-read the configuration file and apply it (as SIGHUP does); fires with ok, refused, invalid or failed."""
+
+
+class IReloadTarget(Interface):
+    """What a configuration reload (mailgw.admin.reloader) reads and replaces in the running gateway."""
+
+    config = Attribute("the configuration in force; the reloader replaces it once every change is installed")
+    config_source = Attribute("zero-argument callable re-reading the configuration file (raises ConfigError), or None")
+    tls = Attribute("the certificate registry: get(name) -> IServerTLS with prepare(), add(tls), certificates by name")
+    reload_hooks = Attribute("(dotted key patterns, prepare(new_config)) of each component that applies changes live")
+    notifier = Attribute("the sd_notify client: reloading() before a reload, ready(status) after")

@@ -22,7 +22,7 @@ requre_tls = true
 
 
 def mailgwctl(*args: str, cwd: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mailgw.admin.cli", *args], cwd=cwd, env=environment(),
+    return subprocess.run([sys.executable, "-m", "mailgw.cli", *args], cwd=cwd, env=environment(),
                           capture_output=True, text=True, timeout=60)
 
 
@@ -119,7 +119,7 @@ class ConfigDiscoveryTests(SynchronousTestCase):
         finally:
             gateway.stop()
         # mailgwctl, given the same environment, reads the same file.
-        shown = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "show-config", "--non-default"],
+        shown = subprocess.run([sys.executable, "-m", "mailgw.cli", "show-config", "--non-default"],
                                cwd=self.dir, env=environment({"MAILGW_CONFIG": path}), capture_output=True, text=True,
                                timeout=60)
         self.assertEqual(shown.returncode, 0, shown.stderr)

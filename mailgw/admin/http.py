@@ -13,7 +13,9 @@ counts as down. `targets` returns the publishing rules' last periodic reachabili
 
 from __future__ import annotations
 
+import functools
 import json
+import types
 from typing import Any, Callable, Iterable, Optional
 
 from prometheus_client import CollectorRegistry
@@ -25,15 +27,23 @@ from twisted.web.resource import Resource
 from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from mailgw.interfaces import ListenerState
+
 log = Logger()
 
 HealthCheck = Callable[[], Any]  # -> (name, ok, detail) | Deferred[(name, ok, detail)]
 
 
+def _check_name(check: HealthCheck) -> str:
+    """A check's name for the log (it failed, so it named nothing): its function's, or its class's."""
+    func = check.func if isinstance(check, functools.partial) else check
+    return func.__name__ if isinstance(func, (types.FunctionType, types.MethodType)) else type(func).__name__
+
+
 class HealthReport:
     """Collects listener states and backend checks into one JSON-able report."""
 
-    def __init__(self, listeners: Callable[[], Iterable[Any]], checks: Callable[[], Iterable[HealthCheck]],
+    def __init__(self, listeners: Callable[[], Iterable[ListenerState]], checks: Callable[[], Iterable[HealthCheck]],
                  reactor: Any, check_timeout: float = 5.0,
                  targets: Optional[Callable[[], Iterable[dict[str, Any]]]] = None) -> None:
         self._listeners = listeners
@@ -44,13 +54,10 @@ class HealthReport:
 
     def _listener_states(self) -> list[dict[str, Any]]:
         out = []
-        for svc in self._listeners():
-            port = getattr(svc, "port", None)
-            bound = port is not None and getattr(svc, "running", True)
-            entry: dict[str, Any] = {"name": svc.label, "ok": bool(bound)}
-            if port is not None:
-                host = port.getHost()
-                entry["address"] = f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}"
+        for state in self._listeners():
+            entry: dict[str, Any] = {"name": state.label, "ok": state.bound}
+            if state.address is not None:
+                entry["address"] = state.address
             else:
                 entry["detail"] = "not bound"
             out.append(entry)
@@ -65,7 +72,7 @@ class HealthReport:
             return {"name": str(name), "ok": bool(ok), "detail": detail}
 
         def failed(failure: Any) -> dict[str, Any]:
-            name = getattr(check, "health_name", getattr(check, "__name__", "check"))
+            name = _check_name(check)
             reason = "timeout" if failure.check(defer.TimeoutError) else type(failure.value).__name__
             log.warn("health check {name} failed: {reason}", name=name, reason=reason, event="health.check_failed")
             return {"name": str(name), "ok": False, "detail": reason}

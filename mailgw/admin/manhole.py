@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutFactory
 from zope.interface import implementer
 
+from mailgw import files
 from mailgw.observe import events
 
 log = Logger()
@@ -67,9 +68,8 @@ def ensure_host_key(path: str) -> keys.Key:
     if not os.path.exists(path):
         key = keys.Key(ed25519.Ed25519PrivateKey.generate())
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.toString("openssh"))
+        # Whole or absent: a key cut short by a crash would stop every later start at parsing it.
+        files.create_durably(path, key.toString("openssh"), 0o600)
         log.info("generated manhole host key {path} ({fingerprint})", path=path,
                  fingerprint=openssh_fingerprint(key), event="manhole.host_key")
         return key

@@ -1,7 +1,7 @@
 """What the admin surfaces read from a running gateway: backend health checks, scrape-time gauges, throttled peers.
 
-The gateway is used by duck typing: `gateway.auth.backends` (IDirectory providers),
-`gateway.queue` (IRelayQueue), `gateway.sessions` (ISessionRegistry), `gateway.config`.
+The gateway is met only through mailgw.interfaces.IGatewayView: its directories (IDirectory),
+relay queues (IRelayQueue), sessions (ISessionRegistry) and configuration.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from typing import Any, Callable
 from twisted.internet import defer
 
 from mailgw.errors import AuthUnavailable
+from mailgw.interfaces import IDirectory, IGatewayView, IRelayQueue
 from mailgw.observe import metrics
 
 HEALTH_PROBE_LOGIN = "mailgw-health-probe"
 
 
-def directory_health(backend: Any) -> defer.Deferred:
+def directory_health(backend: IDirectory) -> defer.Deferred:
     """Is a credential backend reachable? A lookup of a login that does not exist must answer, not fail."""
-    name = f"directory:{getattr(backend, 'name', type(backend).__name__)}"
+    name = f"directory:{backend.name}"
 
     def failed(failure: Any) -> tuple[str, bool, str]:
         if failure.check(AuthUnavailable):
@@ -30,20 +31,16 @@ def directory_health(backend: Any) -> defer.Deferred:
     return d.addCallbacks(lambda _: (name, True, "reachable"), failed)
 
 
-def relay_queues(gateway: Any) -> dict[str, Any]:
-    """Every relay queue by submission name (`extras["queue.NAME"]`), else `gateway.queue` alone."""
-    queues = {key.split(".", 1)[1]: q for key, q in gateway.extras.items()
-              if key.startswith("queue.") and hasattr(q, "entries")}
-    if not queues and gateway.queue is not None and hasattr(gateway.queue, "entries"):
-        queues[""] = gateway.queue
-    return queues
+def relay_queues(gateway: IGatewayView) -> dict[str, IRelayQueue]:
+    """Every relay queue by submission name."""
+    return gateway.relay_queues()
 
 
 def _oldest(entries: list[dict]) -> float:
     return max((float(e.get("age", 0) or 0) for e in entries), default=0.0)
 
 
-def queue_health(gateway: Any, name: str, queue: Any) -> tuple[str, bool, dict[str, Any]]:
+def queue_health(gateway: IGatewayView, name: str, queue: IRelayQueue) -> tuple[str, bool, dict[str, Any]]:
     """A relay queue is down when its oldest message is older than max_queue_age (it is stuck)."""
     entries = queue.entries()
     oldest = _oldest(entries)
@@ -53,12 +50,11 @@ def queue_health(gateway: Any, name: str, queue: Any) -> tuple[str, bool, dict[s
     return label, oldest < limit, {"messages": len(entries), "oldest_age_seconds": round(oldest, 1)}
 
 
-def builtin_health_checks(gateway: Any) -> list[Callable[[], Any]]:
+def builtin_health_checks(gateway: IGatewayView) -> list[Callable[[], Any]]:
     """One check per credential backend, and the relay queue's age when there is a queue."""
     checks: list[Callable[[], Any]] = []
-    for backend in getattr(gateway.auth, "backends", ()):
-        if callable(getattr(backend, "lookup", None)):
-            checks.append(functools.partial(directory_health, backend))
+    for backend in gateway.directories():
+        checks.append(functools.partial(directory_health, backend))
     for name, queue in relay_queues(gateway).items():
         checks.append(functools.partial(queue_health, gateway, name, queue))
     return checks
@@ -70,7 +66,7 @@ class MetricsRefresher:
     Series of listeners whose sessions all closed are set to 0 rather than dropped.
     """
 
-    def __init__(self, gateway: Any) -> None:
+    def __init__(self, gateway: IGatewayView) -> None:
         self.gateway = gateway
         self._seen: set[tuple[str, str]] = set()
 
@@ -88,7 +84,6 @@ class MetricsRefresher:
             metrics.relay_queue_oldest_age_seconds.set(_oldest(entries))
 
 
-def throttled_peers(gateway: Any) -> list[dict[str, Any]]:
+def throttled_peers(gateway: IGatewayView) -> list[dict[str, Any]]:
     """Client networks and (network, account) pairs over their failure budget now, for the manhole."""
-    throttled = getattr(gateway.auth, "throttled", None)
-    return list(throttled()) if callable(throttled) else []
+    return gateway.throttled()

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from mailgw.admin.reload import plan as make_plan
 from mailgw.errors import ConfigError
+from mailgw.interfaces import IReloadTarget
 from mailgw.observe import metrics
 
 log = Logger()
@@ -54,13 +55,13 @@ def _staged(result: Any, patterns: tuple[str, ...]) -> Staged:
 
 
 class Reloader:
-    """Reloads `gateway` (duck-typed: config, config_source, tls, auth, extras, reload_hooks, notifier).
+    """Reloads `gateway` (an IReloadTarget: config, config_source, tls, reload_hooks, notifier).
 
     `new_certificate(name, cert_config, names, registry)` builds the TLS object for a certificate
     name the running process did not have yet.
     """
 
-    def __init__(self, gateway: Any, new_certificate: Callable[[str, Any, tuple[str, ...], Any], Any]) -> None:
+    def __init__(self, gateway: IReloadTarget, new_certificate: Callable[[str, Any, tuple[str, ...], Any], Any]) -> None:
         self.gateway = gateway
         self.new_certificate = new_certificate
         self.lock = defer.DeferredLock()

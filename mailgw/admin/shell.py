@@ -1,9 +1,8 @@
 """The manhole's namespace: the assembled gateway plus helpers for sessions, the relay queue, throttling and reload.
 
-The gateway is used by duck typing (admin meets the rest through interfaces): `gateway.sessions`
-is an ISessionRegistry, `gateway.queue` an IRelayQueue when submission is configured,
-`gateway.auth` may expose `throttled()`, and `gateway.extras` holds anything else a component
-registered. Helpers print tables and return None, so the REPL shows no quoted strings.
+The gateway is met only through mailgw.interfaces.IGatewayView (its sessions, relay queues,
+throttled peers, listeners and configuration); the namespace still offers the object itself as
+`gateway` for inspection. Helpers print tables and return None, so the REPL shows no quoted strings.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ import time
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
+
+from mailgw.interfaces import IGatewayView, IRelayQueue
 
 HELP = """mailgw manhole: a Python shell inside the running gateway. Names:
   gateway            the assembled Gateway (config, tls, sessions, store, auth, queue, extras, root)
@@ -40,12 +41,6 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _entries(registry: Any) -> list[tuple[str, str, object]]:
-    if hasattr(registry, "entries"):
-        return list(registry.entries())
-    return [("?", "?", s) for s in registry.sessions()]
-
-
 def _age(seconds: Any) -> str:
     try:
         value = float(seconds)
@@ -60,14 +55,14 @@ def _age(seconds: Any) -> str:
 class Shell:
     """The helpers bound to one gateway; `namespace()` is what the manhole REPL sees."""
 
-    def __init__(self, gateway: Any, reload: Callable[[], Any], health: Optional[Callable[[], Any]] = None,
+    def __init__(self, gateway: IGatewayView, reload: Callable[[], Any], health: Optional[Callable[[], Any]] = None,
                  throttled: Optional[Callable[[], list[dict[str, Any]]]] = None, out: Callable[[str], None] = print) -> None:
         self.gateway = gateway
         self._reload = reload
         self._health = health
         self._throttled = throttled
         self._out = out
-        self._listed: list[object] = []
+        self._listed: list[Any] = []  # sessions: objects with peer, user and kick()
 
     def namespace(self) -> dict[str, Any]:
         return {
@@ -86,11 +81,11 @@ class Shell:
         }
 
     def sessions(self, listener: Optional[str] = None) -> None:
-        entries = [e for e in _entries(self.gateway.sessions) if listener is None or e[0] == listener]
+        entries = [e for e in self.gateway.sessions.entries() if listener is None or e[0] == listener]
         entries.sort(key=lambda e: (e[0], e[1]))
         self._listed = [session for _, _, session in entries]
-        rows = [[str(i), name, protocol, str(getattr(s, "peer", "?")), str(getattr(s, "user", None) or "-")]
-                for i, (name, protocol, s) in enumerate(entries)]
+        # Registered sessions have `peer`, `user` and `kick()` (ISessionRegistry.add).
+        rows = [[str(i), name, protocol, str(s.peer), str(s.user or "-")] for i, (name, protocol, s) in enumerate(entries)]
         self._out(_table(rows, ["#", "listener", "protocol", "peer", "user"]) + f"\n{len(rows)} session(s)")
 
     def kick(self, target: Any) -> None:
@@ -103,15 +98,11 @@ class Shell:
         if session not in self.gateway.sessions.sessions():
             self._out("that session is no longer open")
             return
-        session.kick()  # type: ignore[attr-defined]
-        self._out(f"kicked {getattr(session, 'peer', '?')} ({getattr(session, 'user', None) or '-'})")
+        session.kick()
+        self._out(f"kicked {session.peer} ({session.user or '-'})")
 
-    def _queues(self) -> dict[str, Any]:
-        queues = {key.split(".", 1)[1]: q for key, q in self.gateway.extras.items()
-                  if key.startswith("queue.") and hasattr(q, "entries")}
-        if not queues and self.gateway.queue is not None:
-            queues["relay"] = self.gateway.queue
-        return queues
+    def _queues(self) -> dict[str, IRelayQueue]:
+        return {name or "relay": queue for name, queue in self.gateway.relay_queues().items()}
 
     def queue(self) -> None:
         queues = self._queues()
@@ -135,14 +126,7 @@ class Shell:
         self._out("flush started: every queued message is being attempted now")
 
     def throttled(self) -> None:
-        auth = self.gateway.auth
-        if self._throttled is not None:
-            entries = self._throttled()
-        elif auth is not None and hasattr(auth, "throttled"):
-            entries = auth.throttled()
-        else:
-            self._out("the credential checker does not expose throttled peers")
-            return
+        entries = self._throttled() if self._throttled is not None else self.gateway.throttled()
         rows = []
         now = time.time()
         for entry in entries:
@@ -152,12 +136,7 @@ class Shell:
         self._out(_table(rows, ["client", "account", "failures", "for"]) + f"\n{len(rows)} throttled")
 
     def listeners(self) -> None:
-        rows = []
-        for svc in getattr(self.gateway.root, "listeners", []):
-            port = getattr(svc, "port", None)
-            host = port.getHost() if port is not None else None
-            bound = f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}" if host is not None else "not bound"
-            rows.append([svc.label, bound, svc.description])
+        rows = [[state.label, state.address or "not bound", state.endpoint] for state in self.gateway.listeners()]
         self._out(_table(rows, ["listener", "bound to", "endpoint"]))
 
     def health(self) -> Any:

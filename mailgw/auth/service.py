@@ -315,7 +315,7 @@ def _retire_parts(backends: Sequence[Any], ntlm: Optional[MechanismFactory]) -> 
     parts: list[Any] = list(backends) + [getattr(ntlm, "verifier", None)]
     stops = [maybeDeferred(getattr(part, "retire", None) or part.close) for part in parts
              if callable(getattr(part, "retire", None) or getattr(part, "close", None))]
-    done = gatherResults(stops, consumeErrors=True)
+    done: "Deferred[Any]" = gatherResults(stops, consumeErrors=True)
     done.addErrback(lambda f: log.failure("stopping replaced auth backends failed", f, event="auth.retire_error"))
     return done
 

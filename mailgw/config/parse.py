@@ -111,7 +111,7 @@ def _value(hint: Any, meta: Any, raw: Any, key: str, problems: _Problems) -> Any
     if origin in (Union, types.UnionType) and type(None) in args:
         inner = next(a for a in args if a is not type(None))
         return _value(inner, meta, raw, key, problems)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         built = _build(hint, raw, key, problems)
         return _INVALID if built is None else built
     if origin is dict:

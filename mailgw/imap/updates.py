@@ -71,9 +71,7 @@ class SelectedState:
         if folder is None:
             return succeed(None)
         self.dirty = False
-        d = folder.refresh()
-        d.addCallback(self._apply_changes, folder)
-        return d
+        return folder.refresh().addCallback(self._apply_changes, folder)
 
     def _apply_changes(self, changes: Any, folder: IFolder) -> None:
         if folder is not self.folder:

@@ -20,10 +20,12 @@ connections from its proxies only: a header from anyone else would let them choo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITransport
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
@@ -114,7 +116,8 @@ class ControlledProtocol(ProtocolWrapper):
 
     def _start(self, leftover: bytes = b"") -> None:
         self._state = "started"
-        self.wrappedProtocol.makeConnection(self)
+        # The wrapper is the wrapped protocol's transport (ProtocolWrapper proxies ITransport to its own).
+        self.wrappedProtocol.makeConnection(cast(ITransport, self))
         if leftover and self._state == "started" and self.wrappedProtocol is not None:
             self.wrappedProtocol.dataReceived(leftover)
 
@@ -161,7 +164,7 @@ class ControlledProtocol(ProtocolWrapper):
             self._header(data)
         # refused: the connection is closing; whatever else arrives is dropped
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
         if self._counted:
             self._counted = False
@@ -169,14 +172,13 @@ class ControlledProtocol(ProtocolWrapper):
         self.factory.unregisterProtocol(self)
         if self._state == "started" and self.wrappedProtocol is not None:
             self.wrappedProtocol.connectionLost(reason)
-        self.wrappedProtocol = None
-        self._state = "closed"
+        self._state = "closed"  # nothing reaches the wrapped protocol any more
 
 
-class ControlledFactory(WrappingFactory):
+class ControlledFactory(WrappingFactory[ControlledProtocol]):
     """Wraps one listener's factory with its virtual server's ConnectionControl."""
 
-    protocol = ControlledProtocol  # type: ignore[assignment]
+    protocol = ControlledProtocol
     noisy = False
 
     def __init__(self, wrapped: Any, control: ConnectionControl) -> None:

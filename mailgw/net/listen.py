@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
@@ -26,8 +26,8 @@ class ListenerService(StreamServerEndpointService):
     control, mailgw.net.control) goes around everything, TLS included.
     """
 
-    def __init__(self, reactor, description: str, factory: Factory, implicit_tls=None, label: str = "",
-                 wrap: Optional[Callable[[Factory], Factory]] = None) -> None:
+    def __init__(self, reactor, description: str, factory: "Factory[Any]", implicit_tls=None, label: str = "",
+                 wrap: Optional[Callable[["Factory[Any]"], "Factory[Any]"]] = None) -> None:
         try:
             endpoint = serverFromString(reactor, description)
         except (KeyError, IndexError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -49,7 +49,7 @@ class SubmissionFactory(Factory):
         return SubmissionFactory(self.name, self.auth, self.store, self.queue, self.tls, self.hostname, self.policy,
                                  self.reactor, self.pool, True, self.registry)
 
-    def buildProtocol(self, addr: Any) -> SubmissionSession:
+    def buildProtocol(self, addr: Any) -> Protocol:
         return SubmissionSession(self, self.implicit_tls)
 
     def session_opened(self, session: SubmissionSession) -> None:

@@ -30,8 +30,7 @@ class LocalDelivery:
     def resolve(self, address: str) -> "Deferred[Optional[str]]":
         """Canonical user id of a local address, or None if nobody has it."""
         d = self.auth.lookup(address)
-        d.addCallback(lambda ident: ident.user if ident is not None else None)
-        return d
+        return d.addCallback(lambda ident: ident.user if ident is not None else None)
 
     def read(self, path: str) -> "Deferred[bytes]":
         return deferToThreadPool(self.reactor, self.pool, _read, path)

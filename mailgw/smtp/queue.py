@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from mailgw import files
 from mailgw.errors import StorageUnavailable
 from mailgw.interfaces import IRelayQueue
 
@@ -69,22 +70,6 @@ def iso8601(when: float) -> str:
 def new_queue_id() -> str:
     """Sortable by arrival time, unguessable, filename-safe."""
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: str, tmp: str, data: bytes) -> None:
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Spool:
@@ -200,9 +185,10 @@ class RelayQueue:
         os.link(spool_path, data_path)  # link, not rename: fails on a collision instead of replacing
         os.unlink(spool_path)
         tmp_env = os.path.join(self.tmp_dir, entry.id + ".json")
-        _write_durably(self._env_path(entry.id), tmp_env, entry.to_json())
-        _fsync_dir(self.data_dir)
-        _fsync_dir(self.env_dir)
+        # The directories are fsynced once below, for the data link and the envelope rename together.
+        files.durable_replace(self._env_path(entry.id), entry.to_json(), tmp=tmp_env, sync_directory=False)
+        files.fsync_directory(self.data_dir)
+        files.fsync_directory(self.env_dir)
         return entry
 
     def _committed(self, entry: QueueEntry) -> str:
@@ -258,8 +244,7 @@ class RelayQueue:
         def sync() -> None:
             if not os.path.exists(self._env_path(entry.id)):
                 return  # deleted meanwhile (mailgwctl queue delete)
-            _write_durably(self._env_path(entry.id), tmp, entry.to_json())
-            _fsync_dir(self.env_dir)
+            files.durable_replace(self._env_path(entry.id), entry.to_json(), tmp=tmp)
 
         return deferToThreadPool(self.reactor, self.pool, sync)
 
@@ -323,7 +308,7 @@ def remove_files(directory: str, queue_id: str) -> bool:
             found = True
         except FileNotFoundError:
             pass
-    _fsync_dir(os.path.join(directory, "env"))
+    files.fsync_directory(os.path.join(directory, "env"))
     return found
 
 

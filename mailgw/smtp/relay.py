@@ -83,11 +83,11 @@ class RelayRunner:
     def tick(self) -> None:
         if self._flush_check is None:  # mailgwctl queue flush: looked for (and the queue re-read) in the pool
             known = set(self.queue.index)
-            d = deferToThreadPool(self.reactor, self.queue.pool, take_flush_request, self.queue.directory)
-            d.addCallback(self._flush_requested, known)
-            d.addErrback(lambda f: log.failure("relay flush check", f, event="relay.internal_error"))
-            d.addBoth(self._flush_checked)
-            self._flush_check = d
+            check = deferToThreadPool(self.reactor, self.queue.pool, take_flush_request, self.queue.directory)
+            check.addCallback(self._flush_requested, known)
+            check.addErrback(lambda f: log.failure("relay flush check", f, event="relay.internal_error"))
+            check.addBoth(self._flush_checked)
+            self._flush_check = check
         now = self.reactor.seconds()
         metrics.relay_queue_messages.set(len(self.queue.index))
         oldest = next(iter(self.queue.index.values()), None)

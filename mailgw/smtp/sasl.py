@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -42,6 +42,7 @@ class SASLMixin:
     peer_host: str
     factory: Any
     policy: Any
+    resume: Callable[[], None]
 
     def do_AUTH(self, arg: str) -> None:
         words = arg.split()
@@ -86,7 +87,7 @@ class SASLMixin:
         d = defer.maybeDeferred(exchange.step, response)
         d.addCallbacks(self._stepped, self._step_failed, callbackArgs=(exchange,))
         d.addErrback(lambda f: log.failure("smtp auth internal error", f, event="smtp.internal_error"))
-        d.addBoth(lambda _: self.resume())  # type: ignore[attr-defined]
+        d.addBoth(lambda _: self.resume())
 
     def _stepped(self, result: Any, exchange: Any) -> None:
         if self.sasl is not exchange:

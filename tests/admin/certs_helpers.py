@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailgw.admin import cli
+from mailgw.cli import main as cli
 from mailgw.net.certgen import san_for
 from mailgw.net.certca import PrivateCA
 from mailgw.net.certs import CertPaths, load_key
@@ -85,8 +85,8 @@ class CertWorkspace:
         return os.path.join(self.root, *parts)
 
     def mailgwctl(self, *args: str) -> Result:
-        """`python -m mailgw.admin.cli ARGS` as its own process, the config given by $MAILGW_CONFIG."""
-        done = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", *args], cwd=self.root, capture_output=True,
+        """`python -m mailgw.cli ARGS` as its own process, the config given by $MAILGW_CONFIG."""
+        done = subprocess.run([sys.executable, "-m", "mailgw.cli", *args], cwd=self.root, capture_output=True,
                               text=True, timeout=60, env=environment({"MAILGW_CONFIG": self.config}))
         return Result(done.returncode, done.stdout, done.stderr)
 

@@ -26,7 +26,7 @@ def mailgwctl(*args: str, stdin: str = "", cwd: Optional[str] = None, env: Optio
     """`mailgwctl ARGS` (the console script's own entry point) in its own process."""
     extra = {"MAILGW_CONFIG": ""}
     extra.update(env or {})
-    done = subprocess.run([sys.executable, "-c", "import sys; from mailgw.admin.cli import main; sys.exit(main())", *args],
+    done = subprocess.run([sys.executable, "-c", "import sys; from mailgw.cli.main import main; sys.exit(main())", *args],
                           input=stdin, capture_output=True, text=True, timeout=120, cwd=cwd or tempfile.gettempdir(),
                           env=environment(extra))
     return Run(done.returncode, done.stdout, done.stderr)

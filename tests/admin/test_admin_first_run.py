@@ -8,7 +8,7 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailgw.admin import cli
+from mailgw.cli import main as cli
 from mailgw.config import load_config
 from mailgw.errors import ConfigError
 from tests.admin.ctl_helpers import PASSWORD, first_run_config, mailgwctl, workspace

@@ -10,7 +10,7 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
-from mailgw.admin import cli
+from mailgw.cli import main as cli
 from mailgw.auth.usersfile import read_users_file
 from tests.admin.helpers_ops import tempdir
 
@@ -46,7 +46,7 @@ class NTLMCLITests(TestCase):
 
     def ctl(self, path: str, *argv: str, password: str = "") -> subprocess.CompletedProcess:
         env = dict(os.environ, PYTHONPATH=ROOT)
-        return subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", path, *argv],
+        return subprocess.run([sys.executable, "-m", "mailgw.cli", "--config", path, *argv],
                               input=password + "\n", capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
 
     def test_add_stores_nt_hash_where_ntlm_is_offered(self) -> None:

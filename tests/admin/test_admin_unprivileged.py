@@ -69,7 +69,7 @@ tls = "mail"
         """After root's cert self-sign and user add, check-config passes as the service user and alice logs in; bob, added while it runs, too."""
         self.ctl("cert", "self-sign", "--name", "mail", "--alt-name", "127.0.0.1")
         self.ctl("user", "add", "alice", "--password-stdin")
-        checked = run_as(SERVICE_UID, SERVICE_GID, [sys.executable, "-m", "mailgw.admin.cli", "check-config",
+        checked = run_as(SERVICE_UID, SERVICE_GID, [sys.executable, "-m", "mailgw.cli", "check-config",
                                                     "--config", self.config], self.root, cwd=self.state)
         self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
         gateway = UnprivilegedGateway(self.config, self.state, SERVICE_UID, SERVICE_GID, self.root,

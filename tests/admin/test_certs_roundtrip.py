@@ -1,7 +1,7 @@
 """The certificate procedure end to end through the real `mailgwctl` processes, then real TLS clients.
 
 ca init -> cert request -> ca issue -> cert install -> cert export-ca, each as `python -m
-mailgw.admin.cli` with $MAILGW_CONFIG; openssl checks the request and the certificates; then the
+mailgw.cli` with $MAILGW_CONFIG; openssl checks the request and the certificates; then the
 installed files are served by mailgw.net.tls.ServerTLS on a ListenerService (the IMAP server is
 not on main yet, so this is the same TLS wrapper the IMAPS port uses, on 127.0.0.1 port 0) and
 Twisted TLS clients with service_identity hostname checks connect: trusting only the exported CA
@@ -172,7 +172,7 @@ class Served(Procedure):
 
 
 class RoundTrip(Procedure):
-    """The same procedure through real `python -m mailgw.admin.cli` processes, checked with openssl."""
+    """The same procedure through real `python -m mailgw.cli` processes, checked with openssl."""
 
     def run_tool(self, *args: str):
         return self.ws.mailgwctl(*args)

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailgw.auth import usercli
+from mailgw.cli import user as usercli
 from mailgw.auth.local import LocalDirectory
 from mailgw.auth.md4 import nt_hash
 from mailgw.auth.service import AuthService
@@ -217,7 +217,7 @@ class UserCLITests(SynchronousTestCase):
     def test_subprocess(self) -> None:
         """The standalone entry point works as a process with --password-stdin."""
         env = dict(os.environ, PYTHONPATH=ROOT)
-        proc = subprocess.run([sys.executable, "-m", "mailgw.auth.usercli", "user", "--users-file", self.path,
+        proc = subprocess.run([sys.executable, "-m", "mailgw.cli.user", "user", "--users-file", self.path,
                                "add", "dave", "--password-stdin", "--scheme", "bcrypt"],
                               input="pw\n", capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
         self.assertEqual(proc.returncode, 0, proc.stderr)

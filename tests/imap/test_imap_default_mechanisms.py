@@ -77,7 +77,7 @@ class DevelopmentDefaultClientTests(TestCase):
         cls.path = os.path.join(cls.base, "mailgw.toml")
         with open(cls.path, "w") as handle:
             handle.write(text)
-        cls.added = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", cls.path, "user", "add", "bob",
+        cls.added = subprocess.run([sys.executable, "-m", "mailgw.cli", "--config", cls.path, "user", "add", "bob",
                                     "--address", "bob@localhost", "--password-stdin"], input=PASSWORD + "\n",
                                    capture_output=True, text=True, env=_environment(), timeout=60)
 

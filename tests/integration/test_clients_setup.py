@@ -134,7 +134,7 @@ class ClientSetupTests(SynchronousTestCase):
         with open(config, "w") as handle:
             handle.write(CONFIG.format(base=self.base, cert=files.cert_file, key=files.key_file))
         for user in ("alice", "bob"):
-            result = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", config, "user", "add", user,
+            result = subprocess.run([sys.executable, "-m", "mailgw.cli", "--config", config, "user", "add", user,
                                      "--address", f"{user}@example.test", "--password-stdin"],
                                     input=PW + "\n", capture_output=True, text=True, env=environment(), timeout=60)
             self.assertEqual(result.returncode, 0, result.stderr)

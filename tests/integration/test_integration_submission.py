@@ -68,7 +68,7 @@ class RealProcessSubmissionTests(TestCase):
             f.write(CONFIG.format(state=self.state, cert=files.cert_file, key=files.key_file, users=users,
                                   sink=sink_port.getHost().port))
         for user in ("alice", "bob"):
-            r = subprocess.run([sys.executable, "-m", "mailgw.admin.cli", "--config", config, "user", "add", user,
+            r = subprocess.run([sys.executable, "-m", "mailgw.cli", "--config", config, "user", "add", user,
                                 "--address", f"{user}@example.test", "--password-stdin"],
                                input=PW + "\n", capture_output=True, text=True, env=environment(), timeout=60)
             assert r.returncode == 0, r.stderr

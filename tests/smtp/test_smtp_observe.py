@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailgw.admin.cli import main
+from mailgw.cli.main import main
 from mailgw.observe.metrics import REGISTRY
 from mailgw.smtp.queue import iso8601
 from mailgw.smtp.relay import RelayRunner
@@ -143,6 +143,8 @@ class SubmissionObservabilityTests(TestCase):
         runner.start()
         self.addCleanup(runner.stop)
         await until(lambda: bool(self.lines("relay.deferred")))
+        # The line is logged before the envelope is rewritten on disk (in the pool): `queue list` reads the file.
+        await until(lambda: not runner.in_flight)
         entry = self.h.queue.index[queue_id]
         line = self.lines("relay.deferred")[0]
         self.assertIn(f"until {iso8601(entry.next_attempt)}: ", line)

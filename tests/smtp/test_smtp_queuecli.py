@@ -10,7 +10,7 @@ import os
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from mailgw.admin.cli import main
+from mailgw.cli.main import main
 from mailgw.smtp.queue import RelayQueue
 from tests.smtp.smtp_support import start_pool, tmpdir
 

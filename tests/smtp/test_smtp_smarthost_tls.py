@@ -73,7 +73,7 @@ class LoaderTests(SynchronousTestCase):
         path = os.path.join(self.dir, "mailgw.toml")
         with open(path, "w") as f:
             f.write(self.config('starttls = "opportunistic", '))
-        for argv in ([sys.executable, "-m", "mailgw.admin.cli", "check-config", "--config", path],
+        for argv in ([sys.executable, "-m", "mailgw.cli", "check-config", "--config", path],
                      twistd_command("mailgw", "--config", path)):
             r = subprocess.run(argv, capture_output=True, text=True, env=environment(), cwd=self.dir, timeout=60)
             self.assertEqual(r.returncode, 78, r.stdout + r.stderr)

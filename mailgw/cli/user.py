@@ -1,7 +1,7 @@
 """`mailgwctl user add|passwd|del|list`: edits the local users file (passwords never on the command line).
 
-admin/cli.py dispatches to it: `usercli.add_parser(subparsers)` registers the `user` command and
-`usercli.run(args) -> int` executes it. `args.users_file` comes from `--users-file`, or the
+mailgw.cli.main dispatches to it: `user.add_parser(subparsers)` registers the `user` command and
+`user.run(args) -> int` executes it. `args.users_file` comes from `--users-file`, or the
 caller sets it from `[auth.local] users_file` before calling run; the caller also sets
 `args.config_offers_ntlm` (any server's `auth` has ntlm), which makes `add` store the NT hash.
 """
@@ -178,7 +178,7 @@ def _list(users: dict[str, LocalUser], fmt: str, out: IO[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Standalone entry (`python -m mailgw.auth.usercli user ...`), for tests and before the lead's CLI exists."""
+    """Standalone entry (`python -m mailgw.cli.user user ...`): the `user` command alone, without a configuration."""
     parser = argparse.ArgumentParser(prog="mailgwctl")
     add_parser(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(argv))

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailgw import files
+from mailgw.cli.settings import EX_CONFIG, config_path, load_effective_config
 from mailgw.errors import CertificateRefused, ConfigError
 from mailgw.net import certinstall
 from mailgw.net.certgen import KEY_TYPES, write_public
@@ -27,7 +28,6 @@ from mailgw.net.certs import (CertPaths, fingerprint, is_ca, is_self_signed,
                               key_description, load_certificates, load_csr, load_key, make_request, names_in,
                               now_utc, pending_request, public_der, self_sign, summarise)
 
-EX_CONFIG = 78
 WARN_DAYS = 30
 
 
@@ -44,8 +44,6 @@ class CertSettings:
 
 def read_settings(args: argparse.Namespace) -> CertSettings:
     """The certificate parts of the configuration, loaded by the one config parser without file checks."""
-    from mailgw.admin.cli import _config_path, load_effective_config
-
     config = load_effective_config(args, check_files=False)
     tls = {name: (cert.cert_file, cert.key_file, cert.server_names) for name, cert in config.tls.items()}
     users: dict[str, list[str]] = {}
@@ -54,7 +52,7 @@ def read_settings(args: argparse.Namespace) -> CertSettings:
             if server.tls:
                 ports = [key for key in ("bind", "bind_tls") if getattr(server, key)]
                 users.setdefault(server.tls, []).append(f"{kind}.{name} ({', '.join(ports) or 'no listeners'})")
-    return CertSettings(_config_path(args) or "the embedded development default", config.server.hostname,
+    return CertSettings(config_path(args) or "the embedded development default", config.server.hostname,
                         config.server.state_dir, tls, users)
 
 

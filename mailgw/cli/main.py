@@ -1,4 +1,4 @@
-"""`mailgwctl`: check-config, show-config, and the subcommands of other packages (user, queue, cert).
+"""`mailgwctl`: check-config, show-config, and the subcommands of the other modules of mailgw.cli (user, queue, cert).
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error (argparse), 78 invalid configuration (EX_CONFIG).
 """
@@ -6,38 +6,16 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage error (argparse), 78 invalid config
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import Optional, Sequence
 
-EX_CONFIG = 78
-DEFAULT_CONFIG = "/etc/mailgw/mailgw.toml"
+from mailgw.cli import cert, queue, user
+from mailgw.cli.settings import EX_CONFIG, config_path, load_effective_config
+from mailgw.config.schema import Config
 
-# Subcommands owned by other packages: module exposing add_parser(subparsers) and run(args) -> int.
-_PLUGINS = ("mailgw.auth.usercli", "mailgw.smtp.queuecli", "mailgw.admin.certcli")
-
-
-def _config_path(args: argparse.Namespace) -> Optional[str]:
-    """--config, else $MAILGW_CONFIG, else /etc/mailgw/mailgw.toml if present, else the development default."""
-    if args.config:
-        return args.config
-    if os.environ.get("MAILGW_CONFIG"):
-        return os.environ["MAILGW_CONFIG"]
-    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
-
-
-def load_effective_config(args: argparse.Namespace, check_files: bool = True):
-    """The configuration mailgwctl acts on; ConfigError propagates.
-
-    `check_files=False` for commands that manage one file (users file, certificates): the files the
-    config names need not exist yet, since creating them is the point (see mailgw.config.load_config).
-    """
-    from mailgw.config import load_config, load_config_text
-    from mailgw.config.default import development_config
-
-    path = _config_path(args)
-    return load_config(path, check_files) if path else load_config_text(development_config(), check_files)
+# Subcommands of the other modules of this package: each exposes add_parser(subparsers) and run(args) -> int.
+_PLUGINS = (user, queue, cert)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -53,17 +31,17 @@ def _check_config(args: argparse.Namespace) -> int:
         return EX_CONFIG
     for line in ntlm_warnings(config):
         sys.stderr.write(f"warning: {line}\n")
-    print(f"configuration ok: {_config_path(args) or 'embedded development default'}")
+    print(f"configuration ok: {config_path(args) or 'embedded development default'}")
     return 0
 
 
-def ntlm_servers(config) -> list[str]:  # type: ignore[no-untyped-def]
+def ntlm_servers(config: Config) -> list[str]:
     """Dotted names of the servers whose `auth` offers ntlm."""
     return ([f"imap.{n}" for n, s in config.imap.items() if "ntlm" in s.auth]
             + [f"submission.{n}" for n, s in config.submission.items() if "ntlm" in s.auth])
 
 
-def ntlm_warnings(config) -> list[str]:  # type: ignore[no-untyped-def]
+def ntlm_warnings(config: Config) -> list[str]:
     """Warnings (not errors) about NTLM that cannot work: local users without an NT hash.
 
     NTLMv2 needs the NT hash on the server; a user added without one fails every NTLM login, and
@@ -113,7 +91,7 @@ def _users_file_from_config(args: argparse.Namespace) -> Optional[str]:
     """
     from mailgw.config.default import DEFAULT_STATE_DIR
 
-    if _config_path(args) is None:
+    if config_path(args) is None:
         return os.path.join(DEFAULT_STATE_DIR, "users")
     config = load_effective_config(args, check_files=False)
     return config.auth.local.users_file if config.auth.local else None
@@ -153,18 +131,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     show.add_argument("--non-default", action="store_true", help="only settings that differ from the defaults")
     show.set_defaults(handler=_show_config)
     plugins: dict[str, object] = {}
-    for name in _PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # a broken plugin must not vanish silently
-            continue
+    for module in _PLUGINS:
+        name = module.__name__
         before = set(sub.choices)
-        module.add_parser(sub)  # type: ignore[attr-defined]
+        module.add_parser(sub)
         for added in set(sub.choices) - before:
             if sub.choices[added].get_default("handler") is None:
-                sub.choices[added].set_defaults(handler=module.run)  # type: ignore[attr-defined]
+                sub.choices[added].set_defaults(handler=module.run)
         plugins[name] = module
     _accept_config_everywhere(parser)
     return parser, plugins

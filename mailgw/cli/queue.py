@@ -14,10 +14,8 @@ import sys
 import time
 from typing import Any, Optional
 
+from mailgw.cli.settings import EX_CONFIG, load_effective_config
 from mailgw.smtp.queue import entry_summary, remove_files, request_flush, scan_entries
-
-DEFAULT_CONFIG = "/etc/mailgw/mailgw.toml"
-EX_CONFIG = 78
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,23 +32,12 @@ def add_parser(subparsers: Any) -> None:
     rm.add_argument("--yes", action="store_true", help="really delete")
 
 
-def _config_path(args: argparse.Namespace) -> Optional[str]:
-    path = getattr(args, "config_sub", None) or getattr(args, "config", None) or os.environ.get("MAILGW_CONFIG")
-    if path:
-        return str(path)
-    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
-
-
 def queue_dirs(args: argparse.Namespace) -> dict[str, str]:
     """{submission name: queue directory}; raises ConfigError for a bad configuration."""
     state_dir = getattr(args, "state_dir", None)
     names: list[str] = []
     if state_dir is None:
-        from mailgw.config import load_config, load_config_text
-        from mailgw.config.default import development_config
-
-        path = _config_path(args)
-        config = load_config(path) if path else load_config_text(development_config())
+        config = load_effective_config(args)
         state_dir = config.server.state_dir
         names = list(config.submission)
     root = os.path.join(state_dir, "queue")
