@@ -138,7 +138,12 @@ def _cached(data: MessageData, kind: str, compute: Callable[[], bytes]) -> bytes
 def writable(session: Any) -> "Deferred[None]":
     """Fires when the transport wants data again (the session is its push producer)."""
     d: Deferred[None] = Deferred()
-    session.resume_hooks.append(lambda: d.called or d.callback(None))
+
+    def resume() -> None:
+        if not d.called:
+            d.callback(None)
+
+    session.resume_hooks.append(resume)
     return d
 
 

@@ -259,7 +259,8 @@ class ReadAhead:
 
     def candidates(self, following: "list[MessageInfo]") -> list[int]:
         """Uids worth opening ahead among the messages that follow (in sequence order)."""
-        out, total = [], 0
+        out: list[int] = []
+        total = 0
         for info in following:
             if len(out) >= self.COUNT or info.size > self.MAX_MESSAGE or total + info.size > self.BYTES:
                 break

@@ -180,8 +180,7 @@ class MaildirFolder(FolderBackend):
 
     def open_bodies(self, uids: list[int]) -> "Deferred[dict[int, IMessageBody]]":
         d = self.locked(self.disk.open_many, uids, PRELOAD)
-        d.addCallback(self._bodies)
-        return d
+        return d.addCallback(self._bodies)  # type: ignore[return-value]  # addCallback's type does not follow the callback
 
     def _bodies(self, opened: "dict[int, bytes | tuple[Any, int]]") -> "dict[int, IMessageBody]":
         run = self.account.store.run
