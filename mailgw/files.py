@@ -18,6 +18,7 @@ service runs as `mailgw`, reading `/etc/mailgw` (`root:mailgw 0750`). So
 from __future__ import annotations
 
 import os
+import tempfile
 import pwd
 import stat
 from dataclasses import dataclass
@@ -108,15 +109,42 @@ def write_synced(path: str, data: bytes, mode: int = 0o600) -> None:
 
 
 def durable_replace(path: str, data: bytes, tmp: Optional[str] = None, mode: int = 0o600,
-                    sync_directory: bool = True) -> None:
-    """Replace (or create) `path` with `data`: write and fsync `tmp`, rename it over `path`, fsync the directory.
+                    sync_directory: bool = True, sync_file: bool = True) -> None:
+    """Replace (or create) `path` with `data`: write and fsync a temporary file, rename it over `path`, fsync the directory.
 
-    `tmp` (default: beside `path`) must be on the same filesystem. `sync_directory=False` for a
-    caller that fsyncs the directory itself once for several files (the relay queue's commit).
+    The temporary file is `tmp` if given (same filesystem), else a `tempfile.mkstemp` name beside
+    `path`: unique per thread and process, so concurrent writers never share one (issue 13).
+    `sync_directory=False` for a caller that fsyncs the directory itself once for several files
+    (the relay queue's commit) or whose file is a cache; `sync_file=False` as well for a cache
+    that may be lost (the store's quota totals).
     """
-    tmp = tmp or f"{path}.tmp{os.getpid()}"
-    write_synced(tmp, data, mode)
-    os.replace(tmp, path)
+    if tmp is not None:
+        write_synced(tmp, data, mode)
+    else:
+        directory, name = os.path.split(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=directory)
+        try:
+            if mode != 0o600:
+                os.fchmod(fd, mode)
+            if sync_file:
+                _write_all_synced(fd, data)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     if sync_directory:
         fsync_directory(os.path.dirname(os.path.abspath(path)))
 

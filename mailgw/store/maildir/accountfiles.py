@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from typing import Callable, Optional, TypeVar
+
+from mailgw.files import durable_replace
 
 LOCK = "mailgw-account.lock"
 SUBSCRIPTIONS = "mailgw-subscriptions"
@@ -44,21 +45,8 @@ def with_account_lock(root: str, f: Callable[..., T], *args: object) -> T:
 
 
 def replace_file(path: str, data: bytes, durable: bool = True) -> None:
-    """Write `data` to a fresh temp file beside `path` (tempfile.mkstemp: unique per thread and process), then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write `data` to a fresh temp file beside `path` (unique per thread and process), then rename (mailgw.files)."""
+    durable_replace(path, data, sync_file=durable, sync_directory=durable)
 
 
 def read_subscriptions(root: str) -> list[str]:

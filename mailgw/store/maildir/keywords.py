@@ -10,7 +10,8 @@ the file names' `:2,` info letters, so other Maildir tools agree on them.
 from __future__ import annotations
 
 import os
-import tempfile
+
+from mailgw.files import durable_replace
 
 FILE = "mailgw-keywords"
 
@@ -64,12 +65,6 @@ class Keywords:
             self.compact()
 
     def compact(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self._file) + ".", suffix=".tmp",
-                                   dir=os.path.dirname(self._file))
-        with os.fdopen(fd, "wb") as fh:
-            for uid, kws in sorted(self.by_uid.items()):
-                fh.write((" ".join([str(uid), *sorted(kws)]) + "\n").encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, self._file)
+        lines = "".join(" ".join([str(uid), *sorted(kws)]) + "\n" for uid, kws in sorted(self.by_uid.items()))
+        durable_replace(self._file, lines.encode("utf-8"), sync_directory=False)  # same content: a lost rename loses nothing
         self._lines = len(self.by_uid)

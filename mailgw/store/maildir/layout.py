@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from twisted.logger import Logger
 
 from mailgw.errors import InvalidMailboxName, StorageUnavailable
+from mailgw.files import fsync_directory
 from mailgw.store import names
 
 log = Logger()
@@ -60,13 +61,7 @@ class Measured:
             yield chunk
 
 
-def fsync_dir(path: str) -> None:
-    """fsync a directory so a rename or link in it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = fsync_directory  # one implementation (mailgw.files): a rename, link or unlink made durable
 
 
 def storage_error(op: str, exc: OSError) -> StorageUnavailable:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from mailgw.store.maildir.layout import fsync_dir
+from mailgw.files import durable_replace
 
 FILE = "mailgw-uidlist"
 LOCK = "mailgw-uidlist.lock"
@@ -157,14 +156,7 @@ class UidList:
         """Replace the file atomically: temp file, fsync, rename, directory fsync."""
         body = [f"{MAGIC} V{self.uid_validity} N{self.uid_next}\n"]
         body.extend(f"{u} {self.by_uid[u]}\n" for u in sorted(self.by_uid))
-        fd, tmp = tempfile.mkstemp(prefix=FILE + ".", suffix=".tmp", dir=self.path)
-        try:
-            os.write(fd, "".join(body).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.file)
-        fsync_dir(self.path)
+        durable_replace(self.file, "".join(body).encode("utf-8"))
         self.identity = self.stat_identity()
 
 
