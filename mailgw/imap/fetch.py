@@ -65,18 +65,24 @@ class MessageData:
     """Lazy access to one message: header bytes, full bytes, parsed trees (each read at most once)."""
 
     def __init__(self, folder: IFolder, info: MessageInfo, fast: bool, cache: Optional[FetchCache] = None,
-                 owner: str = "") -> None:
+                 owner: str = "", view: Any = None) -> None:
         self.folder, self.info, self.fast = folder, info, fast
         self.cache = cache
-        self.key = (owner, folder.name, folder.uid_validity, info.uid)
+        # view: the calendaring Presentation of this server (mailgw.imap.calendaring), None: as stored
+        self.view = view
+        self.key = (owner, folder.name, folder.uid_validity, info.uid) + ((view.fingerprint,) if view else ())
         self._full: Optional[bytes] = None
         self._header: Optional[bytes] = None
         self._root: Optional[Part] = None
         self._head_root: Optional[Part] = None
 
+    def _open(self) -> Any:
+        f = self.folder.open_message(self.info.uid)
+        return f if self.view is None else self.view.open(self, f)
+
     def full(self) -> bytes:
         if self._full is None:
-            f = self.folder.open_message(self.info.uid)
+            f = self._open()
             try:
                 self._full = f.read()
             finally:
@@ -87,6 +93,8 @@ class MessageData:
         if self._full is None and self.fast:
             if self._header is None:
                 self._header = self.folder.header_bytes(self.info.uid)
+                if self.view is not None:
+                    self._header = self.view.header(self, self._header)
             return self._header
         return self.root().header
 
@@ -104,13 +112,15 @@ class MessageData:
         return self._head_root
 
     def size(self) -> int:
-        return self.info.size if self.fast else len(self.full())
+        if not self.fast:
+            return len(self.full())
+        return self.info.size if self.view is None else self.view.size(self)
 
     def big_unread(self) -> bool:
         return self._full is None and self.info.size > STREAM_THRESHOLD
 
     def read_range(self, origin: int, count: int) -> bytes:
-        f = self.folder.open_message(self.info.uid)
+        f = self._open()
         try:
             f.seek(origin)
             return f.read(count)
@@ -121,7 +131,7 @@ class MessageData:
         """The open file of a big message not yet read, with its real length; None for small ones."""
         if self._full is not None or self.info.size <= STREAM_THRESHOLD:
             return None
-        f = self.folder.open_message(self.info.uid)
+        f = self._open()
         f.seek(0, 2)
         size = f.tell()
         f.seek(0)

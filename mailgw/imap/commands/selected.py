@@ -123,7 +123,7 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
                 missing[0] = True
                 return None
             try:
-                data = MessageData(folder, info, fast, s.fetch_cache, s.user)
+                data = MessageData(folder, info, fast, s.fetch_cache, s.user, s.presentation())
                 return fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
             except MessageExpunged:
                 missing[0] = True
@@ -195,6 +195,7 @@ async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
     cache: dict[int, list[tuple[int, int]]] = {}
     hits: list[int] = []
     pacer = Pacer(s.reactor, lambda: s.closing)
+    view = s.presentation()  # calendaring: LARGER/SMALLER/BODY/TEXT see what FETCH shows
     for pos, uid in enumerate(uids):
         if not await pacer.tick():
             return None
@@ -202,7 +203,7 @@ async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
         if info is None:
             continue
         # the message's bytes are read lazily by MessageData (an awaitable store read would go here)
-        ctx = Context(pos + 1, MessageData(folder, info, fast), uid in recent, count, max_uid, cache)
+        ctx = Context(pos + 1, MessageData(folder, info, fast, owner=s.user, view=view), uid in recent, count, max_uid, cache)
         try:
             hit = await matches_paced(key, ctx, pacer)
             if hit is None:

@@ -1,0 +1,213 @@
+"""The presented form of a meeting request: the stored message inside a multipart/mixed wrapper.
+
+    <stored header, Content-Type replaced by multipart/mixed, MIME-Version: 1.0 ensured>
+    --B-m
+    Content-Type: multipart/alternative  (the summary: text/plain, text/html, quoted-printable)
+    --B-m
+    <the stored Content-* fields (RFC 2045 §9: they describe the body)>
+    <the stored body, byte for byte>
+    --B-m--
+
+so calendar-aware clients still find the text/calendar part, one level down. A `Recipe` is the
+(small) difference: the new head replacing the stored header, and the closing tail; presented =
+head + stored[head_len:] + tail, so sizes and byte ranges follow from the stored size alone.
+Only the first EXAMINE octets are parsed (a 30 MB attachment after the invitation is not read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import quopri
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from mailgw.imap.calendaring.detect import calendar_parts, meeting_of
+from mailgw.imap.calendaring.link import CalendarSettings, Where, link
+from mailgw.imap.calendaring.render import html_text, plain_text
+from mailgw.imap.mime import Part, parse_params
+
+EXAMINE = 512 * 1024  # octets of a message parsed to decide (the header and the first parts)
+MAX_PARTS = 64
+# RFC 2045 §9: the fields that describe the body move with it into the second part
+MOVED = frozenset({b"content-type", b"content-transfer-encoding", b"content-disposition", b"content-id",
+                   b"content-description", b"content-md5"})
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to present one stored message: head + stored[head_len:] + tail."""
+
+    head_len: int  # length of the stored header block (blank line included)
+    head: bytes  # the new header block, the summary part and the second part's header
+    header_len: int  # length of the new header block within `head`
+    tail: bytes
+
+    @property
+    def header(self) -> bytes:
+        return self.head[: self.header_len]
+
+    def size(self, stored_size: int) -> int:
+        return stored_size - self.head_len + len(self.head) + len(self.tail)
+
+    def apply(self, stored: bytes) -> bytes:
+        return self.head + stored[self.head_len :] + self.tail
+
+    @property
+    def weight(self) -> int:
+        return len(self.head) + len(self.tail) + 64
+
+
+def is_candidate(header: bytes) -> bool:
+    """Could this header's message be a meeting request? Multipart, text/calendar or application/ics at top.
+
+    The cheap rule that decides when fast_message_retrieval must open a file: anything else keeps
+    the index's size and header.
+    """
+    for line in _fields(header):
+        m = _FIELD.match(line)
+        if m is not None and m.group(1).lower() == b"content-type":
+            kind = parse_params(line[m.end():])[0]
+            return kind.startswith(b"multipart/") or kind in (b"text/calendar", b"application/ics")
+    return False
+
+
+def present(stored: bytes, settings: CalendarSettings, where: Where) -> Optional[bytes]:
+    """The presented message, or None when it is left as stored (not a meeting request, or malformed)."""
+    recipe = plan(stored, settings, where)
+    return None if recipe is None else recipe.apply(stored)
+
+
+def plan(data: bytes, settings: CalendarSettings, where: Where) -> Optional[Recipe]:
+    """The recipe for a message from its stored bytes or at least its first EXAMINE + 1 octets; never raises."""
+    try:
+        return _plan(data[: EXAMINE + 1], settings, where)
+    except Exception:  # a bug here must show the message as stored, never fail the FETCH
+        return None
+
+
+def _plan(data: bytes, settings: CalendarSettings, where: Where) -> Optional[Recipe]:
+    truncated = len(data) > EXAMINE
+    data = data[:EXAMINE]
+    root = Part(data, 0, len(data), budget=[MAX_PARTS])
+    if root.body_start >= len(data) and truncated:
+        return None  # a header longer than EXAMINE: not a message any client sends
+    header = data[: root.body_start]
+    if not is_candidate(header) or not header.endswith(b"\n"):
+        return None
+    meeting = None
+    for part in calendar_parts(root, truncated):
+        meeting = meeting_of(part)
+        if meeting is not None:
+            break
+    if meeting is None:
+        return None
+    eol = b"\r\n" if header.endswith(b"\r\n") else b"\n"
+    seed = hashlib.sha256(data + settings.fingerprint.encode() + repr(where).encode()).hexdigest()[:32]
+    outer, inner = f"=_mailgw-cal-{seed}-m".encode(), f"=_mailgw-cal-{seed}-a".encode()
+    if outer in data or inner in data:
+        return None  # cannot happen short of a SHA-256 collision; never produce an ambiguous structure
+    kept, moved, cte = _split_header(header, eol)
+    url = link(settings, where, meeting.uid)
+    top = kept[0] + b"Content-Type: multipart/mixed; boundary=\"" + outer + b"\"" + eol + kept[1]
+    if cte in (b"8bit", b"binary"):
+        top += b"Content-Transfer-Encoding: " + cte + eol  # RFC 2045 §6.4: a multipart may say 8bit/binary
+    top += eol
+    pieces = [top, b"--" + outer + eol,
+              b"Content-Type: multipart/alternative; boundary=\"" + inner + b"\"" + eol, eol,
+              _text_part(inner, b"plain", plain_text(meeting, url), eol),
+              _text_part(inner, b"html", html_text(meeting, url), eol),
+              b"--" + inner + b"--" + eol,
+              b"--" + outer + eol, b"".join(moved), eol]
+    return Recipe(head_len=len(header), head=b"".join(pieces), header_len=len(top),
+                  tail=eol + b"--" + outer + b"--" + eol)
+
+
+def _text_part(boundary: bytes, subtype: bytes, text: str, eol: bytes) -> bytes:
+    body = quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", eol)
+    return (b"--" + boundary + eol + b"Content-Type: text/" + subtype + b"; charset=\"utf-8\"" + eol
+            + b"Content-Transfer-Encoding: quoted-printable" + eol + eol + body + eol)
+
+
+def _fields(header: bytes) -> list[bytes]:
+    """The header's fields as raw chunks (continuation lines included, line ends kept), blank line dropped."""
+    chunks: list[bytes] = []
+    start = 0
+    while start < len(header):
+        end = header.find(b"\n", start)
+        end = len(header) if end < 0 else end + 1
+        line = header[start:end]
+        start = end
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and chunks:
+            chunks[-1] += line
+        else:
+            chunks.append(line)
+    return chunks
+
+
+def _split_header(header: bytes, eol: bytes) -> tuple[tuple[bytes, bytes], list[bytes], bytes]:
+    """((fields before the first Content-Type, fields after it), the moved fields, the stored CTE)."""
+    before: list[bytes] = []
+    after: list[bytes] = []
+    moved: list[bytes] = []
+    cte = b""
+    has_version = seen_type = False
+    for chunk in _fields(header):
+        m = _FIELD.match(chunk)
+        name = m.group(1).lower() if m else b""
+        if name in MOVED:
+            seen_type = seen_type or name == b"content-type"
+            if name == b"content-transfer-encoding" and not cte:
+                cte = chunk[m.end():].strip().lower()  # type: ignore[union-attr]
+            moved.append(chunk if chunk.endswith(b"\n") else chunk + eol)
+            continue
+        has_version = has_version or name == b"mime-version"
+        (after if seen_type else before).append(chunk)
+    head = b"".join(before)
+    if not has_version:
+        head += b"MIME-Version: 1.0" + eol
+    return (head, b"".join(after)), moved, cte
+
+
+class SplicedFile:
+    """A read-only file of the presented bytes over the stored file (read, seek, tell, close)."""
+
+    def __init__(self, stored: Any, recipe: Recipe) -> None:
+        self.stored, self.recipe = stored, recipe
+        stored.seek(0, 2)
+        self.stored_size = stored.tell()
+        self.size = recipe.size(self.stored_size)
+        self.pos = 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, count: int = -1) -> bytes:
+        end = self.size if count is None or count < 0 else min(self.size, self.pos + count)
+        out = []
+        head, tail, r = self.recipe.head, self.recipe.tail, self.recipe
+        middle_end = len(head) + self.stored_size - r.head_len
+        while self.pos < end:
+            if self.pos < len(head):
+                piece = head[self.pos : end]
+            elif self.pos < middle_end:
+                self.stored.seek(r.head_len + self.pos - len(head))
+                piece = self.stored.read(min(end, middle_end) - self.pos)
+                if not piece:
+                    break
+            else:
+                piece = tail[self.pos - middle_end : end - middle_end]
+            out.append(piece)
+            self.pos += len(piece)
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.stored.close()
