@@ -94,8 +94,8 @@ def _plan(data: bytes, settings: CalendarSettings, where: Where) -> Optional[Rec
     if root.body_start >= len(data) and truncated:
         return None  # a header longer than EXAMINE: not a message any client sends
     header = data[: root.body_start]
-    if not is_candidate(header) or not header.endswith(b"\n"):
-        return None
+    if not is_candidate(header) or not header.endswith(b"\n") or not all(_FIELD.match(c) for c in _fields(header)):
+        return None  # a line that is no header field: parsers disagree on such a message, leave it alone
     meeting = None
     for part in calendar_parts(root, truncated):
         meeting = meeting_of(part)
