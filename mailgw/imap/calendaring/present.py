@@ -33,6 +33,7 @@ MAX_PARTS = 64
 MOVED = frozenset({b"content-type", b"content-transfer-encoding", b"content-disposition", b"content-id",
                    b"content-description", b"content-md5"})
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # RFC 5322 §2.2 without the obsolete WSP before ':'
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ def _plan(data: bytes, settings: CalendarSettings, where: Where) -> Optional[Rec
     if root.body_start >= len(data) and truncated:
         return None  # a header longer than EXAMINE: not a message any client sends
     header = data[: root.body_start]
-    if not is_candidate(header) or not header.endswith(b"\n") or not all(_FIELD.match(c) for c in _fields(header)):
-        return None  # a line that is no header field: parsers disagree on such a message, leave it alone
+    if not is_candidate(header) or not _well_formed(header):
+        return None
     meeting = None
     for part in calendar_parts(root, truncated):
         meeting = meeting_of(part)
@@ -122,6 +123,18 @@ def _plan(data: bytes, settings: CalendarSettings, where: Where) -> Optional[Rec
               b"--" + outer + eol, b"".join(moved), eol]
     return Recipe(head_len=len(header), head=b"".join(pieces), header_len=len(top),
                   tail=eol + b"--" + outer + b"--" + eol)
+
+
+def _well_formed(header: bytes) -> bool:
+    """Every line a field or a continuation, no bare CR, no blank continuation: where parsers agree.
+
+    A message outside this (hostile or broken) is left as stored rather than wrapped into
+    something two MIME parsers would read differently.
+    """
+    if not header.endswith(b"\n") or b"\r" in header.replace(b"\r\n", b"") or b"\0" in header:
+        return False
+    lines = header.split(b"\n")[:-2]  # the last two: the blank line and what follows its newline
+    return all(_STRICT_FIELD.match(c) for c in _fields(header)) and all(line.strip() for line in lines)
 
 
 def _text_part(boundary: bytes, subtype: bytes, text: str, eol: bytes) -> bytes:
