@@ -72,14 +72,20 @@ class CalendaringConfigTests(SynchronousTestCase):
 class ResolveWarningTests(SynchronousTestCase):
     """`mailgwctl check-config` warns (exit 0) when front_end does not resolve, and never hangs on it."""
 
-    def check(self, host: str) -> tuple[int, str]:
+    def check(self, host: str, code: int = 0) -> tuple[int, str]:
         files = Files(self)
         path = os.path.join(tempfile.mkdtemp(dir=files.dir), "mailgw.toml")
         with open(path, "w") as f:
             f.write(files.config(f'[auth]\nbackends = ["local"]\n' + SERVER.format(calendaring=f'{{ front_end = "{host}" }}')))
         run = mailgwctl("check-config", "--config", path)
-        self.assertEqual(run.code, 0, run.err)
+        self.assertEqual(run.code, code, run.err)
         return run.code, run.err
+
+    def test_ip_literal_refused_by_check_config(self) -> None:
+        """check-config exits 78 with one line naming imap.s.calendaring.front_end for an IP literal."""
+        _, err = self.check("192.0.2.7", 78)
+        self.assertEqual(err.splitlines(), ["config error: imap.s.calendaring.front_end: '192.0.2.7' is an IP literal: "
+                                            "give the front end's host name (FQDN)"])
 
     def test_unresolvable_warns(self) -> None:
         """nonexistent.invalid (RFC 2606: never resolves) gives one warning line naming the key."""

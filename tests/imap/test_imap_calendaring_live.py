@@ -62,6 +62,14 @@ def client(port: int, ca_file: str) -> Any:
     return c
 
 
+def header_len(raw: bytes) -> int:
+    return raw.index(b"\r\n\r\n") + 4
+
+
+def boundary(raw: bytes) -> bytes:
+    return email.message_from_bytes(raw[: header_len(raw)]).get_boundary().encode()
+
+
 def link_of(section_1_1: bytes) -> str:
     text = quopri.decodestring(section_1_1).decode("utf-8")
     return next(line for line in text.splitlines() if line.startswith("http"))
@@ -206,6 +214,31 @@ class CalendaringLiveTests(TestCase):
         same, fresh = yield deferToThread(after)
         self.assertIn("//owa.example.com/", same)
         self.assertIn("//owa2.example.com/", fresh)
+
+    @defer.inlineCallbacks
+    def test_big_meeting_request_streamed(self) -> Any:
+        """A 3 MB invitation (a PDF after it) is streamed in its presented form; sizes and ranges agree."""
+        pdf = b"JVBERi0xLjQK" * 6 + b"\r\n"
+        big = F.google().replace(b"--000000000000mixed--\r\n",
+                                 b"--000000000000mixed\r\nContent-Type: application/pdf\r\n"
+                                 b"Content-Transfer-Encoding: base64\r\n\r\n" + pdf * 40000 + b"--000000000000mixed--\r\n")
+
+        def run(server: str) -> dict[bytes, Any]:
+            with client(self.ports[server], self.files.ca_file) as c:
+                if server == "plain":
+                    c.create_folder("Big")
+                    c.append("Big", big)
+                c.select_folder("Big", readonly=True)
+                return c.fetch([1], [b"RFC822.SIZE", b"BODY.PEEK[]", b"BODY.PEEK[]<2000000.500>", b"BODY.PEEK[1.1]"])[1]
+
+        self.assertEqual((yield deferToThread(run, "plain"))[b"BODY[]"], big)
+        got = yield deferToThread(run, "cal")
+        whole = got[b"BODY[]"]
+        self.assertEqual(got[b"RFC822.SIZE"], len(whole))
+        self.assertGreater(len(whole), len(big))
+        self.assertEqual(got[b"BODY[]<2000000>"], whole[2000000:2000500])
+        self.assertTrue(whole.endswith(big[header_len(big):] + b"\r\n--" + boundary(whole) + b"--\r\n"))
+        self.assertIn("uid=7kukuqrfedlm2f9t%40google.com", link_of(got[b"BODY[1.1]"]))
 
     @defer.inlineCallbacks
     def test_mbsync_fetches_presented_messages(self) -> Any:
