@@ -17,7 +17,9 @@ import quopri
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from mailgw.imap.mime import Part
+import icalendar
+
+from mailgw.imap.mime import Part, parse_params
 
 METHODS = ("REQUEST", "CANCEL", "COUNTER")
 MAX_PARTS = 64  # parts examined per message (a meeting request has 2 to 6)
@@ -69,8 +71,6 @@ def _is_calendar(part: Part) -> bool:
     name = part.param(b"name") or b""
     disposition = part.field(b"content-disposition")
     if disposition is not None:
-        from mailgw.imap.mime import parse_params
-
         name = dict(parse_params(disposition)[1]).get(b"filename", name)
     return name.lower().endswith(b".ics")
 
@@ -101,8 +101,6 @@ def _decoded_text(part: Part) -> str:
 
 
 def _parse(text: str, param_method: str) -> Optional[Meeting]:
-    import icalendar
-
     cal = icalendar.Calendar.from_ical(text)
     # RFC 6047 §2.4: the method parameter and METHOD must agree; the iCalendar body decides
     method = str(cal.get("METHOD", "") or param_method).strip().upper()
