@@ -11,6 +11,7 @@ import email.policy
 import os
 import quopri
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -21,8 +22,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mailgw import assemble
-from mailgw.config import load_config_text
-from tests.admin.helpers_ops import close_runners
+from mailgw.config import load_config
+from tests.admin.helpers_ops import EventWaiter, close_runners
 from tests.imap import calendaring_fixtures as F
 from tests.imap.test_imap_assemble import PASSWORD, write_files
 
@@ -86,8 +87,9 @@ class CalendaringLiveTests(TestCase):
         os.makedirs(base)
         text, self.files = write_files(base)
         self.text = text.split("[imap.t]")[0]
-        self.config = load_config_text(self.text + SERVERS.format(cal_host="owa.example.com"))
-        self.root = assemble.build(self.config, reactor, environ={})
+        self.path = os.path.join(base, "mailgw.toml")
+        self.write_config("owa.example.com")
+        self.root = assemble.build(load_config(self.path), reactor, source=lambda: load_config(self.path), environ={})
         self.root.privilegedStartService()
         self.root.startService()
         self.addCleanup(self.root.stopService)
@@ -102,6 +104,10 @@ class CalendaringLiveTests(TestCase):
                     c.append("INBOX", raw)
 
         yield deferToThread(append)
+
+    def write_config(self, cal_host: str) -> None:
+        with open(self.path, "w") as f:
+            f.write(self.text + SERVERS.format(cal_host=cal_host))
 
     def fetch_all(self, server: str) -> dict[int, dict[bytes, Any]]:
         with client(self.ports[server], self.files.ca_file) as c:
@@ -193,7 +199,7 @@ class CalendaringLiveTests(TestCase):
 
     @defer.inlineCallbacks
     def test_reload_applies_from_next_select(self) -> Any:
-        """A new front end on reload: an open session keeps its form until it selects again, then shows the new link."""
+        """A new front end on SIGHUP: an open session keeps its form until it selects again, then shows the new link."""
         def before() -> Any:
             c = client(self.ports["cal"], self.files.ca_file)
             c.select_folder("INBOX", readonly=True)
@@ -202,9 +208,10 @@ class CalendaringLiveTests(TestCase):
 
         c = yield deferToThread(before)
         self.addCleanup(deferToThread, c.logout)
-        new = load_config_text(self.text + SERVERS.format(cal_host="owa2.example.com"))
-        result = yield assemble.reload(self.root.gateway, new)
-        self.assertEqual(result, "ok")
+        self.write_config("owa2.example.com")
+        reloaded = EventWaiter(self).next("config_reload")
+        os.kill(os.getpid(), signal.SIGHUP)  # MailgwService installed the handler (twistd's main thread: ours)
+        self.assertEqual((yield reloaded)["result"], "ok")
 
         def after() -> tuple[str, str]:
             same = link_of(c.fetch([1], [b"BODY.PEEK[1.1]"])[1][b"BODY[1.1]"])
