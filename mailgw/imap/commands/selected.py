@@ -112,6 +112,7 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
         current = {m.uid: m for m in folder.messages()} if changed else infos
         recent = folder.recent_uids()
         fast = s.policy.fast_message_retrieval
+        view = s.presentation()  # calendaring (mailgw.imap.calendaring): None shows messages as stored
         missing = [False]
 
         def step(pos: int) -> Optional[list[Any]]:
@@ -123,7 +124,7 @@ def cmd_fetch(s: "IMAPSession", req: Request) -> Any:
                 missing[0] = True
                 return None
             try:
-                data = MessageData(folder, info, fast, s.fetch_cache, s.user, s.presentation())
+                data = MessageData(folder, info, fast, s.fetch_cache, s.user, view)
                 return fetch_response(pos + 1, data, items, uid in recent, req.uid, uid in changed)
             except MessageExpunged:
                 missing[0] = True
@@ -203,7 +204,8 @@ async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
         if info is None:
             continue
         # the message's bytes are read lazily by MessageData (an awaitable store read would go here)
-        ctx = Context(pos + 1, MessageData(folder, info, fast, owner=s.user, view=view), uid in recent, count, max_uid, cache)
+        data = MessageData(folder, info, fast, owner=s.user, view=view)
+        ctx = Context(pos + 1, data, uid in recent, count, max_uid, cache)
         try:
             hit = await matches_paced(key, ctx, pacer)
             if hit is None:
