@@ -338,6 +338,7 @@ def build_submission(gateway: Gateway, name: str, sub: Any) -> None:
 
 def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     """One [imap.NAME]: a STARTTLS-capable factory for `bind`, an implicit-TLS one for `bind_tls`."""
+    from mailgw.imap.calendaring import Presenter
     from mailgw.imap.config import IMAPLimits
     from mailgw.imap.factory import IMAPServerFactory
 
@@ -353,8 +354,10 @@ def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     limits = IMAPLimits(max_line=imap.max_line, append_limit=imap.append_limit,
                         preauth_timeout=imap.preauth_timeout, autologout=imap.autologout,
                         max_user_ip_sessions=imap.max_connections_per_user_ip)
+    presenter = Presenter(calendar_settings(gateway.config, imap))  # both listeners share its cache
+    gateway.extras[f"calendaring.imap.{name}"] = presenter
     common = dict(fast_message_retrieval=imap.fast_message_retrieval, hostname=gateway.config.server.hostname,
-                  limits=limits, registry=gateway.sessions)
+                  limits=limits, registry=gateway.sessions, presenter=presenter)
     label = f"imap.{name}"  # the listener name the auth service keys its ListenerPolicy (auth, require_tls) by
     wrap = connection_control(gateway, label, imap)
     plain = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, **common)
@@ -363,6 +366,33 @@ def build_imap(gateway: Gateway, name: str, imap: Any) -> None:
     implicit = IMAPServerFactory(label, gateway.auth, gateway.store, tls, gateway.reactor, implicit_tls=True, **common)
     for i, endpoint in enumerate(imap.bind_tls):
         gateway.listen(endpoint, implicit, implicit_tls=tls, label=f"imap.{name}.bind_tls[{i}]", wrap=wrap)
+
+
+def calendar_settings(config: Config, imap: Any) -> Any:
+    """[imap.NAME] calendaring as the IMAP package's CalendarSettings (None: messages shown as stored)."""
+    from mailgw.imap.calendaring import CalendarSettings
+
+    cal = imap.calendaring
+    if cal is None:
+        return None
+    return CalendarSettings(front_end=cal.front_end, use_ssl=cal.use_ssl, path=cal.path, hostname=config.server.hostname)
+
+
+CALENDARING_LIVE_KEYS = ("imap.*.calendaring",)
+
+
+def _prepare_calendaring(gateway: Gateway, new_config: Config) -> Callable[[], None]:
+    """Reload hook: new calendaring settings for the running servers; sessions show them from their next SELECT."""
+    prefix = "calendaring.imap."
+    staged = [(presenter, calendar_settings(new_config, new_config.imap[key[len(prefix):]]))
+              for key, presenter in gateway.extras.items()
+              if key.startswith(prefix) and key[len(prefix):] in new_config.imap]
+
+    def install() -> None:
+        for presenter, settings in staged:
+            presenter.configure(settings)
+
+    return install
 
 
 def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] = None,
@@ -454,6 +484,7 @@ def build_admin(gateway: Gateway, environ: dict[str, str]) -> None:
         gateway.reload_hooks.append((AUTH_LIVE_KEYS, functools.partial(_prepare_auth, gateway)))
     gateway.reload_hooks.append((PUBLISH_LIVE_KEYS, functools.partial(_prepare_publish, gateway)))
     gateway.reload_hooks.append((CONTROL_LIVE_KEYS, functools.partial(_prepare_control, gateway)))
+    gateway.reload_hooks.append((CALENDARING_LIVE_KEYS, functools.partial(_prepare_calendaring, gateway)))
     admin = gateway.config.admin
     if admin.http is not None:
         site = admin_site(health, MetricsResource(metrics.REGISTRY, MetricsRefresher(gateway)))

@@ -4,7 +4,7 @@ Live (applied by SIGHUP without dropping a connection): `tls.*` (certificates, k
 versions: the ServerTLS objects the listeners hold are updated in place), and every key under a
 prefix that a running component registered a reload hook for (assemble.py: `auth` and the
 servers' `auth`/`require_tls` for the credential checker, `publish.<rule>.*` but `listen` and
-`client_sets` for the forwarder). Anything else
+`client_sets` for the forwarder, `imap.*.calendaring` for the meeting request presenters). Anything else
 that differs (listeners added, removed or changed, the store root, admin endpoints, log format)
 needs a restart, and the whole reload is refused, leaving the running configuration in force.
 """

@@ -29,7 +29,9 @@ def _check_config(args: argparse.Namespace) -> int:
         for line in exc.problems:
             sys.stderr.write(f"config error: {line}\n")
         return EX_CONFIG
-    for line in ntlm_warnings(config):
+    from mailgw.config.resolve import front_end_warnings
+
+    for line in ntlm_warnings(config) + front_end_warnings(config):
         sys.stderr.write(f"warning: {line}\n")
     print(f"configuration ok: {config_path(args) or 'embedded development default'}")
     return 0

@@ -101,8 +101,9 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class CalendaringConfig:
-    front_end: str = opt("", "Outlook Web Access front end host for meeting request links.")
-    use_ssl: bool = opt(True, "Use https:// for those links.")
+    front_end: str = opt("", "Host name (FQDN) of the web front end (OWA) that meeting request links point to; no IP literal, port or scheme.", required=True)
+    use_ssl: bool = opt(True, "Links use https:// (false: http://).")
+    path: str = opt("/exchange/{user}/{mailbox}/?cmd=open&uid={ical_uid}", "Path of the link; {user}, {mailbox}, {uid}, {uidvalidity}, {uid_url} (RFC 5092 IMAP URL) and {ical_uid} are replaced, URL-escaped.")
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class IMAPConfig:
     clients: tuple[str, ...] = opt(("any",), "Who may connect: \"any\", CIDRs, or [client_sets.NAME] names (as publishing rules); others are closed before the greeting.")
     max_connections: int = opt(1000, "Concurrent connections to this virtual server (all its listeners); more are closed before the greeting.")
     proxy_protocol_from: tuple[str, ...] = opt((), "Proxies (CIDRs) that send a PROXY protocol v1/v2 header first; when set, only they may connect and must send one.", kind="cidrs")
-    calendaring: Optional[CalendaringConfig] = opt(None, "Exchange-style calendaring options (OWA front end for meeting requests); accepted and shown, not yet used.")
+    calendaring: Optional[CalendaringConfig] = opt(None, "Meeting requests are shown with a summary and a link to answer them on this web front end (docs/imap.md \"Calendaring\"); unset: messages as stored.")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Iterator
+import re
+import string
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from . import endpoints
 
@@ -13,7 +15,7 @@ if TYPE_CHECKING:
 
 def validate(config: "Config") -> list[str]:
     return (list(_tls(config)) + list(_auth(config)) + list(_listeners(config)) + list(_admin(config))
-            + list(_publish(config)) + list(_connection_control(config)))
+            + list(_publish(config)) + list(_connection_control(config)) + list(_calendaring(config)))
 
 
 def listeners(config: "Config") -> Iterator[tuple[str, str]]:
@@ -170,3 +172,43 @@ def _is_ip(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# mailgw.imap.calendaring.link.PATH_FIELDS (config imports no other package; a test keeps them equal)
+CALENDARING_PATH_FIELDS = ("user", "mailbox", "uid", "uidvalidity", "uid_url", "ical_uid")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def front_end_problem(host: str) -> Optional[str]:
+    """Why `host` is not a bare host name (FQDN) a link can carry, or None."""
+    if "://" in host or host.lower().startswith(("http:", "https:")):
+        return f"{host!r} has a scheme: give the host name only (use_ssl chooses https:// or http://)"
+    if _is_ip(host.strip("[]")):
+        return f"{host!r} is an IP literal: give the front end's host name (FQDN)"
+    if ":" in host:
+        return f"{host!r} has a port: give the host name only"
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        return f"{host!r} is not a host name"
+    return None
+
+
+def _calendaring(config: "Config") -> Iterator[str]:
+    for name, imap in config.imap.items():
+        cal = imap.calendaring
+        if cal is None:
+            continue
+        key = f"imap.{name}.calendaring"
+        problem = front_end_problem(cal.front_end)
+        if problem:
+            yield f"{key}.front_end: {problem}"
+        if not cal.path.startswith("/") or any(c.isspace() or not c.isprintable() for c in cal.path):
+            yield f"{key}.path: {cal.path!r} must start with / and hold no spaces or control characters"
+        try:
+            for _, field, spec, conversion in string.Formatter().parse(cal.path):
+                if field is not None and (spec or conversion or field not in CALENDARING_PATH_FIELDS):
+                    yield (f"{key}.path: unknown placeholder {{{field}}} "
+                           f"(known: {', '.join('{' + f + '}' for f in CALENDARING_PATH_FIELDS)})")
+                    break
+        except ValueError as exc:
+            yield f"{key}.path: {exc} (write {{{{ and }}}} for literal braces)"

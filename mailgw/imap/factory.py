@@ -22,7 +22,8 @@ class IMAPServerFactory(Factory):
 
     def __init__(self, name: str, auth_service: IAuthService, store: IMessageStore, tls: Optional[IServerTLS],
                  reactor: Any, fast_message_retrieval: bool = True, hostname: str = "localhost",
-                 limits: Optional[IMAPLimits] = None, implicit_tls: bool = False, registry: Any = None) -> None:
+                 limits: Optional[IMAPLimits] = None, implicit_tls: bool = False, registry: Any = None,
+                 presenter: Any = None) -> None:
         self.policy = IMAPPolicy(name=name, fast_message_retrieval=fast_message_retrieval, hostname=hostname,
                                  limits=limits or IMAPLimits())
         self.auth_service = auth_service
@@ -32,11 +33,12 @@ class IMAPServerFactory(Factory):
         self.implicit_tls = implicit_tls
         self.registry = registry
         self.fetch_cache = FetchCache()
+        self.presenter = presenter  # calendaring: shared by the server's listeners, reconfigured on reload
 
     def buildProtocol(self, addr: Any) -> IMAPSession:
         proto = IMAPSession(self.policy, self.auth_service, self.store, self.reactor,
                             None if self.implicit_tls else self.tls, self.implicit_tls, self.registry,
-                            self.fetch_cache)
+                            self.fetch_cache, self.presenter)
         proto.factory = self
         return proto
 

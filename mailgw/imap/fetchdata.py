@@ -63,10 +63,14 @@ class MessageData:
     below then runs synchronously on what was loaded and never touches the store."""
 
     def __init__(self, folder: IFolder, info: MessageInfo, fast: bool, cache: Optional[FetchCache] = None,
-                 owner: str = "") -> None:
+                 owner: str = "", view: Any = None) -> None:
         self.folder, self.info, self.fast = folder, info, fast
         self.cache = cache
-        self.key = (owner, folder.name, folder.uid_validity, info.uid)
+        # view: the calendaring Presentation of this server (mailgw.imap.calendaring), None: as stored;
+        # load_batch sets `recipe` when the message is shown presented
+        self.view = view
+        self.recipe: Any = None
+        self.key = (owner, folder.name, folder.uid_validity, info.uid) + ((view.fingerprint,) if view else ())
         self.body: Optional[IMessageBody] = None
         self.missing = False  # the message was gone when its data was loaded
         self.cached: dict[str, bytes] = {}  # cache hits taken when the plan was made
@@ -102,7 +106,9 @@ class MessageData:
         return self._head_root
 
     def size(self) -> int:
-        return self.info.size if self.fast else len(self.full())
+        if not self.fast:
+            return len(self.full())
+        return self.info.size if self.recipe is None else int(self.recipe.size(self.info.size))
 
     def big_unread(self) -> bool:
         return self._full is None and self.body is not None and self.body.size > STREAM_THRESHOLD
@@ -185,8 +191,39 @@ def plan(data: MessageData, items: list[FetchItem]) -> Need:
     return need
 
 
+async def _present(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> None:
+    """Calendaring: set each message's recipe, deciding the undecided ones from their stored header and
+    first octets (read in the store's pool; the decision is cached per message and configuration)."""
+    from mailgw.imap.calendaring.present import EXAMINE, is_candidate
+
+    undecided = []
+    for data, _ in work:
+        if data.view is None:
+            continue
+        decided, data.recipe = data.view.known(data)
+        if not decided:
+            undecided.append(data)
+    if not undecided:
+        return
+    headers = await folder.headers([d.info.uid for d in undecided])
+    candidates = [d for d in undecided if d.info.uid in headers and is_candidate(headers[d.info.uid])]
+    bodies = await folder.open_messages([d.info.uid for d in candidates]) if candidates else {}
+    try:
+        for data in undecided:
+            header = headers.get(data.info.uid)
+            if header is None:
+                continue  # expunged meanwhile: the loader below notices
+            body = bodies.get(data.info.uid)
+            prefix = await body.read(0, EXAMINE + 1) if body is not None else None
+            data.recipe = data.view.decide(data, header, prefix)
+    finally:
+        for body in bodies.values():
+            body.close()
+
+
 async def _load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]",
                       ahead: "Optional[ReadAhead]", extra: "list[int]") -> None:
+    await _present(folder, work)
     want_headers = [d.info.uid for d, n in work if n.header and not n.full]
     bodies: dict[int, IMessageBody] = {}
     if ahead is not None:
@@ -207,12 +244,17 @@ async def _load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]",
         if need.header and not need.full:
             data._header = headers.get(uid)
             data.missing = data.missing or data._header is None
+            if data.recipe is not None and data._header is not None:
+                data._header = data.recipe.header
         if not need.body:
             continue
         body = bodies.get(uid)
         if body is None:
             data.missing = True
             continue
+        if data.recipe is not None:
+            from mailgw.imap.calendaring.present import PresentedBody
+            body = PresentedBody(body, data.recipe)
         data.body = body
         if need.full or body.size <= STREAM_THRESHOLD:
             data._full = await body.read_all()  # already in memory unless it is big

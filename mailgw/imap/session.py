@@ -55,9 +55,12 @@ class IMAPSession(SelectedState, Protocol):
     ABORT_AFTER = 10.0  # seconds between a close and a forced abort
 
     def __init__(self, policy: IMAPPolicy, auth: Any, store: Any, reactor: Any, tls: Any = None,
-                 implicit_tls: bool = False, registry: Any = None, fetch_cache: Any = None) -> None:
+                 implicit_tls: bool = False, registry: Any = None, fetch_cache: Any = None,
+                 presenter: Any = None) -> None:
         self.policy = policy
         self.fetch_cache = fetch_cache
+        self.presenter = presenter  # calendaring (mailgw.imap.calendaring.Presenter), None: messages as stored
+        self._presented: tuple[Any, Any] = (None, None)
         self.limits = policy.limits
         self.auth = auth
         self.store = store
@@ -146,6 +149,14 @@ class IMAPSession(SelectedState, Protocol):
     @property
     def user(self) -> str:
         return self.identity.user if self.identity is not None else ""
+
+    def presentation(self) -> Any:
+        """The calendaring form FETCH and SEARCH show, fixed per selection: a reload shows after the next SELECT."""
+        if self.presenter is None or self.folder is None:
+            return None
+        if self._presented[0] is not self.folder:
+            self._presented = (self.folder, self.presenter.current())
+        return self._presented[1]
 
     def kick(self) -> None:
         """Admin: end the session."""

@@ -118,6 +118,7 @@ async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int],
     current = _infos(folder.messages(), list(infos)) if changed else infos
     recent = folder.recent_uids()
     fast = s.policy.fast_message_retrieval
+    view = s.presentation()  # calendaring (mailgw.imap.calendaring): None shows messages as stored
     missing = False
     work = []
     for pos in picked:
@@ -125,7 +126,7 @@ async def _fetch(s: "IMAPSession", req: Request, folder: Any, picked: list[int],
         if info is None:
             missing = True
             continue
-        data = MessageData(folder, info, fast, s.fetch_cache, s.user)
+        data = MessageData(folder, info, fast, s.fetch_cache, s.user, view)
         work.append((pos + 1, data, plan(data, items)))
 
     def respond(seq: int, data: MessageData) -> list[Any]:
@@ -234,9 +235,10 @@ async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
     need = search_need(key, fast)
     hits: list[int] = []
     pacer = Pacer(s.reactor, lambda: s.closing)
-    for chunk in _search_batches(folder, uids, index, fast, need.body, max(1, s.limits.fetch_batch)):
+    view = s.presentation()  # calendaring: LARGER/SMALLER/BODY/TEXT see what FETCH shows
+    for chunk in _search_batches(folder, uids, index, fast, need.body, max(1, s.limits.fetch_batch), s.user, view):
         try:
-            if need.header or need.body:
+            if need.header or need.body or view is not None:
                 await load_batch(folder, [(d, need) for _, d in chunk])  # one store job per batch, in the pool
             for pos, data in chunk:
                 if not await pacer.tick():
@@ -264,7 +266,7 @@ async def _search(s: "IMAPSession", req: Request, key: Key) -> Optional[bytes]:
 
 
 def _search_batches(folder: Any, uids: Any, index: dict[int, Any], fast: bool, bodies: bool,
-                    batch: int) -> "Iterator[list[tuple[int, MessageData]]]":
+                    batch: int, owner: str = "", view: Any = None) -> "Iterator[list[tuple[int, MessageData]]]":
     """Batches of at most `batch` messages and, when bodies are loaded, about SEARCH_BATCH_BYTES of them."""
     chunk: list[tuple[int, MessageData]] = []
     size = 0
@@ -272,7 +274,7 @@ def _search_batches(folder: Any, uids: Any, index: dict[int, Any], fast: bool, b
         info = index.get(uid)
         if info is None:
             continue
-        chunk.append((pos, MessageData(folder, info, fast)))
+        chunk.append((pos, MessageData(folder, info, fast, owner=owner, view=view)))
         size += info.size if bodies else 0
         if len(chunk) >= batch or size >= SEARCH_BATCH_BYTES:
             yield chunk
