@@ -22,10 +22,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from twisted.internet.defer import ensureDeferred
+from zope.interface import implementer
+
 from mailgw.imap.calendaring.detect import calendar_parts, meeting_of
 from mailgw.imap.calendaring.link import CalendarSettings, Where, link
 from mailgw.imap.calendaring.render import html_text, plain_text
 from mailgw.imap.mime import Part, parse_params
+from mailgw.interfaces import IMessageBody
 
 EXAMINE = 512 * 1024  # octets of a message parsed to decide (the header and the first parts)
 MAX_PARTS = 64
@@ -185,6 +189,7 @@ def _split_header(header: bytes, eol: bytes) -> tuple[tuple[bytes, bytes], list[
     return (head, b"".join(after)), moved, cte
 
 
+@implementer(IMessageBody)
 class PresentedBody:
     """The presented message over a stored IMessageBody (mailgw.interfaces): reads stay in the store's pool.
 
@@ -198,7 +203,6 @@ class PresentedBody:
         self.size = recipe.size(stored.size)
 
     def read(self, offset: int, length: int) -> Any:
-        from twisted.internet.defer import ensureDeferred
         return ensureDeferred(self._read(offset, length))
 
     async def _read(self, offset: int, length: int) -> bytes:
