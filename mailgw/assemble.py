@@ -50,16 +50,19 @@ log = Logger()
 class ThreadPoolService(Service):
     """A named, bounded thread pool started with the reactor and stopped (joined) at shutdown."""
 
-    def __init__(self, pool: ThreadPool) -> None:
+    def __init__(self, pool: ThreadPool, users: "Optional[list[Any]]" = None) -> None:
         self.pool = pool
+        self.users = users if users is not None else []  # services whose closed() the pool outlives (StoreService)
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> "defer.Deferred[Any]":
         super().stopService()
-        self.pool.stop()
+        d = defer.gatherResults([user.closed() for user in self.users])
+        d.addBoth(lambda _: self.pool.stop())
+        return d
 
 
 class MailgwService(MultiService):
@@ -403,10 +406,13 @@ def build(config: Config, reactor: Any, source: Optional[Callable[[], Config]] =
     gateway.config_source = source
     root = MailgwService(gateway)
     gateway.root = root
-    ThreadPoolService(disk_pool).setServiceParent(root)
+    pool_service = ThreadPoolService(disk_pool)
+    pool_service.setServiceParent(root)
     os.makedirs(config.server.state_dir, exist_ok=True)
     gateway.store = build_store(config, reactor, disk_pool)
-    StoreService(gateway.store).setServiceParent(root)  # stops (saving indexes) before the disk pool
+    store_service = StoreService(gateway.store)
+    store_service.setServiceParent(root)  # stops (saving indexes) before the disk pool, which waits for it
+    pool_service.users.append(store_service)
     gateway.auth = build_auth(config, reactor)
     for name, sub in config.submission.items():
         build_submission(gateway, name, sub)

@@ -191,9 +191,10 @@ def plan(data: MessageData, items: list[FetchItem]) -> Need:
     return need
 
 
-async def _present(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> None:
+async def _present(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> "dict[int, IMessageBody]":
     """Calendaring: set each message's recipe, deciding the undecided ones from their stored header and
-    first octets (read in the store's pool; the decision is cached per message and configuration)."""
+    first octets (read in the store's pool; the decision is cached per message and configuration).
+    Returns the bodies it opened, for the loader to use rather than open them twice."""
     from mailgw.imap.calendaring.present import EXAMINE, is_candidate
 
     undecided = []
@@ -204,31 +205,34 @@ async def _present(folder: IFolder, work: "list[tuple[MessageData, Need]]") -> N
         if not decided:
             undecided.append(data)
     if not undecided:
-        return
+        return {}
     headers = await folder.headers([d.info.uid for d in undecided])
     candidates = [d for d in undecided if d.info.uid in headers and is_candidate(headers[d.info.uid])]
     bodies = await folder.open_messages([d.info.uid for d in candidates]) if candidates else {}
-    try:
-        for data in undecided:
-            header = headers.get(data.info.uid)
-            if header is None:
-                continue  # expunged meanwhile: the loader below notices
-            body = bodies.get(data.info.uid)
-            prefix = await body.read(0, EXAMINE + 1) if body is not None else None
-            data.recipe = data.view.decide(data, header, prefix)
-    finally:
-        for body in bodies.values():
-            body.close()
+    for data in undecided:
+        header = headers.get(data.info.uid)
+        if header is None:
+            continue  # expunged meanwhile: the loader below notices
+        body = bodies.get(data.info.uid)
+        prefix = await body.read(0, EXAMINE + 1) if body is not None else None
+        data.recipe = data.view.decide(data, header, prefix)
+    return bodies
 
 
 async def _load_batch(folder: IFolder, work: "list[tuple[MessageData, Need]]",
                       ahead: "Optional[ReadAhead]", extra: "list[int]") -> None:
-    await _present(folder, work)
+    opened = await _present(folder, work)
     want_headers = [d.info.uid for d, n in work if n.header and not n.full]
     bodies: dict[int, IMessageBody] = {}
+    for d, n in work:
+        body = opened.pop(d.info.uid, None)
+        if body is not None and n.body:
+            bodies[d.info.uid] = body
+        elif body is not None:
+            body.close()
     if ahead is not None:
         for d, n in work:
-            body = ahead.take(d.info.uid) if n.body else None
+            body = ahead.take(d.info.uid) if n.body and d.info.uid not in bodies else None
             if body is not None:
                 bodies[d.info.uid] = body
     want_bodies = [d.info.uid for d, n in work if n.body and d.info.uid not in bodies] + extra
