@@ -76,10 +76,14 @@ def _apply(fd: int, path: str, wanted: Ownership) -> None:
     os.fchmod(fd, wanted.mode)
 
 
-def _write_all_synced(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _write_all_synced(fd: int, data: bytes) -> None:
+    _write_all(fd, data)
     os.fsync(fd)
 
 
@@ -126,12 +130,7 @@ def durable_replace(path: str, data: bytes, tmp: Optional[str] = None, mode: int
         try:
             if mode != 0o600:
                 os.fchmod(fd, mode)
-            if sync_file:
-                _write_all_synced(fd, data)
-            else:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+            (_write_all_synced if sync_file else _write_all)(fd, data)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
